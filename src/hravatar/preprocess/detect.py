@@ -53,7 +53,8 @@ class FaceTrack:
 
 
 def detect_faces(
-    frames: Iterable[np.ndarray], total: int | None = None, min_confidence: float = 0.5, show_progress: bool = True
+    frames: Iterable[np.ndarray], total: int | None = None, min_confidence: float = 0.5,
+    show_progress: bool = True,
 ) -> FaceTrack:
     """Detect the largest face in every frame.
 
