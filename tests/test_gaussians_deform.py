@@ -12,7 +12,9 @@ from hravatar.gaussians.testing import synthetic_head
 from hravatar.head.lbs import axis_angle_to_matrix, quat_to_matrix
 
 
-def point_triangle_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def point_triangle_distance(
+    p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
     """Euclidean distance ``[...]`` from points ``p [...,3]`` to triangles ``(a, b, c) [...,3]``."""
     n = torch.cross(b - a, c - a, dim=-1)
     n = n / n.norm(dim=-1, keepdim=True)
@@ -58,15 +60,29 @@ def test_init_properties():
     N = head.faces.shape[0] * 8
     assert avatar.num_points == N
     p = avatar.params
-    shapes = {"means": (N, 3), "quats": (N, 4), "scales": (N, 3), "opacities": (N,), "albedo": (N, 3),
-              "roughness": (N, 1), "f0": (N, 1), "colors": (N, 3), "shapedirs": (N, 3, head.num_shape),
-              "exprdirs": (N, 3, head.num_expr), "posedirs": (N, 3, 36), "lbs_weights": (N, 6)}
+    shapes = {
+        "means": (N, 3),
+        "quats": (N, 4),
+        "scales": (N, 3),
+        "opacities": (N,),
+        "albedo": (N, 3),
+        "roughness": (N, 1),
+        "f0": (N, 1),
+        "colors": (N, 3),
+        "shapedirs": (N, 3, head.num_shape),
+        "exprdirs": (N, 3, head.num_expr),
+        "posedirs": (N, 3, 36),
+        "lbs_weights": (N, 6),
+    }
     for k, s in shapes.items():
         assert tuple(p[k].shape) == s, k
     # every basis is the barycentric interpolation of the mesh's
-    assert torch.allclose(p["exprdirs"], interpolate(head.exprdirs, head.faces, init["face_index"], init["bary"]))
-    assert torch.allclose(p["lbs_weights"][:, :5], interpolate(head.lbs_weights, head.faces,
-                                                               init["face_index"], init["bary"]))
+    assert torch.allclose(
+        p["exprdirs"], interpolate(head.exprdirs, head.faces, init["face_index"], init["bary"])
+    )
+    assert torch.allclose(
+        p["lbs_weights"][:, :5], interpolate(head.lbs_weights, head.faces, init["face_index"], init["bary"])
+    )
     assert (p["lbs_weights"][:, 5] == 0).all()
     # rotations aligned with the surface: the shortest axis is the face normal
     R, _, _ = face_frames(head.v_template, head.faces)
@@ -167,7 +183,9 @@ def test_batched_and_differentiable():
     for k in ("means", "quats", "shapedirs", "exprdirs", "posedirs", "lbs_weights"):
         gr = avatar.params[k].grad
         assert gr is not None and torch.isfinite(gr).all(), k
-    assert avatar.params["exprdirs"].grad.abs().sum() > 0 and avatar.params["lbs_weights"].grad.abs().sum() > 0
+    assert (
+        avatar.params["exprdirs"].grad.abs().sum() > 0 and avatar.params["lbs_weights"].grad.abs().sum() > 0
+    )
     with pytest.raises(ValueError):
         avatar.deform(expression=torch.zeros(1, head.num_expr + 1))
 
@@ -182,7 +200,9 @@ def test_static_column_and_empty_weights():
     d = avatar.deform(pose=pose, translation=torch.tensor([[0.0, 0.0, 0.1]]))
     X = avatar.params["means"][:10]
     assert torch.allclose(d.means[0, :10], X + torch.tensor([0.0, 0.0, 0.1]), atol=1e-7)
-    assert (d.means[0, 10:] - avatar.params["means"][10:] - torch.tensor([0, 0, 0.1])).norm(dim=-1).min() > 1e-4
+    assert (d.means[0, 10:] - avatar.params["means"][10:] - torch.tensor([0, 0, 0.1])).norm(
+        dim=-1
+    ).min() > 1e-4
 
 
 def test_normals_face_the_camera():
@@ -224,8 +244,9 @@ def test_triangle_rig_ablation():
     expr = torch.randn(2, head.num_expr, generator=g)
     pose = torch.randn(2, 5, 3, generator=g) * 0.15
     rest = avatar.canonical()
-    assert torch.allclose(rest.means[0], interpolate(head.v_template, head.faces, init["face_index"], init["bary"]),
-                          atol=1e-6)
+    assert torch.allclose(
+        rest.means[0], interpolate(head.v_template, head.faces, init["face_index"], init["bary"]), atol=1e-6
+    )
     out = head.forward(None, expr, pose)
     d = avatar.deform(None, expr, pose)
     # stays in the plane of its triangle (under non-rigid motion its barycentric coordinates may drift)

@@ -130,7 +130,11 @@ class DeformedGaussians:
         """The ``b``-th element as a batch of one."""
         sl = slice(b, b + 1)
         return DeformedGaussians(
-            self.means[sl], self.quats[sl], self.scales[sl], self.opacities[sl], self.rotmats[sl],
+            self.means[sl],
+            self.quats[sl],
+            self.scales[sl],
+            self.opacities[sl],
+            self.rotmats[sl],
             None if self.lbs_transforms is None else self.lbs_transforms[sl],
             None if self.canonical_offsets is None else self.canonical_offsets[sl],
         )
@@ -232,7 +236,9 @@ def deform_points(
         offsets = offsets + torch.einsum("ncp,bp->bnc", posedirs, pose_feature(rot[:, 1:]))
     x_e = means + offsets  # [B,N,3]
 
-    joints = joint_template + torch.einsum("jcs,bs->bjc", joint_shapedirs, beta[:, : joint_shapedirs.shape[-1]])
+    joints = joint_template + torch.einsum(
+        "jcs,bs->bjc", joint_shapedirs, beta[:, : joint_shapedirs.shape[-1]]
+    )
     parents = torch.tensor([-1, 0, 1, 1, 1], device=means.device)
     A_full = kinematic_chain(rot, joints, parents)  # [B,5,4,4]
     A = A_full[..., :3, :]

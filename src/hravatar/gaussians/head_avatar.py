@@ -116,8 +116,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def position_lr(step: int, max_steps: int, lrs: LearningRates | None = None, scene_scale: float = 1.0) -> float:
-    """Log-linear decay of the position learning rate from ``means`` to ``means_final`` (times scene scale)."""
+def position_lr(
+    step: int, max_steps: int, lrs: LearningRates | None = None, scene_scale: float = 1.0
+) -> float:
+    """Log-linear decay of the position learning rate ``means`` -> ``means_final`` (x scene scale)."""
     lrs = lrs or LearningRates()
     t = min(max(step / max(max_steps, 1), 0.0), 1.0)
     return scene_scale * math.exp((1 - t) * math.log(lrs.means) + t * math.log(lrs.means_final))
@@ -152,7 +154,10 @@ class GaussianHead(nn.Module):
             )
         frozen = (*frozen, "binding")
         self.params = nn.ParameterDict(
-            {k: nn.Parameter(v, requires_grad=(k not in frozen) and v.is_floating_point()) for k, v in params.items()}
+            {
+                k: nn.Parameter(v, requires_grad=(k not in frozen) and v.is_floating_point())
+                for k, v in params.items()
+            }
         )
         for k, v in buffers.items():
             self.register_buffer(k, v)
@@ -202,15 +207,18 @@ class GaussianHead(nn.Module):
             from hravatar.gaussians.rigged import to_local
 
             binding = init["face_index"]
-            mu, r, s = to_local(head.v_template, head.faces, binding, init["means"], init["quats"],
-                                init["log_scales"])
+            mu, r, s = to_local(
+                head.v_template, head.faces, binding, init["means"], init["quats"], init["log_scales"]
+            )
             params.update(means=mu, quats=r, scales=s, binding=binding)
             for k in MESH_FIELDS:
                 buffers[f"mesh_{k}"] = getattr(head, k)
         else:
             raise ValueError(f"unknown rig {cfg.rig!r}; use 'blendshape' or 'triangle'")
         meta = {"head_meta": head.meta, "num_faces": int(head.faces.shape[0])}
-        return cls({k: v.contiguous() for k, v in params.items()}, buffers, cfg, head.name, head.expr_names, meta)
+        return cls(
+            {k: v.contiguous() for k, v in params.items()}, buffers, cfg, head.name, head.expr_names, meta
+        )
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -311,13 +319,24 @@ class GaussianHead(nn.Module):
             head = self.head_model()
             sh = None if shape is None else pad_coeffs(shape, head.num_shape, B, p["means"], "shape")
             out = head.forward(sh, expression, pose, translation, batch_size=B)
-            means, quats, scales = rigged_deform(out.vertices, head.faces, p["binding"], p["means"],
-                                                 p["quats"], p["scales"])
+            means, quats, scales = rigged_deform(
+                out.vertices, head.faces, p["binding"], p["means"], p["quats"], p["scales"]
+            )
             T = off = None
         else:
             means, quats, T, off, _ = deform_points(
-                p["means"], p["quats"], p["shapedirs"], p["exprdirs"], p["posedirs"], p["lbs_weights"],
-                self.joint_template, self.joint_shapedirs, shape, expression, pose, translation,
+                p["means"],
+                p["quats"],
+                p["shapedirs"],
+                p["exprdirs"],
+                p["posedirs"],
+                p["lbs_weights"],
+                self.joint_template,
+                self.joint_shapedirs,
+                shape,
+                expression,
+                pose,
+                translation,
             )
             scales = p["scales"].exp()[None].expand(B, -1, -1)
         opac = self.opacities[None].expand(B, -1)
@@ -338,9 +357,17 @@ class GaussianHead(nn.Module):
         """Learning rate of every trainable per-point parameter name (means x ``scene_scale``)."""
         lrs = lrs or LearningRates()
         table = {
-            "means": lrs.means * scene_scale, "quats": lrs.quats, "scales": lrs.scales,
-            "opacities": lrs.opacities, "albedo": lrs.albedo, "roughness": lrs.roughness, "f0": lrs.f0,
-            "colors": lrs.colors, "shapedirs": lrs.bases, "exprdirs": lrs.bases, "posedirs": lrs.bases,
+            "means": lrs.means * scene_scale,
+            "quats": lrs.quats,
+            "scales": lrs.scales,
+            "opacities": lrs.opacities,
+            "albedo": lrs.albedo,
+            "roughness": lrs.roughness,
+            "f0": lrs.f0,
+            "colors": lrs.colors,
+            "shapedirs": lrs.bases,
+            "exprdirs": lrs.bases,
+            "posedirs": lrs.bases,
             "lbs_weights": lrs.lbs_weights,
         }
         return {k: v for k, v in table.items() if k in self.params and self.params[k].requires_grad}
@@ -351,8 +378,11 @@ class GaussianHead(nn.Module):
         """Adam parameter groups ``[{"params": [p], "lr": lr, "name": name}, ...]``, one per trainable
         attribute (frozen ones are left out). ``names`` restricts the set (e.g. drop ``colors``)."""
         table = self.lr_table(lrs, scene_scale)
-        return [{"params": [self.params[k]], "lr": lr, "name": k} for k, lr in table.items()
-                if names is None or k in names]
+        return [
+            {"params": [self.params[k]], "lr": lr, "name": k}
+            for k, lr in table.items()
+            if names is None or k in names
+        ]
 
     def make_optimizer(
         self, lrs: LearningRates | None = None, scene_scale: float = 1.0, names: tuple[str, ...] | None = None

@@ -84,13 +84,20 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
     if md.get("format") != FORMAT:
         raise HRAvatarError(f"{path}: not a hravatar Gaussian avatar (format {md.get('format')!r})")
     if int(md.get("version", "0")) > VERSION:
-        raise HRAvatarError(f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade")
+        raise HRAvatarError(
+            f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade"
+        )
     cfg = from_dict(AvatarConfig, json.loads(md["config"]))
-    params = {k[len("param."):]: v for k, v in t.items() if k.startswith("param.")}
-    buffers = {k[len("buffer."):]: v for k, v in t.items() if k.startswith("buffer.")}
+    params = {k[len("param.") :]: v for k, v in t.items() if k.startswith("param.")}
+    buffers = {k[len("buffer.") :]: v for k, v in t.items() if k.startswith("buffer.")}
     avatar = GaussianHead(
-        params, buffers, cfg, md.get("head_model", "unknown"), json.loads(md.get("expr_names", "[]")),
-        json.loads(md.get("meta", "{}")), frozen=tuple(json.loads(md.get("frozen", "[]"))),
+        params,
+        buffers,
+        cfg,
+        md.get("head_model", "unknown"),
+        json.loads(md.get("expr_names", "[]")),
+        json.loads(md.get("meta", "{}")),
+        frozen=tuple(json.loads(md.get("frozen", "[]"))),
     )
     return avatar.to(device) if device is not None else avatar
 
@@ -127,16 +134,23 @@ def export_ply(
         return x.reshape(1, *last) if last else x.reshape(1, -1)
 
     with torch.no_grad():
-        g = avatar.deform(batch1(shape, ()), batch1(expression, ()), batch1(pose, (5, 3)),
-                          batch1(translation, (3,)))
+        g = avatar.deform(
+            batch1(shape, ()), batch1(expression, ()), batch1(pose, (5, 3)), batch1(translation, (3,))
+        )
         rgb = avatar.albedo if colors is None else colors.to(avatar.device, torch.float32)
         if rgb.shape != (avatar.num_points, 3):
             raise ValueError(f"colors must be [{avatar.num_points},3], got {list(rgb.shape)}")
         ex: dict[str, Tensor] = {}
         if extra:
             a = avatar.albedo
-            ex = {"albedo_0": a[:, 0], "albedo_1": a[:, 1], "albedo_2": a[:, 2],
-                  "roughness": avatar.roughness[:, 0], "f0": avatar.f0[:, 0]}
-        write_gaussian_ply(path, g.means[0], g.scales[0], g.quats[0], g.opacities[0], rgb.clamp(0, 1),
-                           extra=ex or None)
+            ex = {
+                "albedo_0": a[:, 0],
+                "albedo_1": a[:, 1],
+                "albedo_2": a[:, 2],
+                "roughness": avatar.roughness[:, 0],
+                "f0": avatar.f0[:, 0],
+            }
+        write_gaussian_ply(
+            path, g.means[0], g.scales[0], g.quats[0], g.opacities[0], rgb.clamp(0, 1), extra=ex or None
+        )
     return Path(path)

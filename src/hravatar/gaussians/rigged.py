@@ -55,7 +55,11 @@ def to_local(
 
 
 def rigged_deform(
-    posed_verts: Tensor, faces: Tensor, binding: Tensor, local_means: Tensor, local_quats: Tensor,
+    posed_verts: Tensor,
+    faces: Tensor,
+    binding: Tensor,
+    local_means: Tensor,
+    local_quats: Tensor,
     local_log_scales: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Posed Gaussians from a posed mesh.

@@ -64,7 +64,9 @@ class DensifyConfig:
     """seed of the split sampling"""
 
 
-OptimizerLike = torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | Iterable[torch.optim.Optimizer] | None
+OptimizerLike = (
+    torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | Iterable[torch.optim.Optimizer] | None
+)
 
 
 def _optimizers(opt: OptimizerLike) -> list[torch.optim.Optimizer]:
@@ -108,7 +110,8 @@ def edit_points(
                     if st is not None:
                         opt.state[new] = {
                             k: state_fn(k, v)
-                            if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == old.shape[0] else v
+                            if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == old.shape[0]
+                            else v
                             for k, v in st.items()
                         }
         params[name] = new
@@ -135,7 +138,9 @@ class DensifyStrategy:
     gets a gradient) and ``radii`` (``[C,N]`` or ``[C,N,2]``; > 0 where visible).
     """
 
-    def __init__(self, config: DensifyConfig | None = None, total_steps: int = 30000, scene_scale: float = 1.0):
+    def __init__(
+        self, config: DensifyConfig | None = None, total_steps: int = 30000, scene_scale: float = 1.0
+    ):
         """``total_steps``: length of training (refinement stops ``stop_before_end`` before it);
         ``scene_scale``: metres that the 3D size thresholds are relative to (3DGS: camera extent)."""
         self.cfg = config or DensifyConfig()
@@ -207,8 +212,9 @@ class DensifyStrategy:
         self.count = torch.zeros(n, device=dev)
         self.max_radii = torch.zeros(n, device=dev)
 
-    def _accumulate(self, params: nn.ParameterDict, info: dict[str, Any], width: int | None,
-                    height: int | None) -> None:
+    def _accumulate(
+        self, params: nn.ParameterDict, info: dict[str, Any], width: int | None, height: int | None
+    ) -> None:
         m = info["means2d"]
         grad = getattr(m, "absgrad", None) if self.cfg.absgrad else None
         grad = m.grad if grad is None else grad
@@ -268,7 +274,8 @@ class DensifyStrategy:
         """Append copies of the points in ``mask [N]`` (new optimizer moments are zero)."""
         idx = mask.nonzero()[:, 0]
         edit_points(
-            params, optimizers,
+            params,
+            optimizers,
             lambda _, p: torch.cat([p, p[idx.to(p.device)]]),
             lambda _, v: torch.cat([v, torch.zeros_like(v[: len(idx)])]),
         )
@@ -298,8 +305,12 @@ class DensifyStrategy:
                 child = p[sel].repeat(2, *([1] * (p.dim() - 1)))
             return torch.cat([p[rest], child])
 
-        edit_points(params, optimizers, pfn,
-                    lambda _, v: torch.cat([v[rest], torch.zeros_like(v[:1]).expand(2 * M, *v.shape[1:])]))
+        edit_points(
+            params,
+            optimizers,
+            pfn,
+            lambda _, v: torch.cat([v[rest], torch.zeros_like(v[:1]).expand(2 * M, *v.shape[1:])]),
+        )
         if self.grad2d is not None:
             z = torch.zeros(2 * M, device=self.grad2d.device)
             self.grad2d = torch.cat([self.grad2d[rest], z])
@@ -325,14 +336,23 @@ class DensifyStrategy:
         keep = (~mask).nonzero()[:, 0]
         edit_points(params, optimizers, lambda _, p: p[keep.to(p.device)], lambda _, v: v[keep.to(v.device)])
         if self.grad2d is not None:
-            self.grad2d, self.count, self.max_radii = self.grad2d[keep], self.count[keep], self.max_radii[keep]
+            self.grad2d, self.count, self.max_radii = (
+                self.grad2d[keep],
+                self.count[keep],
+                self.max_radii[keep],
+            )
 
     def reset_opacity(self, params: nn.ParameterDict, optimizers: OptimizerLike) -> None:
         """Clamp opacities to at most ``reset_opacity`` and zero their optimizer moments."""
         v = self.cfg.reset_opacity
         cap = math.log(v / (1 - v))
-        edit_points(params, optimizers, lambda _, p: p.clamp_max(cap), lambda _, s: torch.zeros_like(s),
-                    names=["opacities"])
+        edit_points(
+            params,
+            optimizers,
+            lambda _, p: p.clamp_max(cap),
+            lambda _, s: torch.zeros_like(s),
+            names=["opacities"],
+        )
 
     def _extend_stats(self, k: int) -> None:
         if self.grad2d is not None:
@@ -348,7 +368,11 @@ class DensifyStrategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        self.grad2d, self.count, self.max_radii = state.get("grad2d"), state.get("count"), state.get("max_radii")
+        self.grad2d, self.count, self.max_radii = (
+            state.get("grad2d"),
+            state.get("count"),
+            state.get("max_radii"),
+        )
 
 
 def _limit(mask: Tensor, score: Tensor, room: int) -> Tensor:

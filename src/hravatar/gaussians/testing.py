@@ -16,8 +16,13 @@ from torch import Tensor
 from hravatar.head.model import HeadModel
 
 #: Joint positions of the synthetic head (metres): global, neck, jaw, eye_l, eye_r.
-SYNTHETIC_JOINTS = ((0.0, -0.09, -0.01), (0.0, -0.06, -0.01), (0.0, -0.01, 0.01), (0.03, 0.02, 0.06),
-                    (-0.03, 0.02, 0.06))
+SYNTHETIC_JOINTS = (
+    (0.0, -0.09, -0.01),
+    (0.0, -0.06, -0.01),
+    (0.0, -0.01, 0.01),
+    (0.03, 0.02, 0.06),
+    (-0.03, 0.02, 0.06),
+)
 #: Ellipsoid semi-axes (metres).
 SYNTHETIC_RADII = (0.075, 0.1, 0.09)
 
@@ -26,19 +31,50 @@ def icosphere(subdivisions: int = 2) -> tuple[Tensor, Tensor]:
     """Unit icosphere: ``(vertices [V,3] float64, faces [F,3] int64)``, faces counter-clockwise
     seen from outside. ``F = 20 * 4**subdivisions``."""
     t = (1.0 + math.sqrt(5.0)) / 2.0
-    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
-             (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
-             (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5),
-             (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    verts = [
+        (-1, t, 0),
+        (1, t, 0),
+        (-1, -t, 0),
+        (1, -t, 0),
+        (0, -1, t),
+        (0, 1, t),
+        (0, -1, -t),
+        (0, 1, -t),
+        (t, 0, -1),
+        (t, 0, 1),
+        (-t, 0, -1),
+        (-t, 0, 1),
+    ]
+    faces = [
+        (0, 11, 5),
+        (0, 5, 1),
+        (0, 1, 7),
+        (0, 7, 10),
+        (0, 10, 11),
+        (1, 5, 9),
+        (5, 11, 4),
+        (11, 10, 2),
+        (10, 7, 6),
+        (7, 1, 8),
+        (3, 9, 4),
+        (3, 4, 2),
+        (3, 2, 6),
+        (3, 6, 8),
+        (3, 8, 9),
+        (4, 9, 5),
+        (2, 4, 11),
+        (6, 2, 10),
+        (8, 6, 7),
+        (9, 8, 1),
+    ]
     v = [tuple(c / math.sqrt(sum(x * x for x in p)) for c in p) for p in verts]
     for _ in range(subdivisions):
         cache: dict[tuple[int, int], int] = {}
 
-        def mid(a: int, b: int) -> int:
+        def mid(a: int, b: int, cache: dict[tuple[int, int], int] = cache) -> int:
             key = (min(a, b), max(a, b))
             if key not in cache:
-                p = [(x + y) / 2 for x, y in zip(v[a], v[b])]
+                p = [(x + y) / 2 for x, y in zip(v[a], v[b], strict=True)]
                 n = math.sqrt(sum(x * x for x in p))
                 v.append(tuple(x / n for x in p))
                 cache[key] = len(v) - 1
@@ -105,8 +141,15 @@ def synthetic_head(
         "mouth_interior": torch.zeros_like(x, dtype=torch.bool),
     }
     # smooth random bases: random combinations of low-frequency functions of the position
-    feats = torch.stack([*unit.unbind(-1), *(unit[:, [0, 1, 2, 0, 1, 2]] * unit[:, [0, 1, 2, 1, 2, 0]]).unbind(-1),
-                         *torch.sin(3 * unit).unbind(-1), *torch.cos(3 * unit).unbind(-1)], -1)  # [V,15]
+    feats = torch.stack(
+        [
+            *unit.unbind(-1),
+            *(unit[:, [0, 1, 2, 0, 1, 2]] * unit[:, [0, 1, 2, 1, 2, 0]]).unbind(-1),
+            *torch.sin(3 * unit).unbind(-1),
+            *torch.cos(3 * unit).unbind(-1),
+        ],
+        -1,
+    )  # [V,15]
     feats = (feats - feats.mean(0)) / feats.std(0)
 
     def smooth_basis(k: int, scale: float) -> Tensor:
