@@ -1,0 +1,160 @@
+"""Procedural HDR environment maps for the synthetic subject (no files needed).
+
+Each map is a sky-like gradient (zenith, horizon, ground) plus a few area lights ("softboxes":
+spherical caps with soft edges), returned as an equirectangular float32 image ``[H,W,3]``
+(linear radiance, channels-last RGB).
+
+Equirectangular convention (the world frame is the head-model frame: +x the subject's left,
++y up, +z out of the face, i.e. toward the default camera): row ``i`` has polar angle
+``theta = pi * (i + 0.5) / H`` from +y; column ``j`` has azimuth ``phi = 2 pi (j + 0.5) / W - pi``;
+the direction is ``(sin theta sin phi, cos theta, sin theta cos phi)``, so the centre column
+(``phi = 0``) looks along +z (toward the camera), ``phi = +pi/2`` along +x.
+:func:`equirect_directions` gives this mapping; the shading module's reader uses the same one
+(checked by a test).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Softbox:
+    """An area light: a spherical cap with a smooth (smoothstep) rim.
+
+    Attributes:
+        azimuth_deg: ``phi`` of the centre (0 = +z toward the camera, +90 = +x subject's left).
+        elevation_deg: angle above the horizon (+y).
+        radius_deg: angular radius of the cap.
+        rgb: linear radiance inside the cap.
+        softness: fraction of the radius used for the soft rim.
+    """
+
+    azimuth_deg: float
+    elevation_deg: float
+    radius_deg: float
+    rgb: tuple[float, float, float]
+    softness: float = 0.35
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A procedural environment: gradient colours (linear) and softboxes."""
+
+    name: str
+    zenith: tuple[float, float, float]
+    horizon: tuple[float, float, float]
+    ground: tuple[float, float, float]
+    lights: tuple[Softbox, ...] = field(default_factory=tuple)
+
+
+#: The three built-in environments: the first lights the training video, the other two are
+#: unseen during training and give ground-truth relighting.
+ENVIRONMENTS: dict[str, EnvSpec] = {
+    "studio": EnvSpec(
+        "studio",
+        zenith=(0.35, 0.42, 0.55),
+        horizon=(0.45, 0.43, 0.40),
+        ground=(0.12, 0.10, 0.09),
+        lights=(
+            Softbox(-35.0, 30.0, 22.0, (5.0, 4.7, 4.3)),  # key: front, subject's right, above
+            Softbox(55.0, 10.0, 28.0, (1.4, 1.5, 1.7)),  # fill: subject's left
+            Softbox(170.0, 35.0, 18.0, (2.5, 2.5, 2.5)),  # rim from behind
+        ),
+    ),
+    "sunset": EnvSpec(
+        "sunset",
+        zenith=(0.10, 0.16, 0.35),
+        horizon=(0.9, 0.45, 0.18),
+        ground=(0.08, 0.05, 0.04),
+        lights=(
+            Softbox(80.0, 8.0, 9.0, (38.0, 19.0, 6.0), softness=0.5),  # low sun, subject's left
+            Softbox(-120.0, 40.0, 30.0, (0.25, 0.35, 0.7)),
+        ),
+    ),
+    "cool": EnvSpec(
+        "cool",
+        zenith=(0.25, 0.35, 0.6),
+        horizon=(0.15, 0.2, 0.3),
+        ground=(0.05, 0.06, 0.08),
+        lights=(
+            Softbox(10.0, 70.0, 25.0, (3.0, 3.6, 5.0)),  # overhead, slightly front
+            Softbox(-75.0, -10.0, 20.0, (2.6, 0.7, 1.6)),  # magenta from the subject's right, below
+            Softbox(110.0, 15.0, 15.0, (0.6, 2.2, 1.4)),  # teal accent, subject's left
+        ),
+    ),
+}
+
+#: Name of the lighting of the training video and the unseen ones.
+TRAIN_ENV = "studio"
+TEST_ENVS = ("sunset", "cool")
+
+
+def equirect_directions(height: int, width: int) -> np.ndarray:
+    """Unit directions of pixel centres: ``[H,W,3]`` float32 (see the module docstring)."""
+    theta = math.pi * (np.arange(height) + 0.5) / height
+    phi = 2 * math.pi * (np.arange(width) + 0.5) / width - math.pi
+    th, ph = np.meshgrid(theta, phi, indexing="ij")
+    d = np.stack([np.sin(th) * np.sin(ph), np.cos(th), np.sin(th) * np.cos(ph)], -1)
+    return d.astype(np.float32)
+
+
+def direction_of(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """Unit vector ``[3]`` for an azimuth (0 = +z, 90 = +x) and elevation above the horizon."""
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)], np.float32)
+
+
+def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def make_envmap(
+    spec: EnvSpec | str, height: int = 128, width: int | None = None, rotate_deg: float = 0.0
+) -> np.ndarray:
+    """Render a procedural environment.
+
+    Args:
+        spec: an :class:`EnvSpec` or the name of one in :data:`ENVIRONMENTS`.
+        height: H; ``width`` defaults to ``2 H``.
+        rotate_deg: rotate every light about +y by this azimuth (for rotating-light strips).
+    Returns:
+        ``[H,W,3]`` float32 linear radiance (non-negative).
+    """
+    if isinstance(spec, str):
+        if spec not in ENVIRONMENTS:
+            raise KeyError(f"unknown environment {spec!r}; choose from {sorted(ENVIRONMENTS)}")
+        spec = ENVIRONMENTS[spec]
+    width = width or 2 * height
+    d = equirect_directions(height, width)
+    y = d[..., 1:2]
+    zen, hor, gnd = (np.asarray(c, np.float32) for c in (spec.zenith, spec.horizon, spec.ground))
+    up = np.clip(y, 0, 1) ** 0.6
+    sky = hor * (1 - up) + zen * up
+    down = np.clip(-y, 0, 1) ** 0.4
+    ground = hor * 0.5 * (1 - down) + gnd * down
+    img = np.where(y >= 0, sky, ground)
+    for L in spec.lights:
+        c = direction_of(L.azimuth_deg + rotate_deg, L.elevation_deg)
+        cosang = d @ c
+        r = math.radians(L.radius_deg)
+        inner, outer = math.cos(r * (1 - L.softness)), math.cos(r)
+        w = _smoothstep(outer, inner, cosang)[..., None]
+        img = img + w * np.asarray(L.rgb, np.float32)
+    return np.ascontiguousarray(img.astype(np.float32))
+
+
+def write_hdr(path: str, image: np.ndarray) -> None:
+    """Write ``image [H,W,3]`` float32 linear RGB as a Radiance ``.hdr`` (atomically)."""
+    import cv2
+
+    from hravatar.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        ok = cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1].astype(np.float32)))
+        if not ok:
+            raise OSError(f"{path}: could not write HDR")
