@@ -155,7 +155,7 @@ def test_prune_and_opacity_reset():
 def test_schedule():
     s = DensifyStrategy(DensifyConfig(), total_steps=10000)
     steps = [t for t in range(10000) if s.is_refine_step(t)]
-    assert steps[0] == 1000 and steps[-1] == 9000 and all(b - a == 500 for a, b in zip(steps, steps[1:]))
+    assert steps == list(range(1000, 9001, 500))
     assert [t for t in range(10000) if s.is_reset_step(t)] == [3000, 6000, 9000]
     assert DensifyConfig().grad_threshold == 3e-4 and DensifyConfig().prune_opacity == 0.005
 
