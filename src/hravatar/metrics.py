@@ -176,7 +176,8 @@ def read_numpy_pickle(path: str | Path) -> dict:
         try:
             return _NumpyOnlyUnpickler(f).load()
         except (pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise HRAvatarError(f"{path}: not a numpy weight pickle ({e}); run scripts/fetch_assets.py") from None
+            msg = f"{path}: not a numpy weight pickle ({e}); run scripts/fetch_assets.py"
+            raise HRAvatarError(msg) from None
 
 
 class LPIPS(nn.Module):
