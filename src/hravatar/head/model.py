@@ -174,7 +174,7 @@ class HeadModel:
 
     def tensors(self) -> dict[str, Tensor]:
         """All tensors, flat (regions as ``region.<name>``), for safetensors."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        out = {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), Tensor)}
         out.update({f"region.{k}": v.to(torch.uint8) for k, v in self.regions.items()})
         return {k: v.contiguous().cpu() for k, v in out.items()}
 
@@ -203,8 +203,8 @@ class HeadModel:
         regions = {k.split(".", 1)[1]: v.bool() for k, v in t.items() if k.startswith("region.")}
         try:
             return cls(
-                name=md["name"], v_template=t["v_template"], faces=t["faces"].long(), shapedirs=t["shapedirs"],
-                exprdirs=t["exprdirs"], expr_names=json.loads(md["expr_names"]), posedirs=t["posedirs"],
+                name=md["name"], v_template=t["v_template"], faces=t["faces"].long(),
+                shapedirs=t["shapedirs"], exprdirs=t["exprdirs"], expr_names=json.loads(md["expr_names"]), posedirs=t["posedirs"],
                 j_regressor=t["j_regressor"], lbs_weights=t["lbs_weights"], regions=regions,
                 units=md.get("units", "m"), meta=json.loads(md.get("meta", "{}")),
             )
