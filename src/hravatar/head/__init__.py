@@ -52,8 +52,8 @@ def load_head_model(
         if not path:
             raise HRAvatarError(
                 f"FLAME head model requested but no file given; pass --flame-path or set ${FLAME_ENV} "
-                "to your generic_model.pkl / flame2023.pkl (download it from https://flame.is.tue.mpg.de after "
-                "accepting the licence)"
+                "to your generic_model.pkl / flame2023.pkl (download it from https://flame.is.tue.mpg.de "
+                "after accepting the licence)"
             )
         model = load_flame(path)
     else:

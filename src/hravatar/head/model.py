@@ -204,7 +204,8 @@ class HeadModel:
         try:
             return cls(
                 name=md["name"], v_template=t["v_template"], faces=t["faces"].long(),
-                shapedirs=t["shapedirs"], exprdirs=t["exprdirs"], expr_names=json.loads(md["expr_names"]), posedirs=t["posedirs"],
+                shapedirs=t["shapedirs"], exprdirs=t["exprdirs"], expr_names=json.loads(md["expr_names"]),
+                posedirs=t["posedirs"],
                 j_regressor=t["j_regressor"], lbs_weights=t["lbs_weights"], regions=regions,
                 units=md.get("units", "m"), meta=json.loads(md.get("meta", "{}")),
             )
