@@ -126,8 +126,11 @@ def orbit_cameras(
     )
     el = math.radians(elevation_deg)
     eye = torch.stack(
-        [radius * math.cos(el) * torch.sin(az), torch.full_like(az, radius * math.sin(el)),
-         radius * math.cos(el) * torch.cos(az)],
+        [
+            radius * math.cos(el) * torch.sin(az),
+            torch.full_like(az, radius * math.sin(el)),
+            radius * math.cos(el) * torch.cos(az),
+        ],
         dim=-1,
     )
     tgt = _vec(target, torch.float64, "cpu")

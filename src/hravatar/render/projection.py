@@ -51,9 +51,15 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     w, x, y, z = q.unbind(-1)
     rot = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     )
@@ -169,4 +175,3 @@ def tile_bounds(
     x1 = torch.where(alive, x1, x0)
     y1 = torch.where(alive, y1, y0)
     return torch.stack([x0, y0, x1, y1], dim=-1)
-

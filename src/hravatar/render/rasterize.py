@@ -123,14 +123,37 @@ def rasterize(
         from hravatar.render.cuda import rasterize_gsplat  # noqa: PLC0415
 
         return rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
-            far_plane=far_plane, eps2d=eps2d, backgrounds=backgrounds, render_mode=render_mode,
-            absgrad=absgrad, radius_clip=radius_clip,
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            eps2d=eps2d,
+            backgrounds=backgrounds,
+            render_mode=render_mode,
+            absgrad=absgrad,
+            radius_clip=radius_clip,
         )
 
     proj = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane=near_plane,
-        far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
+        means,
+        quats,
+        scales,
+        opacities,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+        radius_clip=radius_clip,
     )
     feats = colors
     bgs = backgrounds
@@ -146,13 +169,29 @@ def rasterize(
         from hravatar.render.cpu import rasterize_to_pixels_cpu  # noqa: PLC0415
 
         render, alphas = rasterize_to_pixels_cpu(
-            proj.means2d, proj.conics, feats, proj.opacities, proj.depths, proj.radii, width, height,
-            backgrounds=bgs, absgrad=absgrad,
+            proj.means2d,
+            proj.conics,
+            feats,
+            proj.opacities,
+            proj.depths,
+            proj.radii,
+            width,
+            height,
+            backgrounds=bgs,
+            absgrad=absgrad,
         )
     elif backend == "reference":
         render, alphas = rasterize_to_pixels_reference(
-            proj.means2d, proj.conics, feats, proj.opacities, proj.depths, proj.radii, width, height,
-            backgrounds=bgs, absgrad=absgrad,
+            proj.means2d,
+            proj.conics,
+            feats,
+            proj.opacities,
+            proj.depths,
+            proj.radii,
+            width,
+            height,
+            backgrounds=bgs,
+            absgrad=absgrad,
         )
     else:
         raise ValueError(f"rasterize: unknown backend {backend!r}")

@@ -99,8 +99,10 @@ def rasterize_to_pixels_reference(
     tx = (xs.reshape(-1) // tile_size)[None, :, None]
     ty = (ys.reshape(-1) // tile_size)[None, :, None]
     covered = (
-        (tx >= tb[:, None, :, 0]) & (tx < tb[:, None, :, 2])
-        & (ty >= tb[:, None, :, 1]) & (ty < tb[:, None, :, 3])
+        (tx >= tb[:, None, :, 0])
+        & (tx < tb[:, None, :, 2])
+        & (ty >= tb[:, None, :, 1])
+        & (ty < tb[:, None, :, 3])
     )  # [C,P,N]
 
     dx = m2p[..., 0] - px  # gsplat: delta = mean - pixel

@@ -1,0 +1,524 @@
+// CPU Gaussian rasterizer: forward and backward of front-to-back alpha compositing of
+// screen-space 2D Gaussians, gsplat's numerics ("classic" mode).
+//
+// Plain C++17 with GCC/Clang vector extensions (no torch headers, compiles in seconds), OpenMP
+// over (camera, 16x16 tile) work items, SIMD over the 16 pixels of a tile row.
+//
+// Layout of the work:
+//  * bin:      per camera, Gaussians (already sorted by depth) are appended to the lists of the
+//              tiles their rectangle covers, so every tile list is depth ordered.
+//  * forward:  per tile, pass 1 culls each listed Gaussian against every tile row (exact
+//              conservative test: the row segment must meet the ellipse opacity*G >= 1/255), pass 2
+//              walks each row's list with the row's 16 pixels in one vector register set and stops
+//              a row when all its pixels terminated (transmittance <= 1e-4).
+//  * backward: per tile, Gaussians are walked back to front from the last contributing index of
+//              the tile's pixels; gradients of a Gaussian summed over the tile are written into the
+//              slot of that (tile, Gaussian) intersection; a final pass sums slots per Gaussian in a
+//              fixed order (no atomics, so results are deterministic whatever the thread schedule).
+//
+// Floating point: compiled without -ffast-math and with -ffp-contract=off on purpose: the
+// forward and the backward evaluate alpha through the same inline function and must take
+// bit-identical decisions (alpha >= 1/255, termination) so that the backward reconstructs the
+// forward exactly; exp() is our own vectorised polynomial (Cody-Waite + Cephes-style minimax
+// coefficients, ~1 ulp on the range used).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <algorithm>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define HR_INLINE inline __attribute__((always_inline))
+
+namespace {
+
+constexpr int TS = 16;  // tile size (pixels); one tile row = one vector of 16 floats
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+
+constexpr float ALPHA_THRESHOLD = 1.0f / 255.0f;
+constexpr float ALPHA_MAX = 0.999f;
+constexpr float T_MIN = 1e-4f;
+
+HR_INLINE vf splat(float x) { return vf{} + x; }
+HR_INLINE vi splati(int32_t x) { return vi{} + x; }
+
+HR_INLINE bool any(vi m) {
+#if defined(__AVX512F__)
+    __m512i a;
+    std::memcpy(&a, &m, 64);
+    return _mm512_test_epi32_mask(a, a) != 0;
+#elif defined(__AVX2__)
+    __m256i lo, hi;
+    std::memcpy(&lo, &m, 32);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&m) + 32, 32);
+    return !_mm256_testz_si256(_mm256_or_si256(lo, hi), _mm256_or_si256(lo, hi));
+#else
+    int32_t r = 0;
+    for (int i = 0; i < TS; ++i) r |= m[i];
+    return r != 0;
+#endif
+}
+
+HR_INLINE float hsum(vf v) {
+    typedef float v8 __attribute__((vector_size(32)));
+    typedef float v4 __attribute__((vector_size(16)));
+    v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    v8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v8 s8 = a + b;
+    v4 c = __builtin_shufflevector(s8, s8, 0, 1, 2, 3);
+    v4 d = __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+    v4 s4 = c + d;
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+HR_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
+HR_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+HR_INLINE vf vabs(vf a) { return a < 0.0f ? -a : a; }
+
+// exp(x) for x <= 0 (inputs are clamped to [-87, 0]).
+HR_INLINE vf vexp_neg(vf x) {
+    x = vmax(vmin(x, splat(0.0f)), splat(-87.0f));
+    vf t = x * 1.44269504088896341f - 0.5f;          // in [-126.1, -0.5]
+    vi n = __builtin_convertvector(t, vi);            // trunc toward 0 == ceil for t < 0
+    vf nf = __builtin_convertvector(n, vf);
+    vf r = x - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf e = (p * (r * r) + r) + 1.0f;
+    vi bits = (n + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, 64);
+    return e * scale;
+}
+
+// Per (camera, Gaussian) parameters used by every tile.
+struct GP {
+    float mx, my;        // 2D mean (pixels)
+    float ca, cb, cc;    // conic: sigma = 0.5 ca dx^2 + cb dx dy + 0.5 cc dy^2, dx = mean - pixel
+    float op;            // opacity
+    float thr;           // sigma bound of the alpha >= 1/255 region (with a safety margin)
+    float ey;            // half height of that region (pixels, with margin); < 0: no culling
+    float k_x;           // px* = mx + k_x * dy  (centre of the region on a row)
+    float schur;         // sigma_min(dy) = 0.5 * schur * dy^2
+    float inv_ca2;       // 2 / ca
+    float pad;
+};
+
+void prepare(const float* means2d, const float* conics, const float* opac, int64_t n, GP* out, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < n; ++i) {
+        GP g;
+        g.mx = means2d[2 * i];
+        g.my = means2d[2 * i + 1];
+        g.ca = conics[3 * i];
+        g.cb = conics[3 * i + 1];
+        g.cc = conics[3 * i + 2];
+        g.op = opac[i];
+        double op = g.op;
+        double thr = op > 0 ? std::log(op * 255.0) : -1.0;
+        // Margins make the culling conservative: a culled pixel has alpha < 1/255 by a factor
+        // exp(-1e-3) or more, far beyond float rounding of sigma.
+        thr = thr * (1.0 + 1e-3) + 1e-3;
+        g.thr = (float)thr;
+        double ca = g.ca, cb = g.cb, cc = g.cc;
+        double det = ca * cc - cb * cb;
+        bool ok = std::isfinite(ca) && std::isfinite(cb) && std::isfinite(cc) && ca > 0 && det > 0 && thr > 0;
+        if (ok) {
+            double ey = std::sqrt(2.0 * thr * ca / det);
+            g.ey = (float)(ey * (1.0 + 1e-4) + 0.01);
+            g.k_x = (float)(cb / ca);
+            g.schur = (float)(det / ca);
+            g.inv_ca2 = (float)(2.0 / ca);
+        } else {
+            g.ey = -1.0f;  // no culling
+            g.k_x = 0.0f;
+            g.schur = 0.0f;
+            g.inv_ca2 = 0.0f;
+        }
+        g.pad = 0.0f;
+        out[i] = g;
+    }
+}
+
+// Rows [r0, r1] of the tile (origin x0,y0; nrows, ncols valid) that the Gaussian may touch:
+// returns a bit mask over rows.
+HR_INLINE uint32_t row_mask(const GP& g, int x0, int y0, int nrows, int ncols) {
+    if (!(g.ey >= 0.0f)) return (nrows >= 32) ? 0xffffffffu : ((1u << nrows) - 1u);
+    float ylo = g.my - g.ey - (float)y0 - 0.5f;
+    float yhi = g.my + g.ey - (float)y0 - 0.5f;
+    int r0 = std::max(0, (int)std::ceil(ylo));
+    int r1 = std::min(nrows - 1, (int)std::floor(yhi));
+    if (r0 > r1) return 0u;
+    float xlo = (float)x0 + 0.5f, xhi = (float)x0 + (float)ncols - 0.5f;
+    uint32_t m = 0;
+    for (int r = r0; r <= r1; ++r) {
+        float dy = g.my - ((float)(y0 + r) + 0.5f);
+        float rem = g.thr - 0.5f * g.schur * dy * dy;
+        float wx = std::sqrt(std::max(0.0f, rem * g.inv_ca2)) * (1.0f + 1e-4f) + 0.01f;
+        float xc = g.mx + g.k_x * dy;
+        if (xc - wx <= xhi && xc + wx >= xlo) m |= 1u << r;
+    }
+    return m;
+}
+
+struct Alpha {
+    vf dx, vis, alpha, sigma;
+};
+
+// The one place alpha is computed (forward and backward must agree bit for bit).
+HR_INLINE Alpha eval_alpha(const GP& g, vf px, float py) {
+    Alpha a;
+    a.dx = g.mx - px;
+    float dy = g.my - py;
+    float half_ca = 0.5f * g.ca;
+    float cbdy = g.cb * dy;
+    float c0 = 0.5f * g.cc * dy * dy;
+    a.sigma = a.dx * (half_ca * a.dx + cbdy) + c0;
+    a.vis = vexp_neg(-a.sigma);
+    a.alpha = vmin(g.op * a.vis, splat(ALPHA_MAX));
+    return a;
+}
+
+struct Scene {
+    int C, N, D, W, H, TW, TH;
+    const GP* gp;
+    const float* colors;   // [C*N, D]
+    const float* bg;       // [C, D] or null
+    const int64_t* offsets;  // [C*TH*TW + 1]
+    const int32_t* list;     // flat ids c*N + g, per tile in depth order
+};
+
+template <int D>
+void forward_tile(const Scene& s, int64_t tile, std::vector<int32_t>& rl, float* out_color, float* out_alpha,
+                  float* out_T, int32_t* out_last) {
+    const int TT = s.TW * s.TH;
+    const int c = (int)(tile / TT);
+    const int t = (int)(tile % TT);
+    const int tx = t % s.TW, ty = t / s.TW;
+    const int x0 = tx * TS, y0 = ty * TS;
+    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
+    const int64_t beg = s.offsets[tile], end = s.offsets[tile + 1];
+    const int64_t len = end - beg;
+    if ((int64_t)rl.size() < len * TS) rl.resize(len * TS);
+    int32_t cnt[TS] = {0};
+    // pass 1: per-row lists of (tile-list positions)
+    for (int64_t k = 0; k < len; ++k) {
+        const GP& g = s.gp[s.list[beg + k]];
+        uint32_t m = row_mask(g, x0, y0, nrows, ncols);
+        while (m) {
+            int r = __builtin_ctz(m);
+            m &= m - 1;
+            rl[(int64_t)r * len + cnt[r]++] = (int32_t)k;
+        }
+    }
+    vf px;
+    vi lane_ok;
+    for (int i = 0; i < TS; ++i) {
+        px[i] = (float)(x0 + i) + 0.5f;
+        lane_ok[i] = i < ncols ? -1 : 0;
+    }
+    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+    for (int r = 0; r < nrows; ++r) {
+        const float py = (float)(y0 + r) + 0.5f;
+        vf T = splat(1.0f);
+        vf acc[D];
+        for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
+        vi last = splati(-1);
+        vi active = lane_ok;
+        const int32_t* rowl = rl.data() + (int64_t)r * len;
+        for (int j = 0; j < cnt[r]; ++j) {
+            const int32_t k = rowl[j];
+            const int32_t gid = s.list[beg + k];
+            const GP& g = s.gp[gid];
+            Alpha a = eval_alpha(g, px, py);
+            vi valid = active & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
+            if (!any(valid)) continue;
+            vf nT = T * (1.0f - a.alpha);
+            vi stop = valid & (nT <= T_MIN);
+            vi contrib = valid & ~stop;
+            vf w = contrib ? a.alpha * T : splat(0.0f);
+            const float* col = s.colors + (int64_t)gid * D;
+            for (int d = 0; d < D; ++d) acc[d] += w * col[d];
+            T = contrib ? nT : T;
+            last = contrib ? splati(k) : last;
+            if (any(stop)) {
+                active &= ~stop;
+                if (!any(active)) break;
+            }
+        }
+        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + x0;
+        for (int i = 0; i < ncols; ++i) {
+            float* o = out_color + (pix0 + i) * D;
+            for (int d = 0; d < D; ++d) o[d] = acc[d][i] + (bgc ? T[i] * bgc[d] : 0.0f);
+            out_alpha[pix0 + i] = 1.0f - T[i];
+            out_T[pix0 + i] = T[i];
+            out_last[pix0 + i] = last[i];
+        }
+    }
+}
+
+template <int D>
+void backward_tile(const Scene& s, int64_t tile, const float* T_final, const int32_t* lastp, const float* v_color,
+                   const float* v_alpha_out, float* slots) {
+    constexpr int K = 8 + D;  // mx, my, ca, cb, cc, op, colors[D], |mx|, |my|
+    const int TT = s.TW * s.TH;
+    const int c = (int)(tile / TT);
+    const int t = (int)(tile % TT);
+    const int tx = t % s.TW, ty = t / s.TW;
+    const int x0 = tx * TS, y0 = ty * TS;
+    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
+    const int64_t beg = s.offsets[tile];
+    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+
+    vf T[TS], vbgA[TS], vr[TS][D], buf[TS][D];
+    vi last[TS];
+    int rowmax[TS];
+    int kmax = -1;
+    vf px;
+    for (int i = 0; i < TS; ++i) px[i] = (float)(x0 + i) + 0.5f;
+    for (int r = 0; r < nrows; ++r) {
+        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + x0;
+        rowmax[r] = -1;
+        for (int i = 0; i < TS; ++i) {
+            if (i < ncols) {
+                const int64_t p = pix0 + i;
+                T[r][i] = T_final[p];
+                last[r][i] = lastp[p];
+                float bgsum = 0.0f;
+                for (int d = 0; d < D; ++d) {
+                    float v = v_color[p * D + d];
+                    vr[r][d][i] = v;
+                    if (bgc) bgsum += bgc[d] * v;
+                }
+                vbgA[r][i] = T_final[p] * (v_alpha_out[p] - bgsum);
+                rowmax[r] = std::max(rowmax[r], lastp[p]);
+            } else {
+                T[r][i] = 1.0f;
+                last[r][i] = -1;
+                vbgA[r][i] = 0.0f;
+                for (int d = 0; d < D; ++d) vr[r][d][i] = 0.0f;
+            }
+        }
+        for (int d = 0; d < D; ++d) buf[r][d] = splat(0.0f);
+        kmax = std::max(kmax, rowmax[r]);
+    }
+    for (int k = kmax; k >= 0; --k) {
+        const int32_t gid = s.list[beg + k];
+        const GP& g = s.gp[gid];
+        uint32_t m = row_mask(g, x0, y0, nrows, ncols);
+        uint32_t live = 0;
+        for (int r = 0; r < nrows; ++r) live |= (uint32_t)(rowmax[r] >= k) << r;
+        m &= live;
+        if (!m) continue;
+        const float* col = s.colors + (int64_t)gid * D;
+        vf gmx = splat(0.f), gmy = splat(0.f), gca = splat(0.f), gcb = splat(0.f), gcc = splat(0.f);
+        vf gop = splat(0.f), gax = splat(0.f), gay = splat(0.f);
+        vf gcol[D];
+        for (int d = 0; d < D; ++d) gcol[d] = splat(0.0f);
+        bool touched = false;
+        while (m) {
+            const int r = __builtin_ctz(m);
+            m &= m - 1;
+            const float py = (float)(y0 + r) + 0.5f;
+            Alpha a = eval_alpha(g, px, py);
+            vi valid = (splati(k) <= last[r]) & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
+            if (!any(valid)) continue;
+            touched = true;
+            vf ra = 1.0f / (1.0f - a.alpha);
+            vf Tr = valid ? T[r] * ra : T[r];
+            T[r] = Tr;
+            vf fac = valid ? a.alpha * Tr : splat(0.0f);
+            vf va = splat(0.0f);
+            for (int d = 0; d < D; ++d) {
+                gcol[d] += fac * vr[r][d];
+                va += (col[d] * Tr - buf[r][d] * ra) * vr[r][d];
+                buf[r][d] += col[d] * fac;
+            }
+            va += ra * vbgA[r];
+            vf ov = g.op * a.vis;
+            vi use = valid & (ov <= ALPHA_MAX);
+            va = use ? va : splat(0.0f);
+            vf vsig = -ov * va;
+            gop += a.vis * va;
+            const float dy = g.my - py;
+            vf dx = a.dx;
+            gca += 0.5f * vsig * dx * dx;
+            gcb += vsig * dx * dy;
+            gcc += 0.5f * vsig * (dy * dy);
+            vf vmx = vsig * (g.ca * dx + g.cb * dy);
+            vf vmy = vsig * (g.cb * dx + g.cc * dy);
+            gmx += vmx;
+            gmy += vmy;
+            gax += vabs(vmx);
+            gay += vabs(vmy);
+        }
+        if (!touched) continue;
+        float* o = slots + (beg + k) * K;
+        o[0] = hsum(gmx);
+        o[1] = hsum(gmy);
+        o[2] = hsum(gca);
+        o[3] = hsum(gcb);
+        o[4] = hsum(gcc);
+        o[5] = hsum(gop);
+        for (int d = 0; d < D; ++d) o[6 + d] = hsum(gcol[d]);
+        o[6 + D] = hsum(gax);
+        o[7 + D] = hsum(gay);
+    }
+}
+
+template <int D>
+void forward_all(const Scene& s, float* out_color, float* out_alpha, float* out_T, int32_t* out_last, int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<int32_t> rl;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < ntiles; ++tile) forward_tile<D>(s, tile, rl, out_color, out_alpha, out_T, out_last);
+    }
+}
+
+template <int D>
+void backward_all(const Scene& s, const float* T_final, const int32_t* last, const float* v_color,
+                  const float* v_alpha, float* slots, int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t tile = 0; tile < ntiles; ++tile) backward_tile<D>(s, tile, T_final, last, v_color, v_alpha, slots);
+}
+
+typedef void (*fwd_fn)(const Scene&, float*, float*, float*, int32_t*, int);
+typedef void (*bwd_fn)(const Scene&, const float*, const int32_t*, const float*, const float*, float*, int);
+
+template <int D>
+struct Table {
+    static void fill(fwd_fn* f, bwd_fn* b) {
+        f[D] = &forward_all<D>;
+        b[D] = &backward_all<D>;
+        Table<D - 1>::fill(f, b);
+    }
+};
+template <>
+struct Table<0> {
+    static void fill(fwd_fn*, bwd_fn*) {}
+};
+
+constexpr int DMAX = 16;
+
+struct Dispatch {
+    fwd_fn f[DMAX + 1];
+    bwd_fn b[DMAX + 1];
+    Dispatch() {
+        std::memset(f, 0, sizeof(f));
+        std::memset(b, 0, sizeof(b));
+        Table<DMAX>::fill(f, b);
+    }
+};
+const Dispatch& dispatch() {
+    static Dispatch d;
+    return d;
+}
+
+Scene make_scene(int C, int N, int D, int W, int H, const GP* gp, const float* colors, const float* bg,
+                 const int64_t* offsets, const int32_t* list) {
+    Scene s;
+    s.C = C; s.N = N; s.D = D; s.W = W; s.H = H;
+    s.TW = (W + TS - 1) / TS;
+    s.TH = (H + TS - 1) / TS;
+    s.gp = gp; s.colors = colors; s.bg = bg; s.offsets = offsets; s.list = list;
+    return s;
+}
+
+}  // namespace
+
+extern "C" {
+
+int hr_version() { return 1; }
+int hr_max_channels() { return DMAX; }
+int hr_tile_size() { return TS; }
+
+int hr_max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Tile binning. rects [C*N,4] = (x0,y0,x1,y1) half-open in tiles (empty if culled); order [C,N]
+// per-camera Gaussian indices sorted by depth. Pass list == nullptr to get the per-tile counts
+// in offsets[1..] (prefix-summed, offsets[0] = 0) and the total as return value; call again
+// with list allocated to fill it (flat ids c*N + g, depth order inside each tile).
+int64_t hr_bin(int C, int N, int W, int H, const int32_t* rects, const int64_t* order, int64_t* offsets,
+               int32_t* list) {
+    const int TW = (W + TS - 1) / TS, TH = (H + TS - 1) / TS;
+    const int64_t TT = (int64_t)TW * TH;
+    if (!list) {
+        std::memset(offsets, 0, sizeof(int64_t) * (C * TT + 1));
+        for (int c = 0; c < C; ++c)
+            for (int n = 0; n < N; ++n) {
+                const int32_t* rc = rects + ((int64_t)c * N + n) * 4;
+                for (int y = rc[1]; y < rc[3]; ++y)
+                    for (int x = rc[0]; x < rc[2]; ++x) offsets[1 + c * TT + (int64_t)y * TW + x]++;
+            }
+        for (int64_t i = 0; i < C * TT; ++i) offsets[i + 1] += offsets[i];
+        return offsets[C * TT];
+    }
+    std::vector<int64_t> cur(offsets, offsets + C * TT);
+    for (int c = 0; c < C; ++c)
+        for (int j = 0; j < N; ++j) {
+            const int64_t n = order[(int64_t)c * N + j];
+            const int32_t* rc = rects + ((int64_t)c * N + n) * 4;
+            for (int y = rc[1]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[2]; ++x) list[cur[c * TT + (int64_t)y * TW + x]++] = (int32_t)(c * N + n);
+        }
+    return offsets[C * TT];
+}
+
+// Forward. means2d [C*N,2], conics [C*N,3], colors [C*N,D], opac [C*N], bg [C,D] or null.
+// Outputs: color [C,H,W,D], alpha [C,H,W], T [C,H,W] (final transmittance), last [C,H,W] (tile
+// list position of the last contributing Gaussian, -1 if none). Returns 0 on success.
+int hr_forward(int C, int N, int D, int W, int H, int nthreads, const float* means2d, const float* conics,
+               const float* colors, const float* opac, const float* bg, const int64_t* offsets,
+               const int32_t* list, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
+    if (D < 1 || D > DMAX) return 1;
+    std::vector<GP> gp((size_t)C * N);
+    prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
+    Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
+    dispatch().f[D](s, out_color, out_alpha, out_T, out_last, nthreads);
+    return 0;
+}
+
+// Backward. v_color [C,H,W,D], v_alpha [C,H,W]; slots [n_isect, 8+D] zero-initialised scratch;
+// out [C*N, 8+D] zero-initialised: per Gaussian (mx, my, ca, cb, cc, opacity, colors[D],
+// |mx|, |my|) gradients (the last two: sums over pixels of absolute per-pixel gradients).
+int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* means2d, const float* conics,
+                const float* colors, const float* opac, const float* bg, const int64_t* offsets,
+                const int32_t* list, const float* T_final, const int32_t* last, const float* v_color,
+                const float* v_alpha, float* slots, float* out) {
+    if (D < 1 || D > DMAX) return 1;
+    std::vector<GP> gp((size_t)C * N);
+    prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
+    Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
+    dispatch().b[D](s, T_final, last, v_color, v_alpha, slots, nthreads);
+    // deterministic reduction of slots into Gaussians: threads split the columns, every column
+    // is summed in intersection order
+    const int K = 8 + D;
+    const int64_t n_isect = offsets[(int64_t)C * s.TW * s.TH];
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int j = 0; j < K; ++j)
+        for (int64_t i = 0; i < n_isect; ++i) out[(int64_t)list[i] * K + j] += slots[i * K + j];
+    return 0;
+}
+
+}  // extern "C"
