@@ -268,7 +268,7 @@ def landmark_embedding(model: object, use_task: bool = True, recompute: bool = F
             return LandmarkEmbedding.load(path)
         except (OSError, KeyError, ValueError):
             log.warning(f"{path}: unreadable cached embedding; recomputing")
-    log.info(f"computing the landmark embedding of head model {getattr(model, 'name', '?')} (cached afterwards)")
+    log.info(f"computing the landmark embedding of head model {getattr(model, 'name', '?')} (then cached)")
     emb = compute_embedding(model, use_task=use_task)
     path.parent.mkdir(parents=True, exist_ok=True)
     emb.save(path)
