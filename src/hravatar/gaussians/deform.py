@@ -193,6 +193,17 @@ def batch_size_of(*xs: Tensor | None) -> int:
     return 1
 
 
+def blend(basis: Tensor, coeffs: Tensor) -> Tensor:
+    """Blendshape offsets ``basis [N,3,K]`` x ``coeffs [B,K]`` -> ``[B,N,3]``.
+
+    Written as one matrix product over the flattened ``[N*3,K]`` basis so that its gradient comes
+    out contiguous in the parameter's own layout (no copy in autograd's gradient accumulation).
+    """
+    N, K = basis.shape[0], basis.shape[-1]
+    out = basis.reshape(N * 3, K) @ coeffs.T  # [N*3,B]
+    return out.T.reshape(-1, N, 3)
+
+
 def deform_points(
     means: Tensor,
     quats: Tensor,
@@ -231,9 +242,9 @@ def deform_points(
     pose = pose.to(means).reshape(B, NUM_JOINTS, 3)
     rot = axis_angle_to_matrix(pose)  # [B,5,3,3]
 
-    offsets = torch.einsum("ncs,bs->bnc", shapedirs, beta) + torch.einsum("nce,be->bnc", exprdirs, psi)
+    offsets = blend(shapedirs, beta) + blend(exprdirs, psi)
     if posedirs.shape[-1] > 0:
-        offsets = offsets + torch.einsum("ncp,bp->bnc", posedirs, pose_feature(rot[:, 1:]))
+        offsets = offsets + blend(posedirs, pose_feature(rot[:, 1:]))
     x_e = means + offsets  # [B,N,3]
 
     joints = joint_template + torch.einsum(
