@@ -47,7 +47,8 @@ def test_envmap_convention_and_lights():
     d = equirect_directions(8, 16)
     assert np.allclose(np.linalg.norm(d, axis=-1), 1, atol=1e-5)
     assert d[0, 0, 1] > 0.9 and d[-1, 0, 1] < -0.9  # first row looks up
-    assert d[4, 8, 2] > 0.9  # centre column looks along +z
+    assert d[4, 8, 2] < -0.9 and d[4, 0, 2] > 0.9  # centre column looks along -z, the edges along +z
+    assert d[4, 12, 0] > 0.9  # 3/4 of the width looks along +x
     for name in ENVIRONMENTS:
         env = make_envmap(name, 32)
         assert env.shape == (32, 64, 3) and env.dtype == np.float32 and env.min() >= 0

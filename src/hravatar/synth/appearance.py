@@ -157,7 +157,7 @@ def procedural_materials(
     red = torch.tensor([1.12, 0.86, 0.86], device=dev, dtype=dt)
     cheek = torch.exp(-((ax - 0.75 * iod) ** 2 + (ry + 0.45 * iod) ** 2) / (2 * (0.25 * iod) ** 2)) * front
     nose = torch.exp(-(rx**2 + (ry + 0.55 * iod) ** 2) / (2 * (0.16 * iod) ** 2)) * front
-    skin = skin * (1 + (red - 1) * (0.55 * cheek + 0.4 * nose)[:, None])
+    skin = skin * (1 + (red - 1) * (0.35 * cheek + 0.3 * nose)[:, None])
     under_eye = torch.exp(
         -((ax - 0.5 * iod) ** 2 / (0.25 * iod) ** 2 + (ry + 0.22 * iod) ** 2 / (0.08 * iod) ** 2)
     )
@@ -176,8 +176,13 @@ def procedural_materials(
 
     # ---- lips ------------------------------------------------------------------------------------
     lips = _region(regions, "lips", x)
-    if float(lips.sum()) == 0.0:  # models without a lips region: an ellipse below the nose
-        lips = torch.exp(-(((rx / (0.42 * iod)) ** 2 + ((ry + 1.12 * iod) / (0.13 * iod)) ** 2) ** 2)) * front
+    if float((lips > 0.5).sum()) > 0:  # the region is generous (skinning weights): keep an ellipse of it
+        cy = points[lips > 0.5, 1].mean()
+    else:  # models without a lips region: an ellipse below the nose
+        lips = torch.ones_like(x)
+        cy = mid[1] - 1.12 * iod
+    ell = (rx / (0.40 * iod)) ** 2 + ((y - cy) / (0.165 * iod)) ** 2
+    lips = lips * (1 - _smooth(0.75, 1.0, ell)) * front
     lip_col = skin * torch.tensor([0.95, 0.52, 0.55], device=dev, dtype=dt)
     albedo = albedo * (1 - lips[:, None]) + lip_col * lips[:, None]
     rough = rough * (1 - lips) + 0.52 * lips
@@ -236,6 +241,9 @@ def procedural_materials(
     w_pupil = 1 - _smooth(pupil_r - 0.02, pupil_r + 0.01, ang)
     eye_col = sclera * (1 - w_iris[:, None]) + iris_col * w_iris[:, None]
     eye_col = eye_col * (1 - w_pupil[:, None]) + 0.01 * w_pupil[:, None]
+    # far from the eye's axis: the socket / inner lids (the model's "eyes" region includes them)
+    socket = _smooth(0.85, 1.05, ang)[:, None]
+    eye_col = eye_col * (1 - socket) + skin * torch.tensor([0.75, 0.5, 0.5], device=dev, dtype=dt) * socket
     albedo = albedo * (1 - eyes[:, None]) + eye_col * eyes[:, None]
     rough = rough * (1 - eyes) + 0.5 * eyes
     f0 = f0 * (1 - eyes) + 0.10 * eyes

@@ -4,13 +4,13 @@ Each map is a sky-like gradient (zenith, horizon, ground) plus a few area lights
 spherical caps with soft edges), returned as an equirectangular float32 image ``[H,W,3]``
 (linear radiance, channels-last RGB).
 
-Equirectangular convention (the world frame is the head-model frame: +x the subject's left,
-+y up, +z out of the face, i.e. toward the default camera): row ``i`` has polar angle
-``theta = pi * (i + 0.5) / H`` from +y; column ``j`` has azimuth ``phi = 2 pi (j + 0.5) / W - pi``;
-the direction is ``(sin theta sin phi, cos theta, sin theta cos phi)``, so the centre column
-(``phi = 0``) looks along +z (toward the camera), ``phi = +pi/2`` along +x.
-:func:`equirect_directions` gives this mapping; the shading module's reader uses the same one
-(checked by a test).
+Equirectangular convention: the shading module's (:mod:`hravatar.shading.cubemap`). The world
+frame is the head-model frame (+x the subject's left, +y up, +z out of the face, toward the
+default camera). Row ``i`` has polar angle ``theta = pi (i + 0.5) / H`` from +y; column ``j``
+has ``phi = 2 pi ((j + 0.5) / W - 0.5)`` and the direction is
+``(sin theta sin phi, cos theta, -sin theta cos phi)``: the centre column looks along -z (behind
+the head), the column at ``3/4 W`` along +x, the first/last columns along +z (toward the camera).
+Light positions are given as azimuths measured from +z (the camera side) toward +x.
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ TEST_ENVS = ("sunset", "cool")
 def equirect_directions(height: int, width: int) -> np.ndarray:
     """Unit directions of pixel centres: ``[H,W,3]`` float32 (see the module docstring)."""
     theta = math.pi * (np.arange(height) + 0.5) / height
-    phi = 2 * math.pi * (np.arange(width) + 0.5) / width - math.pi
+    phi = 2 * math.pi * ((np.arange(width) + 0.5) / width - 0.5)
     th, ph = np.meshgrid(theta, phi, indexing="ij")
-    d = np.stack([np.sin(th) * np.sin(ph), np.cos(th), np.sin(th) * np.cos(ph)], -1)
+    d = np.stack([np.sin(th) * np.sin(ph), np.cos(th), -np.sin(th) * np.cos(ph)], -1)
     return d.astype(np.float32)
 
 
