@@ -1,0 +1,134 @@
+"""Training losses of HRAvatar with the paper's weights (DESIGN.md section 5).
+
+    L = 0.8 L1 + 0.2 D-SSIM                  (shaded image vs. frame; D-SSIM = 1 - SSIM)
+      + 0.1 ||jaw_tracked - jaw_pred||^2      (jaw regulariser, when the encoder predicts the jaw)
+      + 1e-2 mean_fg(1 - <N_depth, N_render>) (normal consistency; N_depth from rendered depth)
+      + 0.25 L1(A, A_pseudo)                  (albedo prior, when pseudo albedos exist)
+      + 2e-2 TV(roughness map)                (total variation)
+
+Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hravatar.metrics import ssim
+
+
+def _b(x: Tensor) -> Tensor:
+    return x[None] if x.dim() == 3 else x
+
+
+@dataclass
+class LossWeights:
+    """Loss weights; defaults are the paper's."""
+
+    l1: float = 0.8
+    """weight of the L1 photometric term"""
+    dssim: float = 0.2
+    """weight of D-SSIM = 1 - SSIM (11x11 Gaussian window, sigma 1.5)"""
+    jaw: float = 0.1
+    """jaw regulariser: squared distance between predicted and tracked jaw axis-angle"""
+    normal: float = 1e-2
+    """normal consistency between depth-derived and rendered normals on the foreground"""
+    albedo: float = 0.25
+    """L1 to pseudo albedos (used only when the subject has them)"""
+    roughness_tv: float = 2e-2
+    """total variation of the rendered roughness map"""
+
+
+def photometric_loss(
+    pred: Tensor, target: Tensor, l1_weight: float = 0.8, dssim_weight: float = 0.2
+) -> Tensor:
+    """``l1_weight * L1 + dssim_weight * (1 - SSIM)`` over ``[B,H,W,3]`` images; scalar."""
+    pred, target = _b(pred), _b(target)
+    loss = l1_weight * (pred - target).abs().mean()
+    if dssim_weight:
+        loss = loss + dssim_weight * (1 - ssim(pred, target)).mean()
+    return loss
+
+
+def jaw_loss(jaw_pred: Tensor, jaw_tracked: Tensor, weight: float = 0.1) -> Tensor:
+    """``weight * ||jaw_tracked - jaw_pred||^2`` (axis-angle ``[B,3]``, radians), batch mean; scalar."""
+    return weight * ((jaw_pred - jaw_tracked) ** 2).sum(-1).mean()
+
+
+def depth_to_points(depth: Tensor, K: Tensor) -> Tensor:
+    """Back-project a z-depth map ``[B,H,W,1]`` (metres, OpenCV camera) with pixel intrinsics
+    ``K [B,3,3]`` (or ``[3,3]``) to camera-frame points ``[B,H,W,3]`` (pixel centres at +0.5)."""
+    depth = _b(depth)
+    B, H, W, _ = depth.shape
+    K = K.expand(B, 3, 3) if K.dim() == 2 else K
+    ys = torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5
+    xs = torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5
+    fx, fy = K[:, 0, 0].view(B, 1, 1), K[:, 1, 1].view(B, 1, 1)
+    cx, cy = K[:, 0, 2].view(B, 1, 1), K[:, 1, 2].view(B, 1, 1)
+    z = depth[..., 0]
+    x = (xs.view(1, 1, W) - cx) / fx * z
+    y = (ys.view(1, H, 1) - cy) / fy * z
+    return torch.stack([x, y, z], -1)
+
+
+def normals_from_depth(depth: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Normals from a rendered depth map by central finite differences of the back-projected points.
+
+    Args:
+        depth: ``[B,H,W,1]`` z-depth, metres (OpenCV camera frame).
+        K: ``[B,3,3]`` or ``[3,3]`` pixel intrinsics.
+    Returns:
+        ``(normals [B,H,W,3], valid [B,H,W,1])``: unit normals in the OpenCV camera frame, facing
+        the camera (negative z component); ``valid`` is 0 on the one-pixel border.
+    """
+    P = depth_to_points(depth, K)
+    B, H, W, _ = P.shape
+    dx = torch.zeros_like(P)
+    dy = torch.zeros_like(P)
+    dx[:, :, 1:-1] = P[:, :, 2:] - P[:, :, :-2]
+    dy[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    n = torch.cross(dx, dy, dim=-1)
+    n = F.normalize(n, dim=-1, eps=1e-12)
+    n = torch.where(n[..., 2:3] > 0, -n, n)
+    valid = torch.zeros(B, H, W, 1, device=P.device, dtype=P.dtype)
+    valid[:, 1:-1, 1:-1] = 1
+    return n, valid
+
+
+def normal_consistency_loss(n_depth: Tensor, n_render: Tensor, mask: Tensor, weight: float = 1e-2) -> Tensor:
+    """``weight * mean_mask(1 - <n_depth, n_render>)``; normals ``[B,H,W,3]`` in the same frame,
+    ``mask [B,H,W,1]`` in [0,1] (foreground, times depth validity). The depth normals are
+    compared as given (callers usually detach neither: both geometry paths learn). Scalar."""
+    n_depth, n_render, mask = _b(n_depth), _b(n_render), _b(mask)
+    a, b = F.normalize(n_depth, dim=-1, eps=1e-12), F.normalize(n_render, dim=-1, eps=1e-12)
+    cos = (a * b).sum(-1, keepdim=True)
+    return weight * ((1 - cos) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def albedo_prior_loss(
+    albedo: Tensor, pseudo: Tensor, mask: Tensor | None = None, weight: float = 0.25
+) -> Tensor:
+    """``weight * L1(albedo, pseudo)`` over ``[B,H,W,3]`` maps (foreground ``mask`` if given). Scalar."""
+    d = (_b(albedo) - _b(pseudo)).abs()
+    if mask is None:
+        return weight * d.mean()
+    m = _b(mask).expand_as(d)
+    return weight * (d * m).sum() / m.sum().clamp_min(1.0)
+
+
+def tv_loss(x: Tensor, mask: Tensor | None = None, weight: float = 2e-2) -> Tensor:
+    """Anisotropic total variation ``weight * mean(|dx| + |dy|)`` of a map ``[B,H,W,C]``; with
+    ``mask [B,H,W,1]`` only differences between two foreground pixels count. Scalar."""
+    x = _b(x)
+    dx = (x[:, :, 1:] - x[:, :, :-1]).abs()
+    dy = (x[:, 1:] - x[:, :-1]).abs()
+    if mask is None:
+        return weight * (dx.mean() + dy.mean())
+    m = _b(mask)
+    mx = m[:, :, 1:] * m[:, :, :-1]
+    my = m[:, 1:] * m[:, :-1]
+    return weight * ((dx * mx).sum() / (mx.sum() * x.shape[-1]).clamp_min(1.0)
+                     + (dy * my).sum() / (my.sum() * x.shape[-1]).clamp_min(1.0))

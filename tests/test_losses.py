@@ -1,0 +1,74 @@
+"""Losses: values on known inputs, depth normals of a plane, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hravatar.losses import (
+    albedo_prior_loss,
+    jaw_loss,
+    normal_consistency_loss,
+    normals_from_depth,
+    photometric_loss,
+    tv_loss,
+)
+
+
+def test_photometric():
+    a = torch.zeros(1, 16, 16, 3)
+    assert float(photometric_loss(a, a)) == pytest.approx(0.0, abs=1e-7)
+    b = torch.full_like(a, 0.5)
+    # SSIM of two constant images: (2*0*0.5 + c1) / (0 + 0.25 + c1) (c2 terms cancel)
+    c1 = 0.01**2
+    want = 0.8 * 0.5 + 0.2 * (1 - c1 / (0.25 + c1))
+    assert float(photometric_loss(a, b)) == pytest.approx(want, rel=1e-3)
+
+
+def test_jaw_and_albedo():
+    assert float(jaw_loss(torch.tensor([[0.1, 0.0, 0.0]]), torch.zeros(1, 3))) == pytest.approx(0.1 * 0.01)
+    a = torch.zeros(1, 4, 4, 3)
+    m = torch.zeros(1, 4, 4, 1)
+    m[:, :2] = 1
+    p = torch.ones_like(a)
+    p[:, 2:] = 5  # outside the mask: ignored
+    assert float(albedo_prior_loss(a, p, m)) == pytest.approx(0.25)
+
+
+def test_plane_normals():
+    """A tilted plane z = 1 + 0.5 x (camera frame) gives the analytic normal everywhere inside."""
+    H = W = 16
+    K = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    # ray through pixel u: x = (u - cx)/fx * z; plane z = 1 + 0.5 x  ->  z = 1 / (1 - 0.5 dx)
+    u = torch.arange(W) + 0.5
+    dx = ((u - 8) / 20).view(1, W).expand(H, W)
+    z = 1 / (1 - 0.5 * dx)
+    n, valid = normals_from_depth(z[None, ..., None], K)
+    want = torch.nn.functional.normalize(torch.tensor([0.5, 0.0, -1.0]), dim=0)
+    inner = n[0, 1:-1, 1:-1].reshape(-1, 3)
+    assert torch.allclose(inner, want.expand_as(inner), atol=1e-4)
+    assert float(valid.sum()) == (H - 2) * (W - 2)
+    loss = normal_consistency_loss(n, want.view(1, 1, 1, 3).expand_as(n), valid)
+    assert float(loss) == pytest.approx(0.0, abs=1e-7)
+    assert float(normal_consistency_loss(n, -n, valid)) == pytest.approx(2e-2, rel=1e-5)
+
+
+def test_tv():
+    x = torch.zeros(1, 4, 4, 1)
+    assert float(tv_loss(x)) == 0.0
+    x[:, :, 2:] = 1  # one vertical edge: |dx| = 1 on one of the 3 column pairs
+    assert float(tv_loss(x, weight=1.0)) == pytest.approx(1 / 3)
+    m = torch.ones(1, 4, 4, 1)
+    m[:, :, 2:] = 0
+    assert float(tv_loss(x, m, weight=1.0)) == 0.0
+
+
+def test_gradients_finite():
+    g = torch.Generator().manual_seed(0)
+    depth = (1 + 0.1 * torch.rand(1, 8, 8, 1, generator=g)).requires_grad_(True)
+    K = torch.tensor([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]])
+    n, valid = normals_from_depth(depth, K)
+    r = torch.rand(1, 8, 8, 3, generator=g).requires_grad_(True)
+    loss = normal_consistency_loss(n, r, valid) + tv_loss(r[..., :1])
+    loss.backward()
+    assert torch.isfinite(depth.grad).all() and torch.isfinite(r.grad).all()
