@@ -69,9 +69,9 @@ def test_procedural_materials_on_points():
     pts = torch.randn(n, 3) * torch.tensor([0.075, 0.1, 0.09])
     eye = torch.tensor([[0.032, 0.02, 0.06], [-0.032, 0.02, 0.06]])
     regions = {"eyes": torch.zeros(n)}
-    # put a few points on the left eyeball: on its forward axis (pupil) and at 60 deg (sclera)
+    # put a few points on the left eyeball: on its forward axis (pupil) and at 40 deg (sclera)
     pupil = eye[0] + torch.tensor([0.0, 0.0, 0.012])
-    sclera = eye[0] + 0.012 * torch.tensor([math.sin(1.0), 0.0, math.cos(1.0)])
+    sclera = eye[0] + 0.012 * torch.tensor([math.sin(0.7), 0.0, math.cos(0.7)])
     pts[:2] = torch.stack([pupil, sclera])
     regions["eyes"][:2] = 1
     m = procedural_materials(pts, regions, eye, seed=1)
