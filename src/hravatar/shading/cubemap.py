@@ -303,24 +303,42 @@ def sample_equirect(img: Tensor, dirs: Tensor) -> Tensor:
 
 
 def sample_equirect_mips(mips: list[Tensor], dirs: Tensor, level: Tensor) -> Tensor:
-    """Trilinear lookup in an equirectangular mip pyramid at fractional ``level [...]`` -> ``[..., C]``."""
+    """Trilinear lookup in an equirectangular mip pyramid at fractional ``level [...]`` -> ``[..., C]``.
+
+    All levels live in one flat buffer so each query costs eight gathers whatever its level.
+    """
     u, v = dir_to_equirect_uv(dirs)
     n = len(mips)
     if n == 1:
         return _bilinear_equirect(mips[0], u, v)
+    ch = mips[0].shape[-1]
+    dev = mips[0].device
+    flat = torch.cat([torch.cat([m[:, -1:], m, m[:, :1]], 1).reshape(-1, ch) for m in mips], 0)
+    hs = torch.tensor([m.shape[0] for m in mips], device=dev)
+    ws = torch.tensor([m.shape[1] for m in mips], device=dev)
+    sizes = hs * (ws + 2)
+    offs = torch.cumsum(sizes, 0) - sizes
     lv = level.expand(u.shape).clamp(0, n - 1)
-    l0 = lv.detach().floor().clamp(max=n - 2)
+    l0 = lv.detach().floor().clamp(max=n - 2).long()
     t = (lv - l0).unsqueeze(-1)
-    out = torch.zeros(*u.shape, mips[0].shape[-1], dtype=mips[0].dtype, device=mips[0].device)
-    for k in range(n - 1):
-        sel = l0 == k
-        if not bool(sel.any()):
-            continue
-        a = _bilinear_equirect(mips[k], u[sel], v[sel])
-        b = _bilinear_equirect(mips[k + 1], u[sel], v[sel])
-        ts = t[sel]
-        out = out.index_put((sel,), a * (1 - ts) + b * ts)
-    return out
+    shape = (*u.shape, ch)
+
+    def tap(k: Tensor) -> Tensor:
+        h, w = hs[k], ws[k]
+        hf, wf = h.to(u.dtype), w.to(u.dtype)
+        x = (u * wf - 0.5) % wf + 1
+        y = torch.minimum((v * hf - 0.5).clamp_min(0), hf - 1)
+        x0 = x.detach().floor()
+        y0 = torch.minimum(y.detach().floor(), (hf - 2).clamp_min(0))
+        wx, wy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
+        wp = w + 2
+        b = (offs[k] + y0.long() * wp + x0.long()).reshape(-1)
+        dy = torch.where(h > 1, wp, torch.zeros_like(wp)).reshape(-1)
+        t00, t01 = flat[b].reshape(shape), flat[b + 1].reshape(shape)
+        t10, t11 = flat[b + dy].reshape(shape), flat[b + dy + 1].reshape(shape)
+        return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+
+    return tap(l0) * (1 - t) + tap(l0 + 1) * t
 
 
 def equirect_to_cube(img: Tensor, res: int, supersample: int = 2) -> Tensor:

@@ -1,0 +1,119 @@
+"""Deferred split-sum shading of a G-buffer (HRAvatar, section 3.3; DESIGN.md section 5).
+
+Per pixel, with ``N`` the world normal, ``V`` the unit direction from the surface to the camera,
+``o`` the roughness and ``c = clamp(N.V, 1e-4, 1)`` *detached*::
+
+    I_diffuse  = A * I_irr(N)
+    I_specular = I_env(R, o) * (k_s * LUT(o, c)[0] + LUT(o, c)[1]),   R = 2 (N.V) N - V
+    k_s        = F0 + (max(1 - o, F0) - F0) * 2^((-5.55473 c - 6.98316) c)
+    color      = I_diffuse + I_specular
+    image      = color * alpha + background * (1 - alpha)
+
+``R`` uses the un-detached ``N.V`` so the normal gets the reflection's gradient; the LUT and
+Fresnel use the detached ``c`` as in the paper. All outputs are linear radiance (not clamped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from hravatar.shading.brdf_lut import BrdfLut, default_lut, fresnel_ks
+from hravatar.shading.envmap_tools import camera_ray_directions
+from hravatar.shading.lighting import Lighting
+
+Tensor = torch.Tensor
+
+__all__ = ["view_directions", "shade", "unpremultiply"]
+
+
+def view_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
+    """World-space unit directions ``[C, H, W, 3]`` from the surface seen in each pixel toward the camera.
+
+    ``viewmats [C, 4, 4]`` world-to-camera (OpenCV), ``Ks [C, 3, 3]`` in pixels, pixel centres at
+    +0.5. For a pinhole camera this is minus the pixel's viewing ray, whatever the depth.
+    """
+    return -camera_ray_directions(viewmats, Ks, height, width)
+
+
+def unpremultiply(gbuffer: Mapping[str, Tensor], eps: float = 1e-6) -> dict[str, Tensor]:
+    """Divide alpha-accumulated attributes (albedo, roughness, f0) by ``alpha`` (rasterizer output).
+
+    A Gaussian rasterizer returns ``sum_i w_i x_i`` with ``sum_i w_i = alpha``; shading wants the
+    per-surface average ``x``. Normals are only renormalised (in :func:`shade`).
+    """
+    out = dict(gbuffer)
+    a = gbuffer["alpha"].clamp_min(eps)
+    for k in ("albedo", "roughness", "f0"):
+        out[k] = gbuffer[k] / a
+    return out
+
+
+def _as_background(bg: Tensor | float | None, like: Tensor) -> Tensor:
+    if bg is None:
+        return torch.zeros_like(like)
+    bg = torch.as_tensor(bg, dtype=like.dtype, device=like.device)
+    return bg.expand_as(like) if bg.dim() <= 1 else bg.expand_as(like)
+
+
+def shade(
+    gbuffer: Mapping[str, Tensor],
+    viewdirs_or_camera: Tensor | tuple[Tensor, Tensor],
+    lighting: Lighting,
+    background: Tensor | float | None = None,
+    lut: BrdfLut | None = None,
+    premultiplied: bool = False,
+) -> dict[str, Tensor]:
+    """Shade a G-buffer with split-sum image-based lighting.
+
+    Args:
+        gbuffer: ``albedo [C,H,W,3]``, ``roughness [C,H,W,1]``, ``f0 [C,H,W,1]``, ``normal
+            [C,H,W,3]`` (world frame, renormalised here), ``alpha [C,H,W,1]``. Any leading shape
+            works as long as it is shared.
+        viewdirs_or_camera: unit directions surface -> camera ``[C,H,W,3]`` (world), or a tuple
+            ``(viewmats [C,4,4], Ks [C,3,3])`` from which they are computed per pixel.
+        lighting: a :class:`~hravatar.shading.lighting.Lighting` (learnable or from an HDR map).
+        background: ``[C,H,W,3]``, ``[3]`` or a scalar; ``None`` = black (the paper's evaluation).
+        lut: split-sum table (default: the shared 128 x 128 one on the G-buffer's device).
+        premultiplied: the attributes are alpha-accumulated (see :func:`unpremultiply`).
+    Returns:
+        dict of ``[C,H,W,*]`` tensors: ``image`` (composited), ``color`` (uncomposited
+        ``diffuse + specular``), ``diffuse``, ``specular``, ``irradiance`` (``I_irr``),
+        ``env_specular`` (``I_env``), ``ks``, ``lut`` ([..., 2]), ``n_dot_v`` (clamped, detached),
+        ``alpha``.
+    """
+    gb = unpremultiply(gbuffer) if premultiplied else dict(gbuffer)
+    albedo, rough, f0, alpha = gb["albedo"], gb["roughness"], gb["f0"], gb["alpha"]
+    n = F.normalize(gb["normal"], dim=-1, eps=1e-8)
+    if isinstance(viewdirs_or_camera, (tuple, list)):
+        viewmats, Ks = viewdirs_or_camera
+        h, w = n.shape[-3], n.shape[-2]
+        v = view_directions(viewmats, Ks, h, w).to(n.dtype)
+    else:
+        v = F.normalize(viewdirs_or_camera, dim=-1)
+    n_dot_v = (n * v).sum(-1, keepdim=True)
+    c = n_dot_v.clamp(1e-4, 1.0).detach()
+    refl = 2 * n_dot_v * n - v
+    lut = lut if lut is not None else default_lut(n.device)
+    fg = lut(rough, c)  # [..., 2]
+    ks = fresnel_ks(f0, rough, c)
+    irr = lighting.irradiance(n)
+    env = lighting.specular(refl, rough)
+    diffuse = albedo * irr
+    specular = env * (ks * fg[..., 0:1] + fg[..., 1:2])
+    color = diffuse + specular
+    image = color * alpha + _as_background(background, color) * (1 - alpha)
+    return {
+        "image": image,
+        "color": color,
+        "diffuse": diffuse,
+        "specular": specular,
+        "irradiance": irr,
+        "env_specular": env,
+        "ks": ks,
+        "lut": fg,
+        "n_dot_v": c,
+        "alpha": alpha,
+    }
