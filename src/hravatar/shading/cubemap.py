@@ -192,7 +192,7 @@ def _bilinear_padded(padded: Tensor, face: Tensor, u: Tensor, v: Tensor) -> Tens
 
 
 def sample_cube(cube: Tensor, dirs: Tensor) -> Tensor:
-    """Seam-continuous bilinear lookup of a cube map ``[6, R, R, C]`` along ``dirs [..., 3]`` -> ``[..., C]``."""
+    """Seam-continuous bilinear lookup of a cube map ``[6, R, R, C]`` at ``dirs [..., 3]`` -> ``[..., C]``."""
     face, u, v = dir_to_face_uv(dirs)
     return _bilinear_padded(pad_cube(cube), face, u, v)
 

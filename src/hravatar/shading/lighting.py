@@ -152,7 +152,7 @@ class LearnableLighting(Lighting):
 
     @torch.no_grad()
     def to_equirect(self, height: int = 64) -> dict[str, Tensor]:
-        """Activated maps as equirectangular images ``[H, 2H, 3]`` (``irradiance``, ``specular``) for reports."""
+        """Activated maps as equirect images ``[H, 2H, 3]`` (``irradiance``, ``specular``) for reports."""
         return {
             "irradiance": self.activation(cube_to_equirect(self.diffuse_cube(), height)),
             "specular": self.activation(cube_to_equirect(self.specular_levels()[0], height)),
@@ -216,7 +216,7 @@ class EnvironmentLighting(Lighting):
         return d @ rotation_y(self.rotation, device=d.device, dtype=d.dtype)  # R(-rot) d
 
     def roughness_to_level(self, roughness: Tensor) -> Tensor:
-        """Fractional specular level ``[...]`` for roughness ``[...]`` (piecewise-linear in the level table)."""
+        """Fractional specular level ``[...]`` for roughness ``[...]`` (piecewise linear in the table)."""
         r = self.level_roughness.to(roughness.dtype)
         x = roughness.clamp(float(r[0]), float(r[-1]))
         i = torch.searchsorted(r, x.detach().contiguous(), right=True).clamp(1, len(r) - 1) - 1
