@@ -292,10 +292,10 @@ def test_open_head_on_mesh():
     avatar = GaussianHead.from_head_model(head, AvatarConfig(points_per_face=1, shape_dims=20))
     init = init_from_mesh(head, 1, torch.Generator().manual_seed(0), shape_dims=20)
     g = torch.Generator().manual_seed(0)
-    B = 2
+    B = 4
     expr = torch.rand(B, head.num_expr, generator=g) * 0.5
     axis = torch.nn.functional.normalize(torch.randn(B, 5, 3, generator=g), dim=-1)
-    pose = axis * 0.3
+    pose = axis * torch.rand(B, 5, 1, generator=g) * 0.3  # random poses up to 0.3 rad per joint
     shape = torch.randn(B, 20, generator=g)
     for P, tol in ((None, 1e-5), (pose, 5e-4)):
         out = head.forward(shape, expr, P)

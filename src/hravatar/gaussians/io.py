@@ -78,7 +78,8 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             md = f.metadata() or {}
-            t = {k: f.get_tensor(k) for k in f.keys()}
+            # clone: fresh, aligned allocations (BLAS results may depend on the buffer's alignment)
+            t = {k: f.get_tensor(k).clone() for k in f.keys()}
     except Exception as e:  # safetensors raises several types
         raise HRAvatarError(f"{path}: not a safetensors avatar file ({e})") from None
     if md.get("format") != FORMAT:
