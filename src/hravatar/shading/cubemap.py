@@ -328,7 +328,7 @@ def sample_equirect_mips(mips: list[Tensor], dirs: Tensor, level: Tensor) -> Ten
         hf, wf = h.to(u.dtype), w.to(u.dtype)
         x = (u * wf - 0.5) % wf + 1
         y = torch.minimum((v * hf - 0.5).clamp_min(0), hf - 1)
-        x0 = x.detach().floor()
+        x0 = torch.minimum(x.detach().floor(), wf)  # (-tiny) % w can round to w
         y0 = torch.minimum(y.detach().floor(), (hf - 2).clamp_min(0))
         wx, wy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
         wp = w + 2
