@@ -10,10 +10,11 @@ below it.
 Skinning: upper teeth follow the ``neck`` joint (the skull), lower teeth the ``jaw`` joint; cavity
 rings copy the weights of the lip vertex they come from at the front and blend to ``neck`` at the
 back. Bases: shape offsets of every new vertex are copied (inverse-distance weighted) from the
-nearest inner-lip vertices; expression offsets of the cavity likewise; upper teeth get no
+nearest inner-lip vertices; expression and pose-corrective offsets of the cavity likewise (teeth
+have no pose correctives: they are rigid); upper teeth get no
 expression offset (the skull does not deform), lower teeth get the mean expression offset of the
 chin (so displacement-driven jaw expressions such as the open model's ``jawOpen`` carry them
-along). Pose correctives are copied like shape. New regions: ``teeth`` and ``mouth_interior``.
+along). New regions: ``teeth`` and ``mouth_interior``.
 """
 
 from __future__ import annotations
@@ -240,6 +241,7 @@ def add_mouth_interior(model: HeadModel, cavity: bool | None = None) -> HeadMode
     posedirs = copy(m.posedirs)
     exprdirs = copy(m.exprdirs)
     exprdirs[kind == 0] = 0
+    posedirs[kind < 2] = 0  # teeth are rigid
     # lower teeth: the chin's mean expression offset (jaw-driven, away from the lips)
     lips = m.regions.get("lips", torch.zeros(V, dtype=torch.bool))
     chin = (W[:, JAW] > 0.9) & ~lips & (v[:, 1] < y_line - 0.02) & (v[:, 2] > z_front - 0.03)
