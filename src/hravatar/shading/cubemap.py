@@ -23,9 +23,9 @@ what a camera in front of the face sees behind it), the column at ``3/4 W`` alon
 
     u = 0.5 + atan2(x, -z) / (2 pi),   v = acos(y) / pi          (u, v in [0, 1])
 
-Seams. :func:`sample_cube` pads each face with a one-texel border whose values are bilinear
-samples of the neighbouring faces at the border texels' directions (corners included), so
-bilinear filtering is continuous across face edges.
+Seams. :func:`sample_cube` pads each face with a one-texel border copied from the neighbouring
+faces (the matching texel across each edge; the mean of the three corner texels at the corners),
+so bilinear filtering is continuous across face edges and corners.
 
 Mip chains are lists of cube maps ``[6, R_l, R_l, C]`` (resolutions may repeat); the fractional
 level is linearly interpolated (:func:`sample_cube_mips`).
@@ -137,28 +137,49 @@ def texel_solid_angles(
     return om.to(dtype).unsqueeze(0).expand(6, res, res).contiguous()
 
 
+def _edge_source(face: Tensor, row: Tensor, col: Tensor, res: int) -> Tensor:
+    """Flat index (into ``[6*R*R]``) of the texel across the edge from padded position ``(row, col)``.
+
+    ``row``/``col`` are padded-grid indices minus one (so -1 and R are the border). The position is
+    moved to just outside its face edge and re-projected; because both faces split the shared edge
+    into the same R segments, the neighbour texel along the edge is exactly the matching one.
+    """
+    h = 1.0 / res
+    u = ((col.double() + 0.5) / res * 2 - 1).clamp(-1 - 1e-4 * h, 1 + 1e-4 * h)
+    v = ((row.double() + 0.5) / res * 2 - 1).clamp(-1 - 1e-4 * h, 1 + 1e-4 * h)
+    f2, u2, v2 = dir_to_face_uv(face_uv_to_dir(face, u, v))
+    x = torch.round((u2 + 1) / 2 * res - 0.5).clamp(0, res - 1).long()
+    y = torch.round((v2 + 1) / 2 * res - 0.5).clamp(0, res - 1).long()
+    return f2 * res * res + y * res + x
+
+
 @lru_cache(maxsize=32)
 def _pad_taps(res: int, device: str) -> tuple[Tensor, Tensor]:
-    """Gather indices ``[6*(R+2)^2, 4]`` into the flat map ``[6*R*R]`` and weights for a padded cube."""
+    """Gather indices ``[6*(R+2)^2, 3]`` into the flat map ``[6*R*R]`` and weights for a padded cube.
+
+    Interior: the texel itself. Edge border: the matching texel of the neighbouring face (exact,
+    so bilinear filtering is continuous across edges). Corner border: the mean of the three texels
+    that meet at the cube corner (as GPUs do), so the three faces agree at the corner too.
+    """
     rp = res + 2
-    idx = torch.arange(rp, dtype=torch.float64)
-    c = (idx - 1 + 0.5) / res * 2 - 1  # padded texel centres, outside [-1, 1] on the border
-    v, u = torch.meshgrid(c, c, indexing="ij")
-    faces = torch.arange(6).view(6, 1, 1).expand(6, rp, rp)
-    d = face_uv_to_dir(faces, u.expand(6, rp, rp), v.expand(6, rp, rp))
-    f2, u2, v2 = dir_to_face_uv(d)
-    x = ((u2 + 1) / 2 * res - 0.5).clamp(0, res - 1)
-    y = ((v2 + 1) / 2 * res - 0.5).clamp(0, res - 1)
-    x0, y0 = x.floor(), y.floor()
-    wx, wy = x - x0, y - y0
-    x0, y0 = x0.long(), y0.long()
-    x1, y1 = (x0 + 1).clamp(max=res - 1), (y0 + 1).clamp(max=res - 1)
-    base = f2 * res * res
-    taps = torch.stack(
-        [base + y0 * res + x0, base + y0 * res + x1, base + y1 * res + x0, base + y1 * res + x1], -1
-    )
-    w = torch.stack([(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy], -1)
-    return taps.reshape(-1, 4).to(device), w.reshape(-1, 4).float().to(device)
+    idx = torch.arange(rp) - 1
+    row, col = torch.meshgrid(idx, idx, indexing="ij")
+    face = torch.arange(6).view(6, 1, 1).expand(6, rp, rp)
+    row, col = row.expand(6, rp, rp), col.expand(6, rp, rp)
+    rc, cc = row.clamp(0, res - 1), col.clamp(0, res - 1)
+    own = face * res * res + rc * res + cc
+    out_r, out_c = (row < 0) | (row >= res), (col < 0) | (col >= res)
+    edge = _edge_source(face, row, col, res)
+    corner_a = _edge_source(face, rc, col, res)  # across the column edge
+    corner_b = _edge_source(face, row, cc, res)  # across the row edge
+    is_corner = out_r & out_c
+    is_edge = out_r ^ out_c
+    t0 = torch.where(is_edge, edge, own)
+    t1 = torch.where(is_corner, corner_a, own)
+    t2 = torch.where(is_corner, corner_b, own)
+    taps = torch.stack([t0, t1, t2], -1)
+    w = torch.where(is_corner.unsqueeze(-1), torch.full((3,), 1 / 3), torch.tensor([1.0, 0.0, 0.0]))
+    return taps.reshape(-1, 3).to(device), w.reshape(-1, 3).float().to(device)
 
 
 def pad_cube(cube: Tensor) -> Tensor:
