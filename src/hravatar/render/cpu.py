@@ -162,6 +162,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     i32, i64, p = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
     lib.hr_version.restype = i32
     lib.hr_max_channels.restype = i32
+    lib.hr_channels_for.restype = i32
+    lib.hr_channels_for.argtypes = [i32]
     lib.hr_max_threads.restype = i32
     lib.hr_bin.restype = i64
     lib.hr_bin.argtypes = [i32, i32, i32, i32, p, p, p, p]
@@ -348,8 +350,9 @@ def rasterize_to_pixels_cpu(
     """Composite projected Gaussians with the C++ kernel (differentiable, CPU tensors).
 
     Same arguments and results as
-    :func:`hravatar.render.reference.rasterize_to_pixels_reference`. Feature counts D above the
-    kernel's maximum (16) are rendered in chunks.
+    :func:`hravatar.render.reference.rasterize_to_pixels_reference`. Channel counts without a
+    compiled kernel are padded with zero channels; counts above 32 are rendered in chunks of at
+    most 32 (then ``absgrad`` only sees the first chunk's channels).
     """
     if means2d.device.type != "cpu":
         raise ValueError("the cpu rasterizer backend needs CPU tensors; use backend='cuda' for CUDA tensors")
@@ -362,29 +365,22 @@ def rasterize_to_pixels_cpu(
         img = img + 0.0 * (colors.sum() + means2d.sum() + conics.sum() + opacities.sum())
         return img, torch.zeros(C, height, width, 1, dtype=colors.dtype)
     offsets, ids = bin_tiles(means2d, radii, depths, width, height)
-    dmax = load().hr_max_channels()
-    if D <= dmax:
-        return _RasterizeCPU.apply(
-            means2d, conics, colors, opacities, backgrounds, offsets, ids, width, height, absgrad
-        )
+    lib = load()
+    dmax = lib.hr_max_channels()
     n_chunks = -(-D // dmax)
     bounds = [round(i * D / n_chunks) for i in range(n_chunks + 1)]
     outs, alphas = [], None
     for i in range(n_chunks):
         lo, hi = bounds[i], bounds[i + 1]
+        col = colors[..., lo:hi]
         bg = None if backgrounds is None else backgrounds[:, lo:hi]
+        pad = lib.hr_channels_for(hi - lo) - (hi - lo)
+        if pad:  # zero channels up to the next compiled channel count
+            col = torch.cat([col, col.new_zeros(C, N, pad)], dim=-1)
+            bg = None if bg is None else torch.cat([bg, bg.new_zeros(C, pad)], dim=-1)
         o, a = _RasterizeCPU.apply(
-            means2d,
-            conics,
-            colors[..., lo:hi],
-            opacities,
-            bg,
-            offsets,
-            ids,
-            width,
-            height,
-            absgrad and i == 0,
+            means2d, conics, col, opacities, bg, offsets, ids, width, height, absgrad and i == 0
         )
-        outs.append(o)
+        outs.append(o[..., : hi - lo])
         alphas = a if alphas is None else alphas
-    return torch.cat(outs, dim=-1), alphas
+    return (outs[0] if n_chunks == 1 else torch.cat(outs, dim=-1)), alphas

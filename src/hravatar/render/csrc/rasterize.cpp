@@ -400,20 +400,17 @@ void backward_all(const Scene& s, const float* T_final, const int32_t* last, con
 typedef void (*fwd_fn)(const Scene&, float*, float*, float*, int32_t*, int);
 typedef void (*bwd_fn)(const Scene&, const float*, const int32_t*, const float*, const float*, float*, int);
 
-template <int D>
+template <int... Ds>
 struct Table {
     static void fill(fwd_fn* f, bwd_fn* b) {
-        f[D] = &forward_all<D>;
-        b[D] = &backward_all<D>;
-        Table<D - 1>::fill(f, b);
+        ((f[Ds] = &forward_all<Ds>, b[Ds] = &backward_all<Ds>), ...);
     }
 };
-template <>
-struct Table<0> {
-    static void fill(fwd_fn*, bwd_fn*) {}
-};
 
-constexpr int DMAX = 16;
+// Channel counts with a compiled kernel; other counts are padded with zero channels up to the
+// next one (Python side), counts above DMAX are rendered in chunks.
+constexpr int DMAX = 32;
+using Compiled = Table<1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 16, 17, 24, 32>;
 
 struct Dispatch {
     fwd_fn f[DMAX + 1];
@@ -421,7 +418,7 @@ struct Dispatch {
     Dispatch() {
         std::memset(f, 0, sizeof(f));
         std::memset(b, 0, sizeof(b));
-        Table<DMAX>::fill(f, b);
+        Compiled::fill(f, b);
     }
 };
 const Dispatch& dispatch() {
@@ -445,6 +442,13 @@ extern "C" {
 
 int hr_version() { return 1; }
 int hr_max_channels() { return DMAX; }
+
+// Smallest compiled channel count >= D (0 if D > DMAX).
+int hr_channels_for(int D) {
+    for (int d = std::max(D, 1); d <= DMAX; ++d)
+        if (dispatch().f[d]) return d;
+    return 0;
+}
 int hr_tile_size() { return TS; }
 
 int hr_max_threads() {
@@ -491,7 +495,7 @@ int64_t hr_bin(int C, int N, int W, int H, const int32_t* rects, const int64_t* 
 int hr_forward(int C, int N, int D, int W, int H, int nthreads, const float* means2d, const float* conics,
                const float* colors, const float* opac, const float* bg, const int64_t* offsets,
                const int32_t* list, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
-    if (D < 1 || D > DMAX) return 1;
+    if (D < 1 || D > DMAX || !dispatch().f[D]) return 1;
     std::vector<GP> gp((size_t)C * N);
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
@@ -506,7 +510,7 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
                 const float* colors, const float* opac, const float* bg, const int64_t* offsets,
                 const int32_t* list, const float* T_final, const int32_t* last, const float* v_color,
                 const float* v_alpha, float* slots, float* out) {
-    if (D < 1 || D > DMAX) return 1;
+    if (D < 1 || D > DMAX || !dispatch().f[D]) return 1;
     std::vector<GP> gp((size_t)C * N);
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
