@@ -27,8 +27,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from hravatar.render import intrinsics, look_at, rasterize  # noqa: E402
 from hravatar.render import cpu as cpu_backend  # noqa: E402
+from hravatar.render import intrinsics, look_at, rasterize  # noqa: E402
 
 RADII = (0.08, 0.10, 0.09)
 DISTANCE = 0.6
