@@ -136,6 +136,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--reference-max-elems", type=float, default=4e8, help="C*H*W*N limit for the reference")
+    ap.add_argument(
+        "--reference-row",
+        type=int,
+        nargs=2,
+        default=[128, 5000],
+        metavar=("SIZE", "N"),
+        help="an extra small configuration where the dense reference fits in memory",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rasterizer.json")
     args = ap.parse_args()
 
@@ -143,8 +151,11 @@ def main() -> None:
     have_cpu = cpu_backend.available()
     load_before = os.getloadavg()
     rows = []
-    for size in args.sizes:
-        for n in args.counts:
+    configs = [(size, n) for size in args.sizes for n in args.counts]
+    if args.reference_row:
+        configs.append(tuple(args.reference_row))
+    for size, n in configs:
+        if True:
             row = {"n": n, "size": size, "threads": threads}
             if have_cpu:
                 r = bench_one(n, size, "cpu", args.repeats)

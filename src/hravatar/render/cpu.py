@@ -294,7 +294,7 @@ class _RasterizeCPU(torch.autograd.Function):
         v_alpha = (torch.zeros(C, height, width) if v_alpha is None else v_alpha[..., 0]).float().contiguous()
         K = 8 + D
         n_isect = int(offsets[-1])
-        slots = torch.zeros(max(n_isect, 1), K, dtype=torch.float32)
+        slots = torch.empty(max(n_isect, 1), K, dtype=torch.float32)  # zeroed per tile by the kernel
         grads = torch.zeros(C * N, K, dtype=torch.float32)
         rc = lib.hr_backward(
             C,

@@ -281,6 +281,7 @@ void backward_tile(const Scene& s, int64_t tile, const float* T_final, const int
     const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
     const int64_t beg = s.offsets[tile];
     const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+    std::memset(slots + beg * K, 0, sizeof(float) * (size_t)(s.offsets[tile + 1] - beg) * K);
 
     vf T[TS], vbgA[TS], vr[TS][D], buf[TS][D];
     vi last[TS];
@@ -503,7 +504,7 @@ int hr_forward(int C, int N, int D, int W, int H, int nthreads, const float* mea
     return 0;
 }
 
-// Backward. v_color [C,H,W,D], v_alpha [C,H,W]; slots [n_isect, 8+D] zero-initialised scratch;
+// Backward. v_color [C,H,W,D], v_alpha [C,H,W]; slots [n_isect, 8+D] scratch (any content);
 // out [C*N, 8+D] zero-initialised: per Gaussian (mx, my, ca, cb, cc, opacity, colors[D],
 // |mx|, |my|) gradients (the last two: sums over pixels of absolute per-pixel gradients).
 int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* means2d, const float* conics,
