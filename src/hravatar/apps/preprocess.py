@@ -1,0 +1,60 @@
+"""``hravatar preprocess VIDEO -o SUBJECT``: one command from a video to training data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+
+@dataclass
+class PreprocessConfig:
+    """Crop, matte, find landmarks and track the head in a video; write a subject folder."""
+
+    video: Annotated[Path, tyro.conf.Positional]
+    """The input video (mp4, mov, webm, ...), one person facing the camera."""
+    output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("subject")
+    """Subject folder to write (image/*.png RGBA, tracked_params.json, manifest.json, overlay.mp4)."""
+    head_model: Literal["open", "flame"] = "open"
+    """Head model to track: the open model (default) or FLAME (needs --flame-path or $HRAVATAR_FLAME_PATH)."""
+    flame_path: Path | None = None
+    """Your FLAME model file (generic_model.pkl / flame2023.pkl), for --head-model flame."""
+    size: int = 512
+    """Side of the square output images in pixels."""
+    fps: float | None = None
+    """Resample the video to this frame rate (default: keep every frame)."""
+    max_frames: int | None = None
+    """Use at most this many frames (after resampling)."""
+    min_frames: int = 30
+    """Refuse clips with fewer frames than this (training needs enough frames)."""
+    min_face_px: int = 64
+    """Refuse videos whose face box is smaller than this many source pixels."""
+    matter: str = "mediapipe"
+    """Matting backend: 'mediapipe' or a plug-in 'package.module:ClassName' with a matte(image) method."""
+    fov_deg: float = 50.0
+    """Assumed horizontal field of view of the camera (initial focal length; refined by tracking)."""
+    iterations: int = 400
+    """Optimisation steps of the head tracking."""
+    overlay: bool = True
+    """Write overlay.mp4 (landmarks and tracked mesh over the frames) for checking."""
+    overwrite: bool = False
+    """Replace an existing, complete subject folder."""
+    photometric: bool = False
+    """Photometric refinement of the tracking (not implemented yet: refused)."""
+
+
+def preprocess(cfg: PreprocessConfig) -> int:
+    """Run preprocessing; returns the exit status (errors are raised as HRAvatarError)."""
+    from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
+
+    s = PipelineSettings(
+        head_model=cfg.head_model, flame_path=cfg.flame_path, size=cfg.size, fps=cfg.fps,
+        max_frames=cfg.max_frames, min_frames=cfg.min_frames, min_face_px=cfg.min_face_px, matter=cfg.matter,
+        fov_deg=cfg.fov_deg, iterations=cfg.iterations, overlay=cfg.overlay, overwrite=cfg.overwrite,
+        photometric=cfg.photometric,
+    )
+    out = preprocess_video(cfg.video, cfg.output, s)
+    print(out)
+    return 0

@@ -1,0 +1,430 @@
+"""One command from a video to a subject folder: decode, detect, crop, matte, landmarks, tracking.
+
+Stages write into ``SUBJECT/.work/`` and mark completion with ``<stage>.done`` files (written after
+the stage's outputs, each output written atomically), so an interrupted run resumes where it stopped
+and a re-run skips finished stages. The subject itself is written by
+:func:`hravatar.data.write_subject`, atomically (a temporary folder renamed into place); the work
+folder disappears with it. Bad input (unreadable or empty video, no face in most frames, tiny faces,
+too few frames) raises a one-line :class:`~hravatar.errors.HRAvatarError` and removes the work
+folder this run created, so nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hravatar.errors import HRAvatarError
+from hravatar.io.atomic import atomic_path, atomic_write_text
+from hravatar.progress import log, progress
+
+STAGES = ("detect", "frames", "track", "overlay")
+WORK_VERSION = 1
+
+
+@dataclass
+class PipelineSettings:
+    """Settings of :func:`preprocess_video` (the CLI's options map onto these)."""
+
+    head_model: str = "open"
+    flame_path: Path | None = None
+    size: int = 512
+    fps: float | None = None
+    max_frames: int | None = None
+    min_frames: int = 30
+    min_face_px: int = 64
+    min_face_fraction: float = 0.5
+    matter: str = "mediapipe"
+    fov_deg: float = 50.0
+    iterations: int = 400
+    overlay: bool = True
+    overwrite: bool = False
+    photometric: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+# ---- video ---------------------------------------------------------------------------------------
+def probe(video: Path) -> dict[str, Any]:
+    """Frame count, rate and size of ``video``; a one-line HRAvatarError when it is not a readable video."""
+    if not video.is_file():
+        raise HRAvatarError(f"{video}: no such file; give the path of a video (mp4, mov, webm, ...)")
+    if video.stat().st_size == 0:
+        raise HRAvatarError(f"{video}: the file is empty (0 bytes); record or copy the video again")
+    import av
+
+    try:
+        with av.open(str(video)) as c:
+            if not c.streams.video:
+                raise HRAvatarError(f"{video}: contains no video stream")
+            s = c.streams.video[0]
+            rate = float(s.average_rate or s.guessed_rate or 30)
+            n = int(s.frames or 0)
+            if n == 0 and c.duration:
+                n = int(round(c.duration / 1e6 * rate))
+            return {"frames": n, "fps": rate, "width": int(s.codec_context.width),
+                    "height": int(s.codec_context.height)}
+    except HRAvatarError:
+        raise
+    except Exception as e:  # av raises many types for damaged files
+        raise HRAvatarError(f"{video}: cannot read it as a video ({type(e).__name__}); "
+                            "check the file or convert it with ffmpeg") from None
+
+
+def decode(video: Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(source_index, rgb uint8 [H,W,3])`` of the kept frames (resampled to ``fps``, at most
+    ``max_frames``)."""
+    import av
+
+    src_rate = probe(video)["fps"]
+    step = 1.0 if not fps or fps >= src_rate else src_rate / fps
+    kept, next_t = 0, 0.0
+    try:
+        with av.open(str(video)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for i, frame in enumerate(c.decode(s)):
+                if i + 1e-6 < next_t:
+                    continue
+                next_t += step
+                yield i, frame.to_ndarray(format="rgb24")
+                kept += 1
+                if max_frames and kept >= max_frames:
+                    return
+    except HRAvatarError:
+        raise
+    except Exception as e:
+        raise HRAvatarError(f"{video}: decoding failed ({type(e).__name__}: {e}); the file may be damaged") from None
+
+
+# ---- work folder ---------------------------------------------------------------------------------
+class Work:
+    """The ``SUBJECT/.work`` folder: stage markers and outputs."""
+
+    def __init__(self, root: Path, fingerprint: dict[str, Any]):
+        self.root = root
+        self.fingerprint = fingerprint
+
+    def open(self) -> bool:
+        """Create or reuse the folder; returns True when it was created now. Stale work (different
+        input or settings) is discarded."""
+        fp_path = self.root / "fingerprint.json"
+        if self.root.is_dir():
+            try:
+                old = json.loads(fp_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = None
+            if old == self.fingerprint:
+                return False
+            log.info(f"{self.root}: earlier work used other inputs or settings; starting over")
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        atomic_write_text(fp_path, json.dumps(self.fingerprint, indent=1))
+        return True
+
+    def done(self, stage: str) -> bool:
+        return (self.root / f"{stage}.done").is_file()
+
+    def mark(self, stage: str, info: dict | None = None) -> None:
+        atomic_write_text(self.root / f"{stage}.done", json.dumps(info or {}))
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+def _save_npz(path: Path, **arrays: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _write_png(path: Path, img: np.ndarray, compression: int = 1) -> None:
+    import cv2
+
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., [2, 1, 0, 3]]
+    elif img.ndim == 3:
+        img = img[..., ::-1]
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, compression]):
+            raise HRAvatarError(f"{path}: could not write; check the disk")
+
+
+def _read_png(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise HRAvatarError(f"{path}: unreadable work file; delete {path.parent.parent} and re-run")
+    return img[..., [2, 1, 0, 3]] if img.shape[2] == 4 else img[..., ::-1]
+
+
+# ---- stages --------------------------------------------------------------------------------------
+def _stage_detect(work: Work, video: Path, s: PipelineSettings, meta: dict) -> dict:
+    from hravatar.preprocess.detect import detect_faces
+
+    src_idx: list[int] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, f in decode(video, s.fps, s.max_frames):
+            src_idx.append(i)
+            yield f
+
+    total = meta["frames"] if not s.max_frames else min(meta["frames"] or s.max_frames, s.max_frames)
+    track = detect_faces(frames(), total=total or None)
+    _save_npz(work.path("detect.npz"), source_index=np.array(src_idx, np.int64), **track.to_dict())
+    info = {"num_frames": len(src_idx)}
+    work.mark("detect", info)
+    return info
+
+
+def _validate(video: Path, d: dict, s: PipelineSettings) -> None:
+    n = len(d["source_index"])
+    if n == 0:
+        raise HRAvatarError(f"{video}: no frames could be decoded; the video is empty or damaged")
+    boxes = d["boxes"]
+    found = np.isfinite(boxes[:, 0])
+    if found.mean() < s.min_face_fraction:
+        raise HRAvatarError(
+            f"{video}: a face was found in only {int(found.sum())} of {n} frames; "
+            "film the face from the front, well lit, filling a good part of the picture")
+    sizes = np.maximum(boxes[found, 2] - boxes[found, 0], boxes[found, 3] - boxes[found, 1])
+    med = float(np.median(sizes))
+    if med < s.min_face_px:
+        raise HRAvatarError(
+            f"{video}: the face is too small ({med:.0f} px, need at least {s.min_face_px} px); "
+            "film closer or at a higher resolution (or lower --min-face-px)")
+    if n < s.min_frames:
+        raise HRAvatarError(
+            f"{video}: only {n} frames, training needs at least {s.min_frames}; "
+            "use a longer clip (or a higher --fps / --max-frames, or lower --min-frames)")
+
+
+def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> None:
+    from hravatar.preprocess.crop import crop_window
+    from hravatar.preprocess.matting import load_matter
+    from hravatar.preprocess.mediapipe_models import NUM_LANDMARKS, FaceLandmarker
+
+    hw = tuple(int(x) for x in det["frame_hw"])
+    win = crop_window(det["boxes"], (hw[0], hw[1]), s.size)
+    atomic_write_text(work.path("crop.json"), json.dumps(win.to_dict()))
+    n = len(det["source_index"])
+    matter = load_matter(s.matter)
+    matter.reset()
+    lmk = FaceLandmarker()
+    rgba_dir = work.path("rgba")
+    rgba_dir.mkdir(exist_ok=True)
+    pts = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+    bs = np.zeros((n, 52), np.float32)
+    valid = np.zeros(n, bool)
+    nfaces = np.zeros(n, np.int32)
+    try:
+        for k, (_, frame) in enumerate(progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")):
+            if k >= n:
+                break
+            crop = win.apply(frame)
+            alpha = matter.matte(crop)
+            r = lmk.detect(crop)
+            if r is not None:
+                pts[k], valid[k], nfaces[k] = r.points, True, r.num_faces
+                if r.blendshapes is not None:
+                    bs[k] = r.blendshapes
+            a8 = (np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
+            rgba = np.concatenate([crop, a8[..., None]], -1)
+            rgba[a8 == 0, :3] = 0
+            _write_png(rgba_dir / f"{k:05d}.png", rgba)
+    finally:
+        lmk.close()
+        if hasattr(matter, "close"):
+            matter.close()
+    _save_npz(work.path("landmarks.npz"), points=pts, blendshapes=bs, valid=valid, num_faces=nfaces,
+              has_blendshapes=np.array(lmk.blendshapes))
+    work.mark("frames", {"num_frames": n, "landmarks_found": int(valid.sum()), "crop": win.to_dict()})
+
+
+def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: float) -> None:
+    from hravatar.preprocess.crop import CropWindow
+    from hravatar.preprocess.embedding import landmark_embedding
+    from hravatar.preprocess.mediapipe_models import ARKIT_NAMES
+    from hravatar.preprocess.tracking import TrackingConfig, initial_focal, track
+
+    lm = np.load(work.path("landmarks.npz"))
+    win = CropWindow(**json.loads(work.path("crop.json").read_text()))
+    emb = landmark_embedding(model)
+    src_w = int(det["frame_hw"][1])
+    f0 = initial_focal(s.fov_deg, src_w, win.scale)
+    has_bs = bool(lm["has_blendshapes"])
+    res = track(model, emb, lm["points"][..., :2], lm["valid"], s.size,
+                blendshapes=lm["blendshapes"] if has_bs else None, blendshape_names=ARKIT_NAMES if has_bs else None,
+                focal_px=f0, cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps))
+    _save_npz(work.path("track.npz"), shape=res.shape.numpy(), expression=res.expression.numpy(),
+              pose=res.pose.numpy(), translation=res.translation.numpy(), viewmat=res.viewmat.numpy(),
+              K=res.K.numpy(), landmark_error_px=res.landmark_error_px.numpy(),
+              info=np.array(json.dumps(res.info)), embedding_key=np.array(emb.key))
+    work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
+
+
+def _stage_overlay(work: Work, s: PipelineSettings, model: Any, fps: float) -> None:
+    from hravatar.preprocess.overlay import write_overlay_video
+
+    tr = np.load(work.path("track.npz"))
+    lm = np.load(work.path("landmarks.npz"))
+    rgba = sorted(work.path("rgba").glob("*.png"))
+    out = work.path("overlay.mp4")
+    with atomic_path(out) as tmp:
+        write_overlay_video(tmp, (_read_png(p)[..., :3] for p in rgba), model, tr, lm, fps)
+    work.mark("overlay")
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+def _fingerprint(video: Path, s: PipelineSettings) -> dict[str, Any]:
+    st = video.stat()
+    return {"work_version": WORK_VERSION, "video": str(video.resolve()), "bytes": st.st_size,
+            "mtime": int(st.st_mtime), "head_model": s.head_model, "size": s.size, "fps": s.fps,
+            "max_frames": s.max_frames, "matter": s.matter, "fov_deg": s.fov_deg, "iterations": s.iterations}
+
+
+def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSettings | None = None) -> Path:
+    """Turn ``video`` into the subject folder ``output`` (see :mod:`hravatar.data.format`).
+
+    Returns the subject path. Raises :class:`HRAvatarError` (one line) for bad input.
+    """
+    from hravatar import __version__
+
+    s = settings or PipelineSettings()
+    video, output = Path(video), Path(output)
+    t0 = time.time()
+    if s.photometric:
+        raise HRAvatarError("--photometric: the photometric refinement stage is not implemented yet; "
+                            "run without it (landmark tracking only)")
+    if s.size < 64 or s.size % 2:
+        raise HRAvatarError(f"--size {s.size}: use an even size of at least 64 (512 is the default)")
+    man = output / "manifest.json"
+    if man.is_file() and not s.overwrite:
+        try:
+            complete = json.loads(man.read_text()).get("complete", False)
+        except (OSError, json.JSONDecodeError):
+            complete = False
+        if complete:
+            log.info(f"{output}: already complete; nothing to do (pass --overwrite to redo it)")
+            return output
+    if output.exists() and not output.is_dir():
+        raise HRAvatarError(f"{output}: exists and is not a folder; choose another -o")
+    if output.is_dir() and not s.overwrite:
+        others = [p.name for p in output.iterdir() if p.name != ".work"]
+        if others:
+            raise HRAvatarError(f"{output}: folder exists and is not an unfinished subject ({others[0]}, ...); "
+                                "choose another -o or pass --overwrite")
+    meta = probe(video)
+    created_output = not output.exists()
+    work = Work(output / ".work", _fingerprint(video, s))
+    created_work = work.open()
+    try:
+        stage_t: dict[str, float] = {}
+        t = time.time()
+        if not work.done("detect"):
+            _stage_detect(work, video, s, meta)
+        det = dict(np.load(work.path("detect.npz")))
+        _validate(video, det, s)
+        stage_t["detect"] = time.time() - t
+        fps_out = s.fps if s.fps and s.fps < meta["fps"] else meta["fps"]
+        t = time.time()
+        if not work.done("frames"):
+            _stage_frames(work, video, s, det)
+        stage_t["frames"] = time.time() - t
+        lm = np.load(work.path("landmarks.npz"))
+        n = len(lm["valid"])
+        if lm["valid"].mean() < s.min_face_fraction:
+            raise HRAvatarError(f"{video}: face landmarks found in only {int(lm['valid'].sum())} of {n} frames; "
+                                "film the face from the front and well lit")
+        several = int((lm["num_faces"] > 1).sum())
+        if several:
+            log.warning(f"{video}: several faces in {several} frames; tracking the largest")
+        from hravatar.head import load_head_model
+
+        model = load_head_model(s.head_model, flame_path=s.flame_path)
+        t = time.time()
+        if not work.done("track"):
+            _stage_track(work, s, model, det, fps_out)
+        stage_t["track"] = time.time() - t
+        t = time.time()
+        if s.overlay and not work.done("overlay"):
+            _stage_overlay(work, s, model, fps_out)
+        stage_t["overlay"] = time.time() - t
+        written = _write(output, work, s, video, meta, det, model, fps_out, stage_t, __version__, t0)
+    except HRAvatarError:
+        if created_work:
+            shutil.rmtree(work.root, ignore_errors=True)
+            if created_output:
+                shutil.rmtree(output, ignore_errors=True)
+        raise
+    return written
+
+
+def _write(output: Path, work: Work, s: PipelineSettings, video: Path, meta: dict, det: dict, model: Any,
+           fps: float, stage_t: dict, version: str, t0: float) -> Path:
+    from hravatar.data import SubjectParams, crop_box_from_points, write_subject
+
+    tr = dict(np.load(work.path("track.npz")))
+    lm = np.load(work.path("landmarks.npz"))
+    crop = json.loads(work.path("crop.json").read_text())
+    n = len(lm["valid"])
+    err = tr["landmark_error_px"]
+    pts = lm["points"][..., :2]
+    boxes = np.stack([crop_box_from_points(pts[i]) if lm["valid"][i] else np.full(3, np.nan) for i in range(n)])
+    ok = np.isfinite(boxes[:, 0])
+    idx = np.arange(n)
+    for k in range(3):
+        boxes[~ok, k] = np.interp(idx[~ok], idx[ok], boxes[ok, k])
+    params = SubjectParams(
+        shape=tr["shape"], expression=tr["expression"], pose=tr["pose"], translation=tr["translation"],
+        viewmat=tr["viewmat"], K=tr["K"], image_size=(s.size, s.size), head_model=s.head_model,
+        crop_boxes=boxes, expr_names=list(getattr(model, "expr_names", [])) or None,
+    )
+    try:
+        import mediapipe
+
+        mp_version = getattr(mediapipe, "__version__", "?")
+    except ImportError:  # pragma: no cover
+        mp_version = None
+    import torch
+
+    info = json.loads(str(tr["info"]))
+    manifest = {
+        "source": {"video": str(video), **meta, "frames_used": [int(x) for x in det["source_index"]]},
+        "versions": {"hravatar": version, "mediapipe": mp_version, "torch": torch.__version__,
+                     "head_model": getattr(model, "name", s.head_model), "embedding": str(tr["embedding_key"])},
+        "settings": {"size": s.size, "fps": fps, "max_frames": s.max_frames, "head_model": s.head_model,
+                     "matter": s.matter, "fov_deg": s.fov_deg, "iterations": s.iterations,
+                     "photometric": s.photometric},
+        "crop": crop,
+        "tracking": {k: v for k, v in info.items() if k != "loss_history"} | {
+            "loss_history": info.get("loss_history"),
+            "mean_landmark_error_px": float(np.nanmean(err)),
+            "frames_without_landmarks": int((~lm["valid"]).sum())},
+        "quality": [{"frame": i, "landmarks": bool(lm["valid"][i]),
+                     "landmark_error_px": None if not np.isfinite(err[i]) else round(float(err[i]), 3),
+                     "faces": int(lm["num_faces"][i]), "face_box_found": bool(np.isfinite(det["boxes"][i, 0]))}
+                    for i in range(n)],
+        "timings_s": {k: round(v, 2) for k, v in stage_t.items()} | {"total": round(time.time() - t0, 2)},
+        "overlay": "overlay.mp4" if s.overlay else None,
+    }
+    rgba = sorted(work.path("rgba").glob("*.png"))
+    if len(rgba) != n:
+        raise HRAvatarError(f"{work.root}: {len(rgba)} frames on disk for {n} tracked; delete it and re-run")
+    frames = (_read_png(p) for p in rgba)
+    keep_overlay = None
+    if s.overlay and work.path("overlay.mp4").is_file():
+        keep_overlay = output.parent / f".{output.name}.overlay.mp4"
+        shutil.copyfile(work.path("overlay.mp4"), keep_overlay)
+    write_subject(output, progress(frames, total=n, desc="write subject"), params, manifest, overwrite=True)
+    if keep_overlay is not None:
+        keep_overlay.replace(output / "overlay.mp4")
+    log.info(f"{output}: {n} frames, mean landmark error {float(np.nanmean(err)):.2f} px "
+             f"({time.time() - t0:.1f} s)")
+    return output
