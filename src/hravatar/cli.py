@@ -22,6 +22,7 @@ from hravatar.errors import HRAvatarError
 #: command words -> ("module:function", one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hravatar.apps.doctor:doctor", "check this machine before a long run"),
+    "head export": ("hravatar.apps.head_export:head_export", "head-model mesh (PLY/OBJ) + PNG preview"),
     "preprocess": ("hravatar.apps.preprocess:preprocess", "video -> subject folder (crop, matte, track)"),
     "envmap prefilter": ("hravatar.apps.envmap:envmap_prefilter", "prefilter an HDR map for relighting"),
 }
