@@ -50,9 +50,18 @@ def preprocess(cfg: PreprocessConfig) -> int:
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
 
     s = PipelineSettings(
-        head_model=cfg.head_model, flame_path=cfg.flame_path, size=cfg.size, fps=cfg.fps,
-        max_frames=cfg.max_frames, min_frames=cfg.min_frames, min_face_px=cfg.min_face_px, matter=cfg.matter,
-        fov_deg=cfg.fov_deg, iterations=cfg.iterations, overlay=cfg.overlay, overwrite=cfg.overwrite,
+        head_model=cfg.head_model,
+        flame_path=cfg.flame_path,
+        size=cfg.size,
+        fps=cfg.fps,
+        max_frames=cfg.max_frames,
+        min_frames=cfg.min_frames,
+        min_face_px=cfg.min_face_px,
+        matter=cfg.matter,
+        fov_deg=cfg.fov_deg,
+        iterations=cfg.iterations,
+        overlay=cfg.overlay,
+        overwrite=cfg.overwrite,
         photometric=cfg.photometric,
     )
     out = preprocess_video(cfg.video, cfg.output, s)

@@ -46,7 +46,7 @@ class CropWindow:
         region = frame[sy0:sy1, sx0:sx1]
         if (sx0, sy0, sx1, sy1) != (self.x0, self.y0, x1, y1):
             pad = np.zeros((self.side, self.side) + frame.shape[2:], frame.dtype)
-            pad[sy0 - self.y0: sy1 - self.y0, sx0 - self.x0: sx1 - self.x0] = region
+            pad[sy0 - self.y0 : sy1 - self.y0, sx0 - self.x0 : sx1 - self.x0] = region
             region = pad
         if self.side == self.size:
             return np.ascontiguousarray(region)
@@ -90,7 +90,10 @@ def head_boxes(face_boxes: np.ndarray, margins: dict[str, float] | None = None) 
 
 
 def crop_window(
-    face_boxes: np.ndarray, frame_hw: tuple[int, int], size: int, smooth: int = 9,
+    face_boxes: np.ndarray,
+    frame_hw: tuple[int, int],
+    size: int,
+    smooth: int = 9,
     margins: dict[str, float] | None = None,
 ) -> CropWindow:
     """The square crop for a whole video.

@@ -42,18 +42,28 @@ class FaceTrack:
         return np.maximum(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1])
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        return {"boxes": self.boxes, "scores": self.scores, "counts": self.counts,
-                "frame_hw": np.array(self.frame_hw, np.int64)}
+        return {
+            "boxes": self.boxes,
+            "scores": self.scores,
+            "counts": self.counts,
+            "frame_hw": np.array(self.frame_hw, np.int64),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, np.ndarray]) -> FaceTrack:
         hw = tuple(int(x) for x in np.asarray(d["frame_hw"]))
-        return cls(np.asarray(d["boxes"], np.float32), np.asarray(d["scores"], np.float32),
-                   np.asarray(d["counts"], np.int32), (hw[0], hw[1]))
+        return cls(
+            np.asarray(d["boxes"], np.float32),
+            np.asarray(d["scores"], np.float32),
+            np.asarray(d["counts"], np.int32),
+            (hw[0], hw[1]),
+        )
 
 
 def detect_faces(
-    frames: Iterable[np.ndarray], total: int | None = None, min_confidence: float = 0.5,
+    frames: Iterable[np.ndarray],
+    total: int | None = None,
+    min_confidence: float = 0.5,
     show_progress: bool = True,
 ) -> FaceTrack:
     """Detect the largest face in every frame.
@@ -84,8 +94,12 @@ def detect_faces(
                 scores.append(0.0)
     finally:
         det.close()
-    track = FaceTrack(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
-                      np.array(counts, np.int32), hw)
+    track = FaceTrack(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        np.array(counts, np.int32),
+        hw,
+    )
     several = int((track.counts > 1).sum())
     if several:
         log.warning(f"several faces in {several} of {len(track.counts)} frames; using the largest one")

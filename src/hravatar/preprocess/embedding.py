@@ -31,7 +31,26 @@ EMBEDDING_VERSION = 1
 #: MediaPipe face-mesh indices of the outer lip contour (the vermilion border). An untextured head
 #: has no visible lip border, so these get a low tracking weight (see :func:`compute_embedding`).
 OUTER_LIPS: tuple[int, ...] = (
-    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,
+    185,
+    40,
+    39,
+    37,
+    0,
+    267,
+    269,
+    270,
+    409,
 )
 
 
@@ -69,14 +88,27 @@ class LandmarkEmbedding:
         from hravatar.io.atomic import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, faces=self.faces, bary=self.bary, weights=self.weights, spread_m=self.spread_m,
-                     key=np.array(self.key), num_views=np.array(self.num_views))
+            np.savez(
+                fh,
+                faces=self.faces,
+                bary=self.bary,
+                weights=self.weights,
+                spread_m=self.spread_m,
+                key=np.array(self.key),
+                num_views=np.array(self.num_views),
+            )
 
     @classmethod
     def load(cls, path: Path) -> LandmarkEmbedding:
         d = np.load(path, allow_pickle=False)
-        return cls(d["faces"].astype(np.int64), d["bary"].astype(np.float32), d["weights"].astype(np.float32),
-                   d["spread_m"].astype(np.float32), str(d["key"]), int(d["num_views"]))
+        return cls(
+            d["faces"].astype(np.int64),
+            d["bary"].astype(np.float32),
+            d["weights"].astype(np.float32),
+            d["spread_m"].astype(np.float32),
+            str(d["key"]),
+            int(d["num_views"]),
+        )
 
 
 def model_key(model: object, detector: str) -> str:
@@ -242,11 +274,18 @@ def compute_embedding(
     fidx[seen], bary[seen] = f_s, b_s
     weights = np.where(seen, 1.0 / (1.0 + (spread / spread_scale_m) ** 2), 0.0)
     weights[list(OUTER_LIPS)] = np.minimum(weights[list(OUTER_LIPS)], outer_lip_weight)
-    log.info(f"landmark embedding: {len(samples)} views, {int(seen.sum())}/478 landmarks on the mesh, "
-             f"median spread {1000 * np.median(spread[seen]):.1f} mm")
-    return LandmarkEmbedding(fidx, bary.astype(np.float32), weights.astype(np.float32),
-                             np.where(seen, spread, -1).astype(np.float32), model_key(model, detector),
-                             len(samples))
+    log.info(
+        f"landmark embedding: {len(samples)} views, {int(seen.sum())}/478 landmarks on the mesh, "
+        f"median spread {1000 * np.median(spread[seen]):.1f} mm"
+    )
+    return LandmarkEmbedding(
+        fidx,
+        bary.astype(np.float32),
+        weights.astype(np.float32),
+        np.where(seen, spread, -1).astype(np.float32),
+        model_key(model, detector),
+        len(samples),
+    )
 
 
 def landmark_embedding(model: object, use_task: bool = True, recompute: bool = False) -> LandmarkEmbedding:

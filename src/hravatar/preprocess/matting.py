@@ -56,6 +56,7 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     mI = _box(I, radius)
     mp_ = _box(p, radius)
     cov_Ip = _box(I * p[..., None], radius) - mI * mp_[..., None]
+
     # 3x3 covariance of the guide per pixel
     def cov(i: int, j: int) -> np.ndarray:
         return _box(I[..., i] * I[..., j], radius) - mI[..., i] * mI[..., j] + (eps if i == j else 0.0)
@@ -66,8 +67,17 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     i_gg, i_gb, i_bb = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
     det = rr * i_rr + rg * i_rg + rb * i_rb
     c0, c1, c2 = cov_Ip[..., 0], cov_Ip[..., 1], cov_Ip[..., 2]
-    a = np.stack([i_rr * c0 + i_rg * c1 + i_rb * c2, i_rg * c0 + i_gg * c1 + i_gb * c2,
-                  i_rb * c0 + i_gb * c1 + i_bb * c2], -1) / det[..., None]  # [H,W,3]
+    a = (
+        np.stack(
+            [
+                i_rr * c0 + i_rg * c1 + i_rb * c2,
+                i_rg * c0 + i_gg * c1 + i_gb * c2,
+                i_rb * c0 + i_gb * c1 + i_bb * c2,
+            ],
+            -1,
+        )
+        / det[..., None]
+    )  # [H,W,3]
     b = mp_ - (a * mI).sum(-1)
     return (_box(a, radius) * I).sum(-1) + _box(b, radius)
 
@@ -118,8 +128,12 @@ class MediaPipeMatter:
         if small:
             refined = cv2.resize(refined, (W, H), interpolation=cv2.INTER_LINEAR)
             # a second, fine pass at full resolution (grey guide) follows the real edges
-            refined = guided_filter_gray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0,
-                                         refined, max(1, r // 2), self.eps)
+            refined = guided_filter_gray(
+                cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0,
+                refined,
+                max(1, r // 2),
+                self.eps,
+            )
         alpha = (refined - 0.5) * self.sharpen + 0.5
         return np.clip(alpha, 0.0, 1.0).astype(np.float32)
 

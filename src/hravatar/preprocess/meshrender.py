@@ -45,7 +45,12 @@ def project(verts: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> tuple[np.n
 
 
 def rasterize_mesh(
-    uv: np.ndarray, z: np.ndarray, faces: np.ndarray, height: int, width: int, cull_backfaces: bool = True,
+    uv: np.ndarray,
+    z: np.ndarray,
+    faces: np.ndarray,
+    height: int,
+    width: int,
+    cull_backfaces: bool = True,
     chunk: int = 4_000_000,
 ) -> Fragments:
     """Z-buffer rasterization of projected triangles.
@@ -122,8 +127,11 @@ def rasterize_mesh(
             fbuf[pix] = ff[better]
             bbuf[pix] = bw[better]
         start = stop
-    return Fragments(fbuf.reshape(height, width), bbuf.reshape(height, width, 3).astype(np.float32),
-                     zbuf.reshape(height, width).astype(np.float32))
+    return Fragments(
+        fbuf.reshape(height, width),
+        bbuf.reshape(height, width, 3).astype(np.float32),
+        zbuf.reshape(height, width).astype(np.float32),
+    )
 
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:

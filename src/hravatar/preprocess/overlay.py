@@ -17,8 +17,9 @@ import torch
 
 
 def _writer(path: Path, width: int, height: int, fps: float) -> tuple[Any, Any]:
-    import av
     from fractions import Fraction
+
+    import av
 
     c = av.open(str(path), mode="w", format="mp4")
     s = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
@@ -66,9 +67,9 @@ def write_overlay_video(
             with torch.no_grad():
                 out = model.forward(
                     shape=shape[None].to(model.v_template.device),
-                    expression=torch.as_tensor(track["expression"][i:i + 1], dtype=torch.float32),
-                    pose=torch.as_tensor(track["pose"][i:i + 1], dtype=torch.float32),
-                    translation=torch.as_tensor(track["translation"][i:i + 1], dtype=torch.float32),
+                    expression=torch.as_tensor(track["expression"][i : i + 1], dtype=torch.float32),
+                    pose=torch.as_tensor(track["pose"][i : i + 1], dtype=torch.float32),
+                    translation=torch.as_tensor(track["translation"][i : i + 1], dtype=torch.float32),
                 )
                 verts = out.vertices[0].cpu().numpy().astype(np.float64)
                 mlm = emb.points(out.vertices, model.faces)[0].cpu().numpy()
@@ -76,8 +77,15 @@ def write_overlay_video(
             Kh[:2] *= h / S
             uv, z = project(verts, vm, Kh)
             fr = rasterize_mesh(uv, z, faces, h, h)
-            img = shade(fr, vertex_normals(verts, faces) @ vm[:3, :3].T, faces, None,
-                        np.array([[-0.3, -0.4, -0.87]]), 0.3, 0.0)
+            img = shade(
+                fr,
+                vertex_normals(verts, faces) @ vm[:3, :3].T,
+                faces,
+                None,
+                np.array([[-0.3, -0.4, -0.87]]),
+                0.3,
+                0.0,
+            )
             small = cv2.resize(frame, (h, h), interpolation=cv2.INTER_AREA)
             m = fr.mask[..., None]
             right = np.where(m, 0.35 * small + 0.65 * (img * 255), small).astype(np.uint8)

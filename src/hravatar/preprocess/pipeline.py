@@ -68,16 +68,24 @@ def probe(video: Path) -> dict[str, Any]:
             n = int(s.frames or 0)
             if n == 0 and c.duration:
                 n = int(round(c.duration / 1e6 * rate))
-            return {"frames": n, "fps": rate, "width": int(s.codec_context.width),
-                    "height": int(s.codec_context.height)}
+            return {
+                "frames": n,
+                "fps": rate,
+                "width": int(s.codec_context.width),
+                "height": int(s.codec_context.height),
+            }
     except HRAvatarError:
         raise
     except Exception as e:  # av raises many types for damaged files
-        raise HRAvatarError(f"{video}: cannot read it as a video ({type(e).__name__}); "
-                            "check the file or convert it with ffmpeg") from None
+        raise HRAvatarError(
+            f"{video}: cannot read it as a video ({type(e).__name__}); "
+            "check the file or convert it with ffmpeg"
+        ) from None
 
 
-def decode(video: Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def decode(
+    video: Path, fps: float | None = None, max_frames: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(source_index, rgb uint8 [H,W,3])`` of the kept frames (resampled to ``fps``, at most
     ``max_frames``)."""
     import av
@@ -100,7 +108,9 @@ def decode(video: Path, fps: float | None = None, max_frames: int | None = None)
     except HRAvatarError:
         raise
     except Exception as e:
-        raise HRAvatarError(f"{video}: decoding failed ({type(e).__name__}: {e}); the file may be damaged") from None
+        raise HRAvatarError(
+            f"{video}: decoding failed ({type(e).__name__}: {e}); the file may be damaged"
+        ) from None
 
 
 # ---- work folder ---------------------------------------------------------------------------------
@@ -192,23 +202,26 @@ def _validate(video: Path, d: dict, s: PipelineSettings) -> None:
     if found.mean() < s.min_face_fraction:
         raise HRAvatarError(
             f"{video}: a face was found in only {int(found.sum())} of {n} frames; "
-            "film the face from the front, well lit, filling a good part of the picture")
+            "film the face from the front, well lit, filling a good part of the picture"
+        )
     sizes = np.maximum(boxes[found, 2] - boxes[found, 0], boxes[found, 3] - boxes[found, 1])
     med = float(np.median(sizes))
     if med < s.min_face_px:
         raise HRAvatarError(
             f"{video}: the face is too small ({med:.0f} px, need at least {s.min_face_px} px); "
-            "film closer or at a higher resolution (or lower --min-face-px)")
+            "film closer or at a higher resolution (or lower --min-face-px)"
+        )
     if n < s.min_frames:
         raise HRAvatarError(
             f"{video}: only {n} frames, training needs at least {s.min_frames}; "
-            "use a longer clip (or a higher --fps / --max-frames, or lower --min-frames)")
+            "use a longer clip (or a higher --fps / --max-frames, or lower --min-frames)"
+        )
 
 
 def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> None:
     from hravatar.preprocess.crop import crop_window
     from hravatar.preprocess.matting import load_matter
-    from hravatar.preprocess.mediapipe_models import NUM_LANDMARKS, FaceLandmarker
+    from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, NUM_LANDMARKS, FaceLandmarker
 
     hw = tuple(int(x) for x in det["frame_hw"])
     win = crop_window(det["boxes"], (hw[0], hw[1]), s.size)
@@ -220,11 +233,13 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
     rgba_dir = work.path("rgba")
     rgba_dir.mkdir(exist_ok=True)
     pts = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
-    bs = np.zeros((n, 52), np.float32)
+    bs = np.zeros((n, len(ARKIT_NAMES)), np.float32)
     valid = np.zeros(n, bool)
     nfaces = np.zeros(n, np.int32)
     try:
-        for k, (_, frame) in enumerate(progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")):
+        for k, (_, frame) in enumerate(
+            progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")
+        ):
             if k >= n:
                 break
             crop = win.apply(frame)
@@ -242,8 +257,14 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
         lmk.close()
         if hasattr(matter, "close"):
             matter.close()
-    _save_npz(work.path("landmarks.npz"), points=pts, blendshapes=bs, valid=valid, num_faces=nfaces,
-              has_blendshapes=np.array(lmk.blendshapes))
+    _save_npz(
+        work.path("landmarks.npz"),
+        points=pts,
+        blendshapes=bs,
+        valid=valid,
+        num_faces=nfaces,
+        has_blendshapes=np.array(lmk.blendshapes),
+    )
     work.mark("frames", {"num_frames": n, "landmarks_found": int(valid.sum()), "crop": win.to_dict()})
 
 
@@ -259,13 +280,29 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
     src_w = int(det["frame_hw"][1])
     f0 = initial_focal(s.fov_deg, src_w, win.scale)
     has_bs = bool(lm["has_blendshapes"])
-    res = track(model, emb, lm["points"][..., :2], lm["valid"], s.size,
-                blendshapes=lm["blendshapes"] if has_bs else None, blendshape_names=ARKIT_NAMES if has_bs else None,
-                focal_px=f0, cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps))
-    _save_npz(work.path("track.npz"), shape=res.shape.numpy(), expression=res.expression.numpy(),
-              pose=res.pose.numpy(), translation=res.translation.numpy(), viewmat=res.viewmat.numpy(),
-              K=res.K.numpy(), landmark_error_px=res.landmark_error_px.numpy(),
-              info=np.array(json.dumps(res.info)), embedding_key=np.array(emb.key))
+    res = track(
+        model,
+        emb,
+        lm["points"][..., :2],
+        lm["valid"],
+        s.size,
+        blendshapes=lm["blendshapes"] if has_bs else None,
+        blendshape_names=ARKIT_NAMES if has_bs else None,
+        focal_px=f0,
+        cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps),
+    )
+    _save_npz(
+        work.path("track.npz"),
+        shape=res.shape.numpy(),
+        expression=res.expression.numpy(),
+        pose=res.pose.numpy(),
+        translation=res.translation.numpy(),
+        viewmat=res.viewmat.numpy(),
+        K=res.K.numpy(),
+        landmark_error_px=res.landmark_error_px.numpy(),
+        info=np.array(json.dumps(res.info)),
+        embedding_key=np.array(emb.key),
+    )
     work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
 
 
@@ -284,9 +321,19 @@ def _stage_overlay(work: Work, s: PipelineSettings, model: Any, fps: float) -> N
 # ---- entry point ---------------------------------------------------------------------------------
 def _fingerprint(video: Path, s: PipelineSettings) -> dict[str, Any]:
     st = video.stat()
-    return {"work_version": WORK_VERSION, "video": str(video.resolve()), "bytes": st.st_size,
-            "mtime": int(st.st_mtime), "head_model": s.head_model, "size": s.size, "fps": s.fps,
-            "max_frames": s.max_frames, "matter": s.matter, "fov_deg": s.fov_deg, "iterations": s.iterations}
+    return {
+        "work_version": WORK_VERSION,
+        "video": str(video.resolve()),
+        "bytes": st.st_size,
+        "mtime": int(st.st_mtime),
+        "head_model": s.head_model,
+        "size": s.size,
+        "fps": s.fps,
+        "max_frames": s.max_frames,
+        "matter": s.matter,
+        "fov_deg": s.fov_deg,
+        "iterations": s.iterations,
+    }
 
 
 def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSettings | None = None) -> Path:
@@ -300,8 +347,10 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
     video, output = Path(video), Path(output)
     t0 = time.time()
     if s.photometric:
-        raise HRAvatarError("--photometric: the photometric refinement stage is not implemented yet; "
-                            "run without it (landmark tracking only)")
+        raise HRAvatarError(
+            "--photometric: the photometric refinement stage is not implemented yet; "
+            "run without it (landmark tracking only)"
+        )
     if s.size < 64 or s.size % 2:
         raise HRAvatarError(f"--size {s.size}: use an even size of at least 64 (512 is the default)")
     man = output / "manifest.json"
@@ -318,8 +367,10 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
     if output.is_dir() and not s.overwrite:
         others = [p.name for p in output.iterdir() if p.name != ".work"]
         if others:
-            raise HRAvatarError(f"{output}: folder exists and is not an unfinished subject ({others[0]}, ...); "
-                                "choose another -o or pass --overwrite")
+            raise HRAvatarError(
+                f"{output}: folder exists and is not an unfinished subject ({others[0]}, ...); "
+                "choose another -o or pass --overwrite"
+            )
     meta = probe(video)
     created_output = not output.exists()
     work = Work(output / ".work", _fingerprint(video, s))
@@ -340,8 +391,10 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
         lm = np.load(work.path("landmarks.npz"))
         n = len(lm["valid"])
         if lm["valid"].mean() < s.min_face_fraction:
-            raise HRAvatarError(f"{video}: face landmarks found in only {int(lm['valid'].sum())} of {n} frames; "
-                                "film the face from the front and well lit")
+            raise HRAvatarError(
+                f"{video}: face landmarks found in only {int(lm['valid'].sum())} of {n} frames; "
+                "film the face from the front and well lit"
+            )
         several = int((lm["num_faces"] > 1).sum())
         if several:
             log.warning(f"{video}: several faces in {several} frames; tracking the largest")
@@ -366,8 +419,19 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
     return written
 
 
-def _write(output: Path, work: Work, s: PipelineSettings, video: Path, meta: dict, det: dict, model: Any,
-           fps: float, stage_t: dict, version: str, t0: float) -> Path:
+def _write(
+    output: Path,
+    work: Work,
+    s: PipelineSettings,
+    video: Path,
+    meta: dict,
+    det: dict,
+    model: Any,
+    fps: float,
+    stage_t: dict,
+    version: str,
+    t0: float,
+) -> Path:
     from hravatar.data import SubjectParams, crop_box_from_points, write_subject
 
     tr = dict(np.load(work.path("track.npz")))
@@ -376,15 +440,24 @@ def _write(output: Path, work: Work, s: PipelineSettings, video: Path, meta: dic
     n = len(lm["valid"])
     err = tr["landmark_error_px"]
     pts = lm["points"][..., :2]
-    boxes = np.stack([crop_box_from_points(pts[i]) if lm["valid"][i] else np.full(3, np.nan) for i in range(n)])
+    boxes = np.stack(
+        [crop_box_from_points(pts[i]) if lm["valid"][i] else np.full(3, np.nan) for i in range(n)]
+    )
     ok = np.isfinite(boxes[:, 0])
     idx = np.arange(n)
     for k in range(3):
         boxes[~ok, k] = np.interp(idx[~ok], idx[ok], boxes[ok, k])
     params = SubjectParams(
-        shape=tr["shape"], expression=tr["expression"], pose=tr["pose"], translation=tr["translation"],
-        viewmat=tr["viewmat"], K=tr["K"], image_size=(s.size, s.size), head_model=s.head_model,
-        crop_boxes=boxes, expr_names=list(getattr(model, "expr_names", [])) or None,
+        shape=tr["shape"],
+        expression=tr["expression"],
+        pose=tr["pose"],
+        translation=tr["translation"],
+        viewmat=tr["viewmat"],
+        K=tr["K"],
+        image_size=(s.size, s.size),
+        head_model=s.head_model,
+        crop_boxes=boxes,
+        expr_names=list(getattr(model, "expr_names", [])) or None,
     )
     try:
         import mediapipe
@@ -397,20 +470,40 @@ def _write(output: Path, work: Work, s: PipelineSettings, video: Path, meta: dic
     info = json.loads(str(tr["info"]))
     manifest = {
         "source": {"video": str(video), **meta, "frames_used": [int(x) for x in det["source_index"]]},
-        "versions": {"hravatar": version, "mediapipe": mp_version, "torch": torch.__version__,
-                     "head_model": getattr(model, "name", s.head_model), "embedding": str(tr["embedding_key"])},
-        "settings": {"size": s.size, "fps": fps, "max_frames": s.max_frames, "head_model": s.head_model,
-                     "matter": s.matter, "fov_deg": s.fov_deg, "iterations": s.iterations,
-                     "photometric": s.photometric},
+        "versions": {
+            "hravatar": version,
+            "mediapipe": mp_version,
+            "torch": torch.__version__,
+            "head_model": getattr(model, "name", s.head_model),
+            "embedding": str(tr["embedding_key"]),
+        },
+        "settings": {
+            "size": s.size,
+            "fps": fps,
+            "max_frames": s.max_frames,
+            "head_model": s.head_model,
+            "matter": s.matter,
+            "fov_deg": s.fov_deg,
+            "iterations": s.iterations,
+            "photometric": s.photometric,
+        },
         "crop": crop,
-        "tracking": {k: v for k, v in info.items() if k != "loss_history"} | {
+        "tracking": {k: v for k, v in info.items() if k != "loss_history"}
+        | {
             "loss_history": info.get("loss_history"),
             "mean_landmark_error_px": float(np.nanmean(err)),
-            "frames_without_landmarks": int((~lm["valid"]).sum())},
-        "quality": [{"frame": i, "landmarks": bool(lm["valid"][i]),
-                     "landmark_error_px": None if not np.isfinite(err[i]) else round(float(err[i]), 3),
-                     "faces": int(lm["num_faces"][i]), "face_box_found": bool(np.isfinite(det["boxes"][i, 0]))}
-                    for i in range(n)],
+            "frames_without_landmarks": int((~lm["valid"]).sum()),
+        },
+        "quality": [
+            {
+                "frame": i,
+                "landmarks": bool(lm["valid"][i]),
+                "landmark_error_px": None if not np.isfinite(err[i]) else round(float(err[i]), 3),
+                "faces": int(lm["num_faces"][i]),
+                "face_box_found": bool(np.isfinite(det["boxes"][i, 0])),
+            }
+            for i in range(n)
+        ],
         "timings_s": {k: round(v, 2) for k, v in stage_t.items()} | {"total": round(time.time() - t0, 2)},
         "overlay": "overlay.mp4" if s.overlay else None,
     }
@@ -425,6 +518,8 @@ def _write(output: Path, work: Work, s: PipelineSettings, video: Path, meta: dic
     write_subject(output, progress(frames, total=n, desc="write subject"), params, manifest, overwrite=True)
     if keep_overlay is not None:
         keep_overlay.replace(output / "overlay.mp4")
-    log.info(f"{output}: {n} frames, mean landmark error {float(np.nanmean(err)):.2f} px "
-             f"({time.time() - t0:.1f} s)")
+    log.info(
+        f"{output}: {n} frames, mean landmark error {float(np.nanmean(err)):.2f} px "
+        f"({time.time() - t0:.1f} s)"
+    )
     return output

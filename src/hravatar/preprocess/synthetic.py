@@ -103,5 +103,6 @@ def synthetic_clip(
         n_cam = vertex_normals(verts[i], faces) @ vm[:3, :3].T
         img = shade(fr, n_cam, faces, colors, np.array([[-0.3, -0.4, -0.87]]), 0.35, 0.45)
         frames[i] = (np.clip(img, 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
-    return SyntheticClip(frames, pose, expr, trans, vm.astype(np.float32), K.astype(np.float32),
-                         verts.astype(np.float32))
+    return SyntheticClip(
+        frames, pose, expr, trans, vm.astype(np.float32), K.astype(np.float32), verts.astype(np.float32)
+    )

@@ -12,7 +12,7 @@ tracker with ``GLOBAL_POSE``. The principal point is the image centre.
 Steps:
 
 1. Per-frame rigid initialisation with OpenCV ``solvePnP`` on the embedded landmarks of the
-   neutral head (focal from an assumed field of view); expressions initialised from MediaPipe's 52
+   neutral head (focal from an assumed field of view); expressions initialised from MediaPipe's 51
    ARKit blendshape scores for models with ARKit-named expressions (matched by name); the jaw
    rotation initialised from the ``jawOpen`` score through a calibration of the model (the jaw angle
    whose mesh best matches the ``jawOpen`` expression).
@@ -148,8 +148,11 @@ class LandmarkHead:
         v = self.v_template + torch.einsum("vcs,s->vc", self.shapedirs[..., :S], shape)
         E = expression.shape[-1]
         rot = axis_angle_to_matrix(pose)
-        v = (v[None] + torch.einsum("vce,ne->nvc", self.exprdirs[..., :E], expression)
-             + torch.einsum("vcp,np->nvc", self.posedirs, pose_feature(rot[:, 1:])))
+        v = (
+            v[None]
+            + torch.einsum("vce,ne->nvc", self.exprdirs[..., :E], expression)
+            + torch.einsum("vcp,np->nvc", self.posedirs, pose_feature(rot[:, 1:]))
+        )
         A = kinematic_chain(rot, joints, self.parents)
         T = blend_transforms(self.lbs_weights, A)
         verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
@@ -159,7 +162,9 @@ class LandmarkHead:
     __call__ = forward
 
 
-def _project(points: Tensor, cam_rot: Tensor, cam_t: Tensor, focal: Tensor, c: float) -> tuple[Tensor, Tensor]:
+def _project(
+    points: Tensor, cam_rot: Tensor, cam_t: Tensor, focal: Tensor, c: float
+) -> tuple[Tensor, Tensor]:
     """World ``[N,P,3]`` -> pixels ``[N,P,2]``, depth ``[N,P]`` for the fixed camera."""
     pc = points @ cam_rot.T + cam_t
     z = pc[..., 2].clamp_min(1e-4)
@@ -187,7 +192,7 @@ def jaw_calibration(model: object, name: str = "jawOpen") -> float:
         pose[:, 2, 0] = angles.to(rest.device)
         best, err_best = 0.3, float("inf")
         for i in range(0, len(angles), 27):
-            v = model.forward(pose=pose[i:i + 27]).vertices[:, moving]  # type: ignore[attr-defined]
+            v = model.forward(pose=pose[i : i + 27]).vertices[:, moving]  # type: ignore[attr-defined]
             err = (v - target[moving]).norm(dim=-1).mean(-1)
             j = int(err.argmin())
             if float(err[j]) < err_best:
@@ -212,8 +217,9 @@ def _rigid_init(
             continue
         ok, r, t = cv2.solvePnP(obj, lm2d[i, use].astype(np.float64), K, None, flags=cv2.SOLVEPNP_SQPNP)
         if ok and t[2, 0] > 0:
-            ok, r, t = cv2.solvePnP(obj, lm2d[i, use].astype(np.float64), K, None, r, t, True,
-                                    flags=cv2.SOLVEPNP_ITERATIVE)
+            ok, r, t = cv2.solvePnP(
+                obj, lm2d[i, use].astype(np.float64), K, None, r, t, True, flags=cv2.SOLVEPNP_ITERATIVE
+            )
         if ok and t[2, 0] > 0:
             rv[i], tv[i] = r[:, 0], t[:, 0]
     good = np.isfinite(rv[:, 0])
@@ -246,7 +252,7 @@ def track(
         landmarks: ``[N,478,2]`` pixel positions in the ``image_size`` square crops.
         valid: ``[N]`` bool, frames where landmarks were found.
         image_size: crop side in pixels.
-        blendshapes: optional ``[N,52]`` ARKit scores (initialisation and prior).
+        blendshapes: optional ``[N,51]`` ARKit scores (initialisation and prior).
         blendshape_names: names of the ``blendshapes`` columns.
         focal_px: initial focal length in crop pixels (see :func:`initial_focal`); default: ``cfg.fov_deg``
             over the crop width.
@@ -347,7 +353,8 @@ def track(
         groups.append({"params": [log_f], "lr": cfg.lr * 0.5})
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i / max(cfg.iterations, 1), 1.0))))
+        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i / max(cfg.iterations, 1), 1.0)))
+    )
     head = neutral
     hist = []
 
@@ -378,16 +385,26 @@ def track(
             if N > 1:
                 pa = pose_all()
                 loss = loss + ks * cfg.w_smooth_pose * (pa[1:] - pa[:-1]).pow(2).sum(-1).mean() * 100
-                loss = loss + ks * cfg.w_smooth_trans * (trans_p[1:] - trans_p[:-1]).pow(2).sum(-1).mean() * 100
+                loss = (
+                    loss + ks * cfg.w_smooth_trans * (trans_p[1:] - trans_p[:-1]).pow(2).sum(-1).mean() * 100
+                )
                 loss = loss + ks * cfg.w_smooth_expr * (expr[1:] - expr[:-1]).pow(2).sum(-1).mean() * 100
             loss = loss + cfg.w_shape * shape.pow(2).sum() * 100
             loss = loss + cfg.w_expr * (expr * expr_mask).pow(2).sum(-1).mean() * 100
             if arkit:
                 loss = loss + cfg.w_expr_init * ((expr - e_init) * expr_mask).pow(2).sum(-1).mean() * 100
-                loss = loss + cfg.w_range * ((-expr).clamp_min(0) + (expr - 1).clamp_min(0)).pow(2).sum(-1).mean() * 1e4
+                loss = (
+                    loss
+                    + cfg.w_range
+                    * ((-expr).clamp_min(0) + (expr - 1).clamp_min(0)).pow(2).sum(-1).mean()
+                    * 1e4
+                )
             loss = loss + cfg.w_neck * neck.pow(2).sum(-1).mean() * 100
             loss = loss + cfg.w_eyes * eyes.pow(2).sum(-1).mean() * 100
-            loss = loss + cfg.w_jaw_side * (jaw[:, 1:].pow(2).sum(-1) + (-jaw[:, 0]).clamp_min(0).pow(2)).mean() * 100
+            loss = (
+                loss
+                + cfg.w_jaw_side * (jaw[:, 1:].pow(2).sum(-1) + (-jaw[:, 0]).clamp_min(0).pow(2)).mean() * 100
+            )
             if cfg.optimize_focal:
                 loss = loss + cfg.w_focal * (log_f - math.log(f0)).pow(2) * 100
             loss.backward()
@@ -411,8 +428,10 @@ def track(
         vm[:3, 3] = cam_tt.cpu()
         pose = pose_all().detach().cpu().float()
     valid_err = err[torch.as_tensor(valid, device=dev)]
-    log.info(f"tracking: mean landmark error {float(valid_err.mean()):.2f} px over {int(valid.sum())} frames, "
-             f"focal {f:.0f} px, jaw gain {jaw_gain:.3f} rad")
+    log.info(
+        f"tracking: mean landmark error {float(valid_err.mean()):.2f} px over {int(valid.sum())} frames, "
+        f"focal {f:.0f} px, jaw gain {jaw_gain:.3f} rad"
+    )
     return TrackingResult(
         shape=torch.nn.functional.pad(shape.detach().cpu(), (0, model.num_shape - S)),  # type: ignore[attr-defined]
         expression=(expr * expr_mask).detach().cpu(),
@@ -422,8 +441,14 @@ def track(
         K=K,
         landmark_error_px=err.detach().cpu(),
         image_size=int(image_size),
-        info={"loss_history": hist, "jaw_gain_rad": jaw_gain, "focal_px": f, "focal_init_px": f0,
-              "camera_distance_m": D, "frozen_expressions": [n for n in jaw_names if n in names]},
+        info={
+            "loss_history": hist,
+            "jaw_gain_rad": jaw_gain,
+            "focal_px": f,
+            "focal_init_px": f0,
+            "camera_distance_m": D,
+            "frozen_expressions": [n for n in jaw_names if n in names],
+        },
     )
 
 
