@@ -155,26 +155,25 @@ def main() -> None:
     if args.reference_row:
         configs.append(tuple(args.reference_row))
     for size, n in configs:
-        if True:
-            row = {"n": n, "size": size, "threads": threads}
-            if have_cpu:
-                r = bench_one(n, size, "cpu", args.repeats)
-                row.update(cpu_forward_ms=r["forward_ms"], cpu_forward_backward_ms=r["forward_backward_ms"])
-                row.update(visible=r["visible"], coverage=r["coverage"])
-                row["cpu_samples"] = {
-                    "forward": r["forward_ms_all"],
-                    "forward_backward": r["forward_backward_ms_all"],
-                }
-            if size * size * n <= args.reference_max_elems:
-                r = bench_one(n, size, "reference", max(1, min(3, args.repeats)))
-                row.update(
-                    reference_forward_ms=r["forward_ms"],
-                    reference_forward_backward_ms=r["forward_backward_ms"],
-                )
-            else:
-                row.update(reference_forward_ms=None, reference_forward_backward_ms=None)
-            rows.append(row)
-            print(_fmt_row(row), flush=True)
+        row = {"n": n, "size": size, "threads": threads}
+        if have_cpu:
+            r = bench_one(n, size, "cpu", args.repeats)
+            row.update(cpu_forward_ms=r["forward_ms"], cpu_forward_backward_ms=r["forward_backward_ms"])
+            row.update(visible=r["visible"], coverage=r["coverage"])
+            row["cpu_samples"] = {
+                "forward": r["forward_ms_all"],
+                "forward_backward": r["forward_backward_ms_all"],
+            }
+        if size * size * n <= args.reference_max_elems:
+            r = bench_one(n, size, "reference", max(1, min(3, args.repeats)))
+            row.update(
+                reference_forward_ms=r["forward_ms"],
+                reference_forward_backward_ms=r["forward_backward_ms"],
+            )
+        else:
+            row.update(reference_forward_ms=None, reference_forward_backward_ms=None)
+        rows.append(row)
+        print(_fmt_row(row), flush=True)
     load_after = os.getloadavg()
     result = {
         "command": "python benchmarks/rasterizer.py "
