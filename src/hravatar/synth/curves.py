@@ -111,6 +111,35 @@ class Animation:
         return out
 
 
+#: Jaw rotation (radians, about +x: the chin moves down) equivalent to ``jawOpen = 1`` (the open
+#: model's jawOpen moves the chin about 39 mm, about 0.12 m from the jaw hinge).
+JAW_RAD_PER_JAWOPEN = 0.33
+
+
+def model_parameters(
+    anim: Animation, expr_names: list[str] | tuple[str, ...], jaw_expressions: tuple[str, ...] = ()
+) -> tuple[Tensor, Tensor]:
+    """Expression and pose of a head model for an animation.
+
+    Args:
+        anim: the :class:`Animation`.
+        expr_names: the head model's expression names (ARKit names for the open model).
+        jaw_expressions: expression names that the model drives through the jaw joint instead
+            (the open model's ``meta["jaw_expressions"]``): ``jawOpen`` becomes a jaw rotation of
+            :data:`JAW_RAD_PER_JAWOPEN` per unit and those coefficients stay zero.
+    Returns:
+        ``(expression [T,E], pose [T,5,3])``.
+    """
+    expr = anim.expression_vector(expr_names)
+    pose = anim.pose.clone()
+    if "jawOpen" in jaw_expressions and "jawOpen" in anim.arkit:
+        pose[:, 2, 0] = pose[:, 2, 0] + JAW_RAD_PER_JAWOPEN * anim.arkit["jawOpen"]
+        for i, n in enumerate(expr_names):
+            if n in jaw_expressions:
+                expr[:, i] = 0
+    return expr, pose
+
+
 def _smooth_noise(t: np.ndarray, rng: np.random.Generator, freqs: tuple[float, ...]) -> np.ndarray:
     """Sum of sinusoids with random phases / amplitudes, mapped affinely onto [-1, 1]."""
     s = np.zeros_like(t)
@@ -270,8 +299,6 @@ def make_animation(
     eye = _euler_to_axis_angle(eye_yaw, eye_pitch, np.zeros(T))
     pose[:, 3] = eye
     pose[:, 4] = eye
-    # a touch of jaw rotation that follows jawOpen (real jaws rotate as they open)
-    pose[:, 2, 0] = 0.04 * np.clip(tracks["jawOpen"], 0, 1)
 
     arkit = {n: torch.tensor(np.clip(v, 0.0, 1.0), dtype=torch.float32) for n, v in tracks.items() if v.any()}
     ypr = np.degrees(np.stack([yaw, pitch, roll], -1))

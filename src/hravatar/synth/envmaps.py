@@ -158,3 +158,66 @@ def write_hdr(path: str, image: np.ndarray) -> None:
         ok = cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1].astype(np.float32)))
         if not ok:
             raise OSError(f"{path}: could not write HDR")
+
+
+#: Mean luminance of the irradiance over front-facing normals that every environment is scaled to,
+#: so the unseen environments light the face about as brightly as the training one.
+FRONT_IRRADIANCE = 0.85
+#: Prefiltering settings of the ground-truth lighting (roughness levels 0, 0.25, ..., 1); the
+#: base resolution is at most half the map's height.
+PREFILTER = {"base_res": 64, "levels": 5, "samples": 128}
+
+
+def front_irradiance(equirect: np.ndarray) -> float:
+    """Mean luminance of the irradiance (``1/pi`` cosine convolution) over normals facing +z."""
+    import torch
+
+    from hravatar.shading.cubemap import sample_cube
+    from hravatar.shading.envmap_tools import irradiance_cube
+
+    irr = irradiance_cube(torch.from_numpy(np.ascontiguousarray(equirect)), 16)
+    g = torch.Generator().manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g), dim=-1)
+    d = d[d[:, 2] > 0.2]
+    e = sample_cube(irr, d).mean(0)
+    return float(0.2126 * e[0] + 0.7152 * e[1] + 0.0722 * e[2])
+
+
+def normalized_envmap(
+    name: str, height: int = 128, target: float = FRONT_IRRADIANCE, rotate_deg: float = 0.0
+) -> np.ndarray:
+    """:func:`make_envmap` scaled so that :func:`front_irradiance` equals ``target``."""
+    env = make_envmap(name, height, rotate_deg=rotate_deg)
+    base = make_envmap(name, height) if rotate_deg else env
+    return (env * (target / max(front_irradiance(base), 1e-9))).astype(np.float32)
+
+
+def make_lighting(name: str, height: int = 128, cache_dir: str | None = None):
+    """A fixed :class:`~hravatar.shading.lighting.EnvironmentLighting` of a built-in environment.
+
+    The prefiltered maps are cached as ``<cache_dir>/<name>-<height>.safetensors`` when
+    ``cache_dir`` is given (prefiltering takes several seconds per map on a CPU).
+
+    Returns:
+        ``(equirect [H,2H,3] float32 numpy, lighting)``.
+    """
+    import torch
+
+    from hravatar.shading.envmap_tools import load_prefiltered, prefilter_envmap, save_prefiltered
+    from hravatar.shading.lighting import EnvironmentLighting
+
+    env = normalized_envmap(name, height)
+    path = None
+    if cache_dir is not None:
+        from pathlib import Path
+
+        path = Path(cache_dir) / f"{name}-{height}.safetensors"
+        if path.is_file():
+            pre = load_prefiltered(path)
+            if pre.equirect is not None and np.allclose(pre.equirect.numpy(), env, rtol=1e-5, atol=1e-6):
+                return env, EnvironmentLighting(pre)
+    kw = dict(PREFILTER, base_res=max(16, min(PREFILTER["base_res"], height // 2)))
+    pre = prefilter_envmap(torch.from_numpy(env), meta={"source": f"hravatar.synth.envmaps:{name}"}, **kw)
+    if path is not None:
+        save_prefiltered(pre, path)
+    return env, EnvironmentLighting(pre)
