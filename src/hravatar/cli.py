@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "head export": ("hravatar.apps.head_export:head_export", "head-model mesh (PLY/OBJ) + PNG preview"),
     "preprocess": ("hravatar.apps.preprocess:preprocess", "video -> subject folder (crop, matte, track)"),
     "envmap prefilter": ("hravatar.apps.envmap:envmap_prefilter", "prefilter an HDR map for relighting"),
+    "synth": ("hravatar.apps.synth:synth", "built-in synthetic talking head with ground truth"),
 }
 
 
