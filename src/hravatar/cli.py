@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("hravatar.apps.preprocess:preprocess", "video -> subject folder (crop, matte, track)"),
     "envmap prefilter": ("hravatar.apps.envmap:envmap_prefilter", "prefilter an HDR map for relighting"),
     "train": ("hravatar.apps.train:train", "subject folder -> trained avatar (checkpoints, --resume)"),
-    "evaluate": ("hravatar.apps.evaluate:evaluate", "test-frame metrics (PSNR, SSIM, LPIPS, MAE*) of an avatar"),
+    "evaluate": ("hravatar.apps.evaluate:evaluate", "test-frame metrics (PSNR, SSIM, LPIPS, MAE*), images"),
     "synth": ("hravatar.apps.synth:synth", "built-in synthetic talking head with ground truth"),
 }
 
