@@ -359,7 +359,19 @@ def load_open_model(
     Returns a float32 CPU :class:`HeadModel` without mouth interior (see
     :func:`hravatar.head.load_head_model` for the usual entry point).
     """
-    path = cache_path(num_shape, zero_jaw_expressions)
+    try:
+        path = cache_path(num_shape, zero_jaw_expressions)
+    except HRAvatarError:
+        # anny is not importable: a model built earlier (any anny version) still serves
+        from hravatar.assets import cache_dir
+
+        suffix = "-nojaw" if zero_jaw_expressions else ""
+        pattern = f"open-anny*-b{BUILD_VERSION}-s{num_shape}{suffix}.safetensors"
+        found = sorted((cache_dir() / "head").glob(pattern))
+        if not found or rebuild:
+            raise
+        log.warning("anny is not importable; using the cached open model %s", found[-1])
+        return HeadModel.load(found[-1])
     if path.is_file() and not rebuild:
         try:
             return HeadModel.load(path)
