@@ -62,7 +62,7 @@ def _build(tp: Any, value: Any) -> Any:
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return tuple(_build(a, v) for a, v in zip(args, value))
+            return tuple(_build(a, v) for a, v in zip(args, value, strict=True))
         inner = args[0] if args else Any
         seq = [_build(inner, v) for v in value]
         return tuple(seq) if origin is tuple else seq
