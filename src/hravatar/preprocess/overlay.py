@@ -54,7 +54,12 @@ def write_overlay_video(
     pts = np.asarray(landmarks["points"])[..., :2]
     valid = np.asarray(landmarks["valid"])
     N = len(valid)
-    shape = torch.as_tensor(track["shape"], dtype=torch.float32)
+    from hravatar.preprocess.tracking import SubsetHead
+
+    dev = model.v_template.device
+    head = SubsetHead(model)
+    shape = torch.as_tensor(track["shape"], dtype=torch.float32, device=dev)
+    chunk = 32
     container = stream = None
     try:
         for i, frame in enumerate(frames):
@@ -64,15 +69,19 @@ def write_overlay_video(
             h = S // 2
             if container is None:
                 container, stream = _writer(Path(path), 2 * h + (2 * h) % 2, h + h % 2, fps)
-            with torch.no_grad():
-                out = model.forward(
-                    shape=shape[None].to(model.v_template.device),
-                    expression=torch.as_tensor(track["expression"][i : i + 1], dtype=torch.float32),
-                    pose=torch.as_tensor(track["pose"][i : i + 1], dtype=torch.float32),
-                    translation=torch.as_tensor(track["translation"][i : i + 1], dtype=torch.float32),
-                )
-                verts = out.vertices[0].cpu().numpy().astype(np.float64)
-                mlm = emb.points(out.vertices, model.faces)[0].cpu().numpy()
+            if i % chunk == 0:
+                with torch.no_grad():
+                    sl = slice(i, min(i + chunk, N))
+                    batch = head(
+                        shape,
+                        torch.as_tensor(track["expression"][sl], dtype=torch.float32, device=dev),
+                        torch.as_tensor(track["pose"][sl], dtype=torch.float32, device=dev).reshape(-1, 5, 3),
+                        torch.as_tensor(track["translation"][sl], dtype=torch.float32, device=dev),
+                    )
+                    batch_lm = emb.points(batch, model.faces).cpu().numpy()
+                    batch = batch.cpu().numpy().astype(np.float64)
+            verts = batch[i % chunk]
+            mlm = batch_lm[i % chunk]
             Kh = K.copy()
             Kh[:2] *= h / S
             uv, z = project(verts, vm, Kh)

@@ -66,7 +66,7 @@ class TrackingConfig:
         seed: unused by the deterministic optimiser; kept for reproducible extensions.
     """
 
-    iterations: int = 400
+    iterations: int = 300
     lr: float = 0.02
     fov_deg: float = 50.0
     optimize_focal: bool = True
@@ -116,7 +116,49 @@ class TrackingResult:
     info: dict = field(default_factory=dict)
 
 
-class LandmarkHead:
+class SubsetHead:
+    """Fast forward of a head model for some of its vertices (all by default), batched over frames.
+
+    Same result as ``model.forward(...).vertices[:, vertex_ids]`` for one shared identity, using
+    matrix products on flattened bases and skipping an all-zero pose-corrective basis.
+    """
+
+    def __init__(self, model: object, vertex_ids: Tensor | None = None):
+        m = model
+        uniq = torch.arange(m.num_vertices, device=m.v_template.device) if vertex_ids is None else vertex_ids  # type: ignore[attr-defined]
+        Vs = len(uniq)
+        self.v_template = m.v_template[uniq]  # type: ignore[attr-defined]
+        self.shapedirs = m.shapedirs[uniq].reshape(Vs * 3, -1)  # type: ignore[attr-defined]
+        self.exprdirs = m.exprdirs[uniq].reshape(Vs * 3, -1)  # type: ignore[attr-defined]
+        pd = m.posedirs[uniq]  # type: ignore[attr-defined]
+        self.posedirs = pd.reshape(Vs * 3, -1) if bool(pd.abs().max() > 0) else None
+        self.lbs_weights = m.lbs_weights[uniq]  # type: ignore[attr-defined]
+        self.j_template = m.j_regressor @ m.v_template  # type: ignore[attr-defined]
+        self.j_shapedirs = torch.einsum("jv,vcs->jcs", m.j_regressor, m.shapedirs)  # type: ignore[attr-defined]
+        self.parents = m.parents  # type: ignore[attr-defined]
+
+    def forward(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
+        """``shape [S']`` (shared), ``expression [N,E']``, ``pose [N,5,3]``, ``translation [N,3]`` ->
+        vertices ``[N,V',3]`` (metres, world)."""
+        N = expression.shape[0]
+        S = shape.shape[-1]
+        Vs = self.v_template.shape[0]
+        joints = (self.j_template + (self.j_shapedirs[..., :S] @ shape))[None].expand(N, -1, -1)
+        v = self.v_template + (self.shapedirs[:, :S] @ shape).reshape(Vs, 3)
+        E = expression.shape[-1]
+        rot = axis_angle_to_matrix(pose)
+        off = expression @ self.exprdirs[:, :E].T  # [N,V'*3]
+        if self.posedirs is not None:
+            off = off + pose_feature(rot[:, 1:]) @ self.posedirs.T
+        v = v[None] + off.reshape(N, Vs, 3)
+        A = kinematic_chain(rot, joints, self.parents)
+        T = blend_transforms(self.lbs_weights, A)
+        return (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
+
+    __call__ = forward
+
+
+class LandmarkHead(SubsetHead):
     """The head model restricted to the vertices of the embedded landmarks' triangles.
 
     ``forward(shape [S'], expression [N,E], pose [N,5,3], translation [N,3]) -> [N,478,3]`` world
@@ -124,38 +166,15 @@ class LandmarkHead:
     """
 
     def __init__(self, model: object, embedding: object):
-        m = model
-        dev = m.v_template.device  # type: ignore[attr-defined]
-        vid = torch.as_tensor(embedding.faces, device=dev)  # type: ignore[attr-defined]
-        tri = m.faces[vid]  # type: ignore[attr-defined]
+        dev = model.v_template.device  # type: ignore[attr-defined]
+        tri = model.faces[torch.as_tensor(embedding.faces, device=dev)]  # type: ignore[attr-defined]
         uniq, inv = torch.unique(tri.reshape(-1), return_inverse=True)
+        super().__init__(model, uniq)
         self.tri_local = inv.reshape(-1, 3)
-        self.bary = torch.as_tensor(embedding.bary, dtype=m.v_template.dtype, device=dev)  # type: ignore[attr-defined]
-        self.v_template = m.v_template[uniq]  # type: ignore[attr-defined]
-        self.shapedirs = m.shapedirs[uniq]  # type: ignore[attr-defined]
-        self.exprdirs = m.exprdirs[uniq]  # type: ignore[attr-defined]
-        self.posedirs = m.posedirs[uniq]  # type: ignore[attr-defined]
-        self.lbs_weights = m.lbs_weights[uniq]  # type: ignore[attr-defined]
-        self.j_template = m.j_regressor @ m.v_template  # type: ignore[attr-defined]
-        self.j_shapedirs = torch.einsum("jv,vcs->jcs", m.j_regressor, m.shapedirs)  # type: ignore[attr-defined]
-        self.parents = m.parents  # type: ignore[attr-defined]
+        self.bary = torch.as_tensor(embedding.bary, dtype=self.v_template.dtype, device=dev)  # type: ignore[attr-defined]
 
     def forward(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
-        N = expression.shape[0]
-        S = shape.shape[-1]
-        joints = (self.j_template + torch.einsum("jcs,s->jc", self.j_shapedirs[..., :S], shape))[None]
-        joints = joints.expand(N, -1, -1)
-        v = self.v_template + torch.einsum("vcs,s->vc", self.shapedirs[..., :S], shape)
-        E = expression.shape[-1]
-        rot = axis_angle_to_matrix(pose)
-        v = (
-            v[None]
-            + torch.einsum("vce,ne->nvc", self.exprdirs[..., :E], expression)
-            + torch.einsum("vcp,np->nvc", self.posedirs, pose_feature(rot[:, 1:]))
-        )
-        A = kinematic_chain(rot, joints, self.parents)
-        T = blend_transforms(self.lbs_weights, A)
-        verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
+        verts = super().forward(shape, expression, pose, translation)
         tri = verts[:, self.tri_local]  # [N,478,3,3]
         return (tri * self.bary[None, :, :, None]).sum(2)
 
