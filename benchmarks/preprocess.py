@@ -41,9 +41,8 @@ def main() -> None:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_preprocess_cli import write_video
-
         from hravatar.preprocess.synthetic import synthetic_clip
+        from test_preprocess_cli import write_video
 
         clip = synthetic_clip(load_head_model("open"), num_frames=120, size=a.size, fov_deg=30.0)
         video = write_video(tmp / "synthetic.mp4", clip.frames, fps=30)
