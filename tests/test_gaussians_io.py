@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,37 +82,9 @@ def test_load_errors(tmp_path):
 
 
 def _reread(path) -> dict:
-    """Read a 3DGS PLY back: through ``hravatar.io.ply`` when present, else a minimal local parser."""
-    try:
-        from hravatar.io.ply import read_gaussian_ply
-    except ImportError:
-        read_gaussian_ply = None
-    if read_gaussian_ply is not None:
-        data = read_gaussian_ply(path)
-        get = data.get if isinstance(data, dict) else (lambda k: getattr(data, k))
-        return {
-            k: np.asarray(get(k), dtype=np.float64)
-            for k in ("means", "scales", "quats", "opacities", "colors")
-        }
-    raw = Path(path).read_bytes()
-    head, body = raw.split(b"end_header\n", 1)
-    lines = head.decode("ascii").splitlines()
-    assert lines[1] == "format binary_little_endian 1.0"
-    n = int(next(ln.split()[-1] for ln in lines if ln.startswith("element vertex")))
-    names = [ln.split()[-1] for ln in lines if ln.startswith("property float")]
-    arr = np.frombuffer(body, dtype="<f4").reshape(n, len(names)).astype(np.float64)
-    col = {nm: arr[:, i] for i, nm in enumerate(names)}
+    from hravatar.io.ply import read_gaussian_ply
 
-    def stack(*ks):
-        return np.stack([col[k] for k in ks], -1)
-
-    return {
-        "means": stack("x", "y", "z"),
-        "scales": np.exp(stack("scale_0", "scale_1", "scale_2")),
-        "quats": stack("rot_0", "rot_1", "rot_2", "rot_3"),
-        "opacities": 1 / (1 + np.exp(-col["opacity"])),
-        "colors": 0.5 + 0.28209479177387814 * stack("f_dc_0", "f_dc_1", "f_dc_2"),
-    }
+    return read_gaussian_ply(path)
 
 
 def test_export_ply(tmp_path):
@@ -136,6 +107,12 @@ def test_export_ply(tmp_path):
     assert torch.allclose(dots, torch.ones(avatar.num_points), atol=1e-5)
     assert np.allclose(data["opacities"].reshape(-1), 0.1, atol=1e-5)
     assert np.allclose(data["colors"], avatar.albedo.detach().numpy(), atol=2e-3)
+    n = torch.as_tensor(data["normals"])
+    assert torch.allclose((n * posed.normals()[0].detach()).sum(-1).abs(), torch.ones(avatar.num_points), atol=1e-5)
+    ex = data["extra"]
+    assert np.allclose(ex["roughness"], avatar.roughness[:, 0].detach().numpy())
+    assert np.allclose(ex["f0"], avatar.f0[:, 0].detach().numpy())
+    assert np.allclose(ex["albedo_1"], avatar.albedo[:, 1].detach().numpy())
     # shaded colours instead of albedo
     shaded = torch.rand(avatar.num_points, 3, generator=torch.Generator().manual_seed(2))
     data2 = _reread(avatar.export_ply(tmp_path / "b.ply", colors=shaded, extra=False))
@@ -155,9 +132,7 @@ def _mesh_silhouette(verts: torch.Tensor, faces: torch.Tensor, view, K, W: int, 
     uv, z = project_points(verts, view, K)
     assert (z > 0).all()
     mask = np.zeros((H, W), np.uint8)
-    pts = (
-        ((uv.numpy() - 0.5) * 16).round().astype(np.int32)
-    )  # cv2 pixel centres are integers; 4 fraction bits
+    pts = ((uv.numpy() - 0.5) * 16).round().astype(np.int32)  # cv2 pixel centres are integers; 4 fraction bits
     for f in faces.numpy():
         cv2.fillPoly(mask, [pts[f]], 1, lineType=cv2.LINE_8, shift=4)
     return mask.astype(bool)
@@ -208,8 +183,6 @@ def test_rendered_open_head_matches_mesh_silhouette():
     except ImportError:
         pytest.skip("needs anny, hravatar.head.load_head_model and hravatar.render")
     head = load_head_model("open")
-    avatar = GaussianHead.from_head_model(
-        head, AvatarConfig(points_per_face=8, init_opacity=0.9, shape_dims=10)
-    )
+    avatar = GaussianHead.from_head_model(head, AvatarConfig(points_per_face=8, init_opacity=0.9, shape_dims=10))
     iou = _silhouette_iou(head, avatar, "auto", 128, 128, 0.8)
     assert iou > 0.9

@@ -4,8 +4,9 @@
   per-point parameters, raw) and ``buffer.<name>``; JSON metadata (format, version, head-model
   name, expression names, sizes, :class:`AvatarConfig`, frozen parameters, free-form meta).
   Never pickle. Save -> load reproduces :meth:`GaussianHead.deform` bit for bit.
-* :func:`export_ply`: a standard 3DGS PLY (``x y z nx ny nz f_dc_* opacity scale_* rot_*``) of the
-  posed avatar, readable by common splat viewers, written through :mod:`hravatar.io.ply`.
+* :func:`export_ply`: a standard 3DGS PLY (``x y z nx ny nz f_dc_* opacity scale_* rot_*``, the
+  normals being each Gaussian's shortest axis) of the posed avatar, readable by common splat
+  viewers, written through :mod:`hravatar.io.ply`.
 """
 
 from __future__ import annotations
@@ -85,9 +86,7 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
     if md.get("format") != FORMAT:
         raise HRAvatarError(f"{path}: not a hravatar Gaussian avatar (format {md.get('format')!r})")
     if int(md.get("version", "0")) > VERSION:
-        raise HRAvatarError(
-            f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade"
-        )
+        raise HRAvatarError(f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade")
     cfg = from_dict(AvatarConfig, json.loads(md["config"]))
     params = {k[len("param.") :]: v for k, v in t.items() if k.startswith("param.")}
     buffers = {k[len("buffer.") :]: v for k, v in t.items() if k.startswith("buffer.")}
@@ -126,10 +125,7 @@ def export_ply(
     Returns:
         ``path``. Positions in the head-model frame (metres, +y up); the viewer may need to flip y.
     """
-    try:
-        from hravatar.io.ply import write_gaussian_ply
-    except ImportError:  # the shared PLY module is not installed in this checkout
-        write_gaussian_ply = write_3dgs_ply
+    from hravatar.io.ply import write_gaussian_ply
 
     def batch1(x: Tensor | None, last: tuple[int, ...]) -> Tensor | None:
         if x is None:
@@ -138,9 +134,7 @@ def export_ply(
         return x.reshape(1, *last) if last else x.reshape(1, -1)
 
     with torch.no_grad():
-        g = avatar.deform(
-            batch1(shape, ()), batch1(expression, ()), batch1(pose, (5, 3)), batch1(translation, (3,))
-        )
+        g = avatar.deform(batch1(shape, ()), batch1(expression, ()), batch1(pose, (5, 3)), batch1(translation, (3,)))
         rgb = avatar.albedo if colors is None else colors.to(avatar.device, torch.float32)
         if rgb.shape != (avatar.num_points, 3):
             raise ValueError(f"colors must be [{avatar.num_points},3], got {list(rgb.shape)}")
@@ -155,54 +149,13 @@ def export_ply(
                 "f0": avatar.f0[:, 0],
             }
         write_gaussian_ply(
-            path, g.means[0], g.scales[0], g.quats[0], g.opacities[0], rgb.clamp(0, 1), extra=ex or None
+            path,
+            g.means[0],
+            g.scales[0],
+            g.quats[0],
+            g.opacities[0],
+            rgb.clamp(0, 1),
+            normals=g.normals()[0],
+            extra=ex or None,
         )
     return Path(path)
-
-
-#: Zeroth-order spherical-harmonic constant: ``rgb = 0.5 + SH_C0 * f_dc``.
-SH_C0 = 0.28209479177387814
-
-
-def write_3dgs_ply(
-    path: str | Path,
-    means: Tensor,
-    scales: Tensor,
-    quats: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    extra: dict[str, Tensor] | None = None,
-) -> None:
-    """Minimal binary 3DGS PLY writer (used only when :mod:`hravatar.io.ply` is unavailable).
-
-    Args:
-        means ``[N,3]`` metres; scales ``[N,3]`` linear (stored as log); quats ``[N,4]`` w,x,y,z;
-        opacities ``[N]`` in (0,1) (stored as logit); colors ``[N,3]`` RGB in [0,1] (stored as
-        ``f_dc = (rgb - 0.5) / SH_C0`` with 45 zero ``f_rest_*``, SH degree 3 as the reference
-        viewer expects); extra: ``name -> [N]`` additional float properties.
-    """
-    import numpy as np
-
-    from hravatar.io.atomic import atomic_write_bytes
-
-    n = int(means.shape[0])
-
-    def arr(t: Tensor) -> np.ndarray:
-        return t.detach().float().cpu().numpy().reshape(n, -1)
-
-    op = opacities.detach().float().clamp(1e-6, 1 - 1e-6)
-    cols = [
-        ("x", "y", "z", arr(means)),
-        ("nx", "ny", "nz", np.zeros((n, 3), np.float32)),
-        ("f_dc_0", "f_dc_1", "f_dc_2", arr((colors - 0.5) / SH_C0)),
-        (*[f"f_rest_{i}" for i in range(45)], np.zeros((n, 45), np.float32)),
-        ("opacity", arr(torch.log(op / (1 - op)))),
-        ("scale_0", "scale_1", "scale_2", arr(scales.clamp_min(1e-12).log())),
-        ("rot_0", "rot_1", "rot_2", "rot_3", arr(quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12))),
-    ]
-    cols += [(k, arr(v)) for k, v in (extra or {}).items()]
-    names = [nm for c in cols for nm in c[:-1]]
-    data = np.concatenate([c[-1] for c in cols], axis=1).astype("<f4")
-    header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n"
-    header += "".join(f"property float {nm}\n" for nm in names) + "end_header\n"
-    atomic_write_bytes(path, header.encode("ascii") + np.ascontiguousarray(data).tobytes())
