@@ -206,21 +206,23 @@ def resolve_head_model(
     raise HRAvatarError(f"{subject}: unknown head model {name!r}; pass --head-model open or flame")
 
 
+def downscale_image(x: Tensor | None, d: int) -> Tensor | None:
+    """Area-downscale an image ``[H,W,C]`` by an integer factor ``d`` (cropping to multiples of d)."""
+    if x is None or d <= 1:
+        return x
+    H, W = x.shape[0] // d * d, x.shape[1] // d * d
+    y = x[:H, :W].permute(2, 0, 1)[None]
+    return F.avg_pool2d(y, d)[0].permute(1, 2, 0).contiguous()
+
+
 def downscale_frame(fr: FrameSample, d: int) -> FrameSample:
     """Area-downscale images and scale the intrinsics by an integer factor ``d``."""
     if d <= 1:
         return fr
-
-    def ds(x: Tensor | None) -> Tensor | None:
-        if x is None:
-            return None
-        H, W = x.shape[0] // d * d, x.shape[1] // d * d
-        y = x[:H, :W].permute(2, 0, 1)[None]
-        return F.avg_pool2d(y, d)[0].permute(1, 2, 0).contiguous()
-
     K = fr.K.clone()
     K[:2] = K[:2] / d
-    return dataclasses.replace(fr, image=ds(fr.image), mask=ds(fr.mask), albedo=ds(fr.albedo), K=K)
+    return dataclasses.replace(fr, image=downscale_image(fr.image, d), mask=downscale_image(fr.mask, d),
+                               albedo=downscale_image(fr.albedo, d), K=K)
 
 
 # ---- rendering -------------------------------------------------------------------------------------

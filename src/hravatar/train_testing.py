@@ -36,6 +36,7 @@ def make_tiny_subject(
     seed: int = 0,
     pbr: bool = True,
     backend: str = "auto",
+    with_gt: bool = False,
 ) -> Path:
     """Render and write a tiny subject folder; returns its path.
 
@@ -47,6 +48,7 @@ def make_tiny_subject(
         subdivisions: icosphere level of the head model (2: 320 triangles).
         seed: seeds the colours and the animation.
         pbr: shade the ground truth (else plain colours).
+        with_gt: also write ``gt/albedo``, ``gt/normal`` (OpenCV camera frame) and ``gt/mask``.
     """
     from hravatar.gaussians import AvatarConfig, GaussianHead
     from hravatar.gaussians.testing import synthetic_head
@@ -79,7 +81,7 @@ def make_tiny_subject(
     pose[:, 2, 0] = 0.15 * (1 + torch.sin(t * 0.9))
     trans = torch.zeros(frames, 3)
     shape = torch.zeros(1, head.num_shape)
-    imgs, boxes = [], []
+    imgs, boxes, albs, nors, masks = [], [], [], [], []
     with torch.no_grad():
         for i in range(frames):
             out = render_frame(gt, light, shape, expr[i:i + 1], pose[i:i + 1], trans[i:i + 1], vm, K, size, size,
@@ -88,6 +90,10 @@ def make_tiny_subject(
             a = out["alpha"][0]
             straight = torch.where(a > 1e-4, rgb / a.clamp_min(1e-4), torch.zeros_like(rgb)).clamp(0, 1)
             imgs.append(torch.cat([straight, a], -1).numpy())
+            if with_gt and "albedo" in out:
+                albs.append((out["albedo"][0] / a.clamp_min(1e-4)).clamp(0, 1) * (a > 0.5))
+                nors.append(torch.einsum("ij,hwj->hwi", vm[:3, :3], out["normal"][0]) * (a > 0.5))
+                masks.append((a > 0.5).float())
             v = head.forward(expression=expr[i:i + 1], pose=pose[i:i + 1]).vertices[0]
             face = v[head.regions["face"]]
             pc = face @ vm[:3, :3].T + vm[:3, 3]
@@ -96,8 +102,9 @@ def make_tiny_subject(
     params = SubjectParams(shape=shape[0], expression=expr, pose=pose, translation=trans, viewmat=vm, K=K,
                            image_size=(size, size), head_model=head.name, crop_boxes=torch.tensor(
                                [list(b) for b in boxes]), expr_names=list(head.expr_names))
+    gt_maps = {"albedo": albs, "normal": nors, "mask": masks} if albs else None
     write_subject(path, imgs, params, {"source": "hravatar.train_testing.make_tiny_subject", "seed": seed,
-                                        "synthetic": True}, overwrite=True)
+                                        "synthetic": True}, gt=gt_maps, overwrite=True)
     head.save(path / "head_model.safetensors")
     return path
 
