@@ -36,7 +36,7 @@ def _quadrature(rough: float, nv: float) -> tuple[float, float]:
         warnings.simplefilter("ignore")
         for bias in (False, True):
             val, _ = integrate.dblquad(
-                lambda th, ph: integrand(th, ph, bias),
+                lambda th, ph, b=bias: integrand(th, ph, b),
                 0,
                 2 * math.pi,
                 0,
@@ -97,6 +97,4 @@ def test_fresnel_ks_formula() -> None:
     assert torch.allclose(fresnel_ks(f0, o, c), expect)
     # grazing angle: k_s -> max(1 - o, F0); normal incidence: close to F0
     assert fresnel_ks(torch.tensor(0.04), torch.tensor(0.5), torch.tensor(0.0)).item() == pytest.approx(0.5)
-    assert fresnel_ks(torch.tensor(0.04), torch.tensor(0.5), torch.tensor(1.0)).item() == pytest.approx(
-        0.04, abs=1e-3
-    )
+    assert fresnel_ks(torch.tensor(0.04), torch.tensor(0.5), torch.tensor(1.0)).item() == pytest.approx(0.04, abs=1e-3)

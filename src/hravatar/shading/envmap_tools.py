@@ -112,9 +112,7 @@ def read_envmap(path: str | Path) -> Tensor:
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.ndim != 3:
-        raise HRAvatarError(
-            f"{path}: could not read as an HDR image; use a Radiance .hdr (or install openexr)"
-        )
+        raise HRAvatarError(f"{path}: could not read as an HDR image; use a Radiance .hdr (or install openexr)")
     arr = arr[..., :3][..., ::-1].astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
@@ -167,16 +165,23 @@ def prefilter_specular(
     equirect: Tensor,
     roughness: float,
     res: int,
-    samples: int = 256,
+    samples: int | None = None,
     mips: list[Tensor] | None = None,
     chunk_elems: int = 1 << 20,
+    lod_bias: float = 0.0,
 ) -> Tensor:
     """GGX-prefiltered cube map ``[6, res, res, 3]`` of ``equirect [H, W, 3]`` for one roughness.
 
     Roughness 0 gives the area-filtered mirror map. Otherwise ``N = V = R`` per texel; ``samples``
     half vectors from GGX (``alpha = roughness^2``); each light direction is weighted by ``N.L``
-    and read with filtered importance sampling (see the module docstring).
+    and read with filtered importance sampling (see the module docstring) at the mip level whose
+    texel matches the sample's solid angle, plus ``lod_bias`` levels. ``samples=None`` picks
+    ``clamp(3e6 / texels, 128, 4096)`` (small, rough levels get many samples). Measured against
+    brute-force Monte-Carlo (tests): bias 0 and 1024 samples are within 1 % at roughness 0.5-1;
+    a bias of +1 (Colbert's) blurs by up to 3 % more, 256 samples add 2-3 % structured error.
     """
+    if samples is None:
+        samples = int(min(4096, max(128, 3_000_000 // (6 * res * res))))
     if roughness <= 0:
         return equirect_to_cube(equirect, res)
     mips = mips if mips is not None else equirect_mips(equirect.float())
@@ -197,13 +202,11 @@ def prefilter_specular(
     for i in range(0, n_all.shape[0], step):
         n = n_all[i : i + step]
         t, b = _tangent_frame(n)
-        hw = (
-            hl[:, 0, None] * t[:, None] + hl[:, 1, None] * b[:, None] + hl[:, 2, None] * n[:, None]
-        )  # [T,S,3]
+        hw = hl[:, 0, None] * t[:, None] + hl[:, 1, None] * b[:, None] + hl[:, 2, None] * n[:, None]  # [T,S,3]
         nh = hl[:, 2]
         lw = 2 * nh[None, :, None] * hw - n[:, None]
         sin_t = torch.sqrt((1 - lw[..., 1] ** 2).clamp_min(0)).clamp_min(1.0 / h)
-        level = (0.5 * torch.log2(om_s[None] / (om_p0 * sin_t)) + 1.0).clamp_min(0)
+        level = (0.5 * torch.log2(om_s[None] / (om_p0 * sin_t)) + lod_bias).clamp_min(0)
         val = sample_equirect_mips(mips, lw, level)  # [T, S, 3]
         out.append((val * nl[None, :, None]).sum(1) / nl.sum())
     return torch.cat(out).reshape(6, res, res, -1)
@@ -215,7 +218,7 @@ def prefilter_envmap(
     levels: int = 7,
     min_res: int = 16,
     irradiance_res: int = 32,
-    samples: int = 256,
+    samples: int | None = None,
     meta: dict[str, str] | None = None,
 ) -> PrefilteredEnvmap:
     """Prefilter an equirectangular HDR map ``[H, W, 3]`` for split-sum shading.
@@ -232,7 +235,7 @@ def prefilter_envmap(
         res = max(base_res >> i, min_res)
         spec.append(prefilter_specular(eq, float(rough[i]), res, samples=samples, mips=mips))
     irr = irradiance_cube(eq, irradiance_res)
-    m = {"base_res": str(base_res), "levels": str(levels), "samples": str(samples)}
+    m = {"base_res": str(base_res), "levels": str(levels), "samples": str(samples or "auto")}
     m.update(meta or {})
     return PrefilteredEnvmap(irr, spec, rough, eq, m)
 
@@ -258,9 +261,7 @@ def load_prefiltered(path: str | Path, device: torch.device | str = "cpu") -> Pr
 
     path = Path(path)
     if not path.is_file():
-        raise HRAvatarError(
-            f"{path}: no such file; create it with `hravatar envmap prefilter MAP.hdr {path}`"
-        )
+        raise HRAvatarError(f"{path}: no such file; create it with `hravatar envmap prefilter MAP.hdr {path}`")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
