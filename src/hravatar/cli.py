@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hravatar.apps.train:train", "subject folder -> trained avatar (checkpoints, --resume)"),
     "evaluate": ("hravatar.apps.evaluate:evaluate", "test-frame metrics (PSNR, SSIM, LPIPS, MAE*), images"),
     "synth": ("hravatar.apps.synth:synth", "built-in synthetic talking head with ground truth"),
+    "demo": ("hravatar.apps.demo:demo", "synthetic subject -> train -> evaluate -> relight -> HTML report"),
 }
 
 
