@@ -172,7 +172,8 @@ def build_demo_report(out_dir: str | Path) -> Path:
         "Intrinsics: avatar vs ground truth",
         note=(
             "Albedo (the avatar's after the global per-channel scale), roughness (0.5 dark - 1 bright), F0 "
-            "(0.04 dark - 0.15 bright) and normals (camera frame: x right = red, y up = green, toward the viewer = blue)."
+            "(0.04 dark - 0.15 bright) and normals (camera frame: x right = red, y up = green, "
+            "toward the viewer = blue)."
         ),
     )
     for f in frames:
