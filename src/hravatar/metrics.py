@@ -64,19 +64,19 @@ def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5,
     """
     x, y = _batch(pred).permute(0, 3, 1, 2), _batch(target).permute(0, 3, 1, 2)
     C = x.shape[1]
-    g = torch.as_tensor(_gauss_1d(window, sigma), dtype=x.dtype, device=x.device)
-    k = (g[:, None] * g[None, :]).expand(C, 1, window, window).contiguous()
-    pad = window // 2 if padding == "same" else 0
     if padding not in ("same", "valid"):
         raise ValueError("padding must be 'same' or 'valid'")
-
-    def filt(t: Tensor) -> Tensor:
-        return F.conv2d(t, k, padding=pad, groups=C)
-
-    mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
+    g = torch.as_tensor(_gauss_1d(window, sigma), dtype=x.dtype, device=x.device)
+    pad = window // 2 if padding == "same" else 0
+    # the five local moments in one separable (11 + 11 taps instead of 121) grouped convolution
+    stack = torch.cat([x, y, x * x, y * y, x * y], 1)  # [B,5C,H,W]
+    n = stack.shape[1]
+    f = F.conv2d(stack, g.view(1, 1, window, 1).expand(n, 1, window, 1), padding=(pad, 0), groups=n)
+    f = F.conv2d(f, g.view(1, 1, 1, window).expand(n, 1, 1, window), padding=(0, pad), groups=n)
+    mu_x, mu_y, exx, eyy, exy = f.split(C, 1)
+    sxx = exx - mu_x**2
+    syy = eyy - mu_y**2
+    sxy = exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.permute(0, 2, 3, 1)
