@@ -28,8 +28,10 @@ import tyro
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log
 
-#: Settings that make stage outputs incompatible when they change.
-_KEY_SETTINGS = ("size", "frames", "seed", "perturb", "iterations", "encoder", "points_per_face")
+#: Settings of the synthetic subject (changing them needs a new folder or --force).
+_SYNTH_SETTINGS = ("size", "frames", "seed", "perturb", "points_per_face")
+#: Settings of training (changing them retrains from scratch, keeping the subject).
+_TRAIN_SETTINGS = ("iterations", "encoder", "encoder_input_size")
 
 
 @dataclass
@@ -93,12 +95,18 @@ def demo(cfg: DemoConfig) -> int:
     state = json.loads(state_path.read_text()) if state_path.is_file() and not cfg.force else {}
     settings = _settings(cfg)
     old = state.get("settings", {})
-    changed = [k for k in _KEY_SETTINGS if k in old and old[k] != settings[k]]
+    changed = [k for k in _SYNTH_SETTINGS if k in old and old[k] != settings[k]]
     if changed:
         raise HRAvatarError(
             f"{out}: was made with other settings ({', '.join(changed)}); use another --out "
             "or pass --force to redo every stage"
         )
+    retrain = [k for k in _TRAIN_SETTINGS if k in old and old[k] != settings[k]]
+    if retrain:
+        log.info("training settings changed (%s): training again from scratch", ", ".join(retrain))
+        for k in ("train", "evaluate", "relight"):
+            state.get("done", {}).pop(k, None)
+        state.get("timings_s", {}).pop("train", None)
     state.update(
         settings=settings,
         command="hravatar demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["demo"] else "hravatar demo",
@@ -151,7 +159,7 @@ def demo(cfg: DemoConfig) -> int:
     # 2. training ----------------------------------------------------------------------------------------
     if stage("train", 2):
         t0 = time.perf_counter()
-        resume = (avatar_dir / "checkpoint.pt").is_file() and not cfg.force
+        resume = (avatar_dir / "checkpoint.pt").is_file() and not cfg.force and not retrain
         enc_size = cfg.encoder_input_size or (224 if cfg.size >= 224 else 112)
         tc = TrainConfig(
             subject=subject,
