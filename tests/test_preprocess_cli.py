@@ -142,7 +142,7 @@ def test_too_few_frames(clip, tmp_path, capsys):
 def test_tiny_face(clip, tmp_path, capsys):
     import cv2
 
-    # the 256 px render shrunk into the corner of a 640x480 frame: a ~45 px face
+    # the 256 px render shrunk into the corner of a 640x480 frame: BlazeFace still finds the ~32 px face
     small = [cv2.resize(f, (96, 96), interpolation=cv2.INTER_AREA) for f in clip.frames]
     frames = np.full((len(small), 480, 640, 3), 110, np.uint8)
     frames[:, 40:136, 60:156] = np.stack(small)
@@ -150,7 +150,7 @@ def test_tiny_face(clip, tmp_path, capsys):
     out = tmp_path / "subj"
     assert run(["preprocess", str(v), "-o", str(out), *FAST]) == 2
     msg = _err(capsys)
-    assert "face is too small" in msg or "face was found in only" in msg, msg
+    assert "the face is too small" in msg, msg
     assert not out.exists()
 
 
