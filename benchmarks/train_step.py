@@ -58,7 +58,7 @@ def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend
     opt = avatar.make_optimizer(names=tuple(k for k in avatar.lr_table() if k != "colors"))
     lopt = torch.optim.Adam(light.parameters(), lr=5e-2, eps=1e-15)
     eopt = torch.optim.Adam(enc.parameters(), lr=5e-5, eps=1e-15)
-    vm, K = tiny_camera(size, distance=0.6, focal_ratio=1.6)
+    vm, K = tiny_camera(size, distance=0.6, focal_ratio=2.0)
     centre = (head.v_template.min(0).values + head.v_template.max(0).values) / 2
     vm[:3, 3] = vm[:3, 3] - vm[:3, :3] @ centre  # look at the middle of the head
     g = torch.Generator().manual_seed(1)
