@@ -52,65 +52,43 @@ class PipelineSettings:
 
 # ---- video ---------------------------------------------------------------------------------------
 def probe(video: Path) -> dict[str, Any]:
-    """Frame count, rate and size of ``video``; a one-line HRAvatarError when it is not a readable video."""
+    """Frame count, rate and displayed size of ``video`` (:func:`hravatar.io.video.probe_video`); a
+    one-line HRAvatarError when it is missing, empty or not a readable video."""
     if not video.is_file():
         raise HRAvatarError(f"{video}: no such file; give the path of a video (mp4, mov, webm, ...)")
     if video.stat().st_size == 0:
         raise HRAvatarError(f"{video}: the file is empty (0 bytes); record or copy the video again")
-    import av
+    from hravatar.io.video import probe_video
 
     try:
-        with av.open(str(video)) as c:
-            if not c.streams.video:
-                raise HRAvatarError(f"{video}: contains no video stream")
-            s = c.streams.video[0]
-            rate = float(s.average_rate or s.guessed_rate or 30)
-            n = int(s.frames or 0)
-            if n == 0 and c.duration:
-                n = int(round(c.duration / 1e6 * rate))
-            return {
-                "frames": n,
-                "fps": rate,
-                "width": int(s.codec_context.width),
-                "height": int(s.codec_context.height),
-            }
-    except HRAvatarError:
-        raise
-    except Exception as e:  # av raises many types for damaged files
+        info = probe_video(video)
+    except HRAvatarError as e:
         raise HRAvatarError(
-            f"{video}: cannot read it as a video ({type(e).__name__}); "
+            f"{video}: cannot read it as a video ({str(e).split(': ', 1)[-1]}); "
             "check the file or convert it with ffmpeg"
         ) from None
+    return {
+        "frames": info.num_frames,
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+    }
 
 
-def decode(
-    video: Path, fps: float | None = None, max_frames: int | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(source_index, rgb uint8 [H,W,3])`` of the kept frames (resampled to ``fps``, at most
-    ``max_frames``)."""
-    import av
+def frame_stride(src_fps: float, fps: float | None) -> int:
+    """Keep every n-th frame to get about ``fps`` frames/s from a ``src_fps`` video (1 = all)."""
+    return 1 if not fps or fps >= src_fps else max(1, round(src_fps / fps))
 
-    src_rate = probe(video)["fps"]
-    step = 1.0 if not fps or fps >= src_rate else src_rate / fps
-    kept, next_t = 0, 0.0
-    try:
-        with av.open(str(video)) as c:
-            s = c.streams.video[0]
-            s.thread_type = "AUTO"
-            for i, frame in enumerate(c.decode(s)):
-                if i + 1e-6 < next_t:
-                    continue
-                next_t += step
-                yield i, frame.to_ndarray(format="rgb24")
-                kept += 1
-                if max_frames and kept >= max_frames:
-                    return
-    except HRAvatarError:
-        raise
-    except Exception as e:
-        raise HRAvatarError(
-            f"{video}: decoding failed ({type(e).__name__}: {e}); the file may be damaged"
-        ) from None
+
+def decode(video: Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(source_index, rgb uint8 [H,W,3])`` of the kept frames (upright, resampled to about
+    ``fps`` by a frame stride, at most ``max_frames``), via :func:`hravatar.io.video.iter_video`."""
+    from hravatar.io.video import iter_video
+
+    stride = frame_stride(probe(video)["fps"], fps)
+    for k, frame in enumerate(iter_video(video, stride=stride, max_frames=max_frames, show_progress=False)):
+        yield k * stride, frame
 
 
 # ---- work folder ---------------------------------------------------------------------------------
@@ -237,9 +215,7 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
     valid = np.zeros(n, bool)
     nfaces = np.zeros(n, np.int32)
     try:
-        for k, (_, frame) in enumerate(
-            progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")
-        ):
+        for k, (_, frame) in enumerate(progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")):
             if k >= n:
                 break
             crop = win.apply(frame)
@@ -383,7 +359,7 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
         det = dict(np.load(work.path("detect.npz")))
         _validate(video, det, s)
         stage_t["detect"] = time.time() - t
-        fps_out = s.fps if s.fps and s.fps < meta["fps"] else meta["fps"]
+        fps_out = meta["fps"] / frame_stride(meta["fps"], s.fps)
         t = time.time()
         if not work.done("frames"):
             _stage_frames(work, video, s, det)
@@ -440,9 +416,7 @@ def _write(
     n = len(lm["valid"])
     err = tr["landmark_error_px"]
     pts = lm["points"][..., :2]
-    boxes = np.stack(
-        [crop_box_from_points(pts[i]) if lm["valid"][i] else np.full(3, np.nan) for i in range(n)]
-    )
+    boxes = np.stack([crop_box_from_points(pts[i]) if lm["valid"][i] else np.full(3, np.nan) for i in range(n)])
     ok = np.isfinite(boxes[:, 0])
     idx = np.arange(n)
     for k in range(3):
@@ -518,8 +492,5 @@ def _write(
     write_subject(output, progress(frames, total=n, desc="write subject"), params, manifest, overwrite=True)
     if keep_overlay is not None:
         keep_overlay.replace(output / "overlay.mp4")
-    log.info(
-        f"{output}: {n} frames, mean landmark error {float(np.nanmean(err)):.2f} px "
-        f"({time.time() - t0:.1f} s)"
-    )
+    log.info(f"{output}: {n} frames, mean landmark error {float(np.nanmean(err)):.2f} px ({time.time() - t0:.1f} s)")
     return output
