@@ -1,0 +1,42 @@
+"""A miniature `hravatar demo` end to end: report and metrics files, then a resumed rerun."""
+
+import json
+import re
+import time
+
+import pytest
+
+from hravatar.apps.demo import DemoConfig, demo
+
+
+@pytest.mark.slow
+def test_miniature_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    cfg = DemoConfig(out=out, size=64, frames=20, iterations=50)
+    assert demo(cfg) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and str((out / "report.html").resolve()) in printed
+    for name in ("report.html", "report.json", "metrics.json", "relight.json", "demo.json"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    sr = m["self_reenactment"]
+    assert 10 < sr["psnr"] < 60 and 0 < sr["ssim"] <= 1
+    for env in ("sunset", "cool"):
+        assert m["relighting"][env]["psnr"] > 5
+    assert 0 <= m["albedo"]["lmse"] < 1 and 0 < m["normal"]["cosine"] <= 1
+    html = (out / "report.html").read_text()
+    imgs = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
+    assert len(imgs) > 30  # grids, strips, curves, timings: all embedded
+    assert 'src="http' not in html and 'src="file' not in html and 'src="figures' not in html
+    for section in ("Summary", "Training", "Relighting under unseen environments", "Rotating light",
+                    "Material edit", "Novel views", "Timings"):
+        assert section in html, section
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["metrics"]["self_reenactment"]["psnr"] == pytest.approx(sr["psnr"])
+    state = json.loads((out / "demo.json").read_text())
+    assert all(state["done"].get(k) for k in ("synth", "train", "evaluate", "relight"))
+    # a rerun skips every finished stage
+    t0 = time.perf_counter()
+    assert demo(cfg) == 0
+    assert time.perf_counter() - t0 < 30
+    assert json.loads((out / "metrics.json").read_text()) == m
