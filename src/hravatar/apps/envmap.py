@@ -30,7 +30,7 @@ class EnvmapPrefilterConfig:
     irradiance_res: int = 32
     """cube-map resolution of the irradiance (cosine-convolved) map"""
     samples: int | None = None
-    """GGX importance samples per texel (default: 128 for large levels up to 4096 for small, rough ones)"""
+    """GGX importance samples per texel (default: about 4e6 / texels, within 128..4096)"""
     rotation: float = 0.0
     """bake a rotation about +y (degrees) into the stored maps; relighting can also rotate at render time"""
     exposure: float = 0.0

@@ -9,7 +9,7 @@ Replaces the external C++ prefilter tool (and its 8-bit TGA output) of the offic
   ``sum_s L(l_s) (N.l_s) / sum_s (N.l_s)`` over GGX-importance-sampled ``l_s`` (Hammersley
   points, ``alpha = roughness^2``), each sample read from the mip level of the map whose texel
   matches the sample's solid angle (filtered importance sampling, Krivanek & Colbert 2008), so a
-  few hundred samples give noise-free results.
+  few hundred to a few thousand samples give smooth results.
 * :func:`prefilter_envmap`: both plus the mirror level, in a :class:`PrefilteredEnvmap`; level
   ``i`` of ``L`` levels holds roughness ``i / (L - 1)``. :func:`save_prefiltered` /
   :func:`load_prefiltered` store it as safetensors (what ``hravatar envmap prefilter`` writes).
@@ -168,7 +168,7 @@ def prefilter_specular(
     samples: int | None = None,
     mips: list[Tensor] | None = None,
     chunk_elems: int = 1 << 20,
-    lod_bias: float = 0.0,
+    lod_bias: float = 1.0,
 ) -> Tensor:
     """GGX-prefiltered cube map ``[6, res, res, 3]`` of ``equirect [H, W, 3]`` for one roughness.
 
@@ -176,12 +176,15 @@ def prefilter_specular(
     half vectors from GGX (``alpha = roughness^2``); each light direction is weighted by ``N.L``
     and read with filtered importance sampling (see the module docstring) at the mip level whose
     texel matches the sample's solid angle, plus ``lod_bias`` levels. ``samples=None`` picks
-    ``clamp(3e6 / texels, 128, 4096)`` (small, rough levels get many samples). Measured against
-    brute-force Monte-Carlo (tests): bias 0 and 1024 samples are within 1 % at roughness 0.5-1;
-    a bias of +1 (Colbert's) blurs by up to 3 % more, 256 samples add 2-3 % structured error.
+    ``clamp(4e6 / texels, 128, 4096)`` (small, rough levels get many samples).
+
+    Measured against brute-force Monte-Carlo on a smooth random environment (max relative error
+    over texels, roughness 1): bias 1 / 2048 samples 1.5 %, bias 1 / 4096 samples 0.8 %, bias 0 /
+    1024 samples 0.8 %. Bias 0 leaves visible mottling around small bright lights (studio
+    softboxes) at roughness >= 0.8, bias 0.5 a trace of it, bias 1 (Colbert's) none: hence 1.
     """
     if samples is None:
-        samples = int(min(4096, max(128, 3_000_000 // (6 * res * res))))
+        samples = int(min(4096, max(128, 4_000_000 // (6 * res * res))))
     if roughness <= 0:
         return equirect_to_cube(equirect, res)
     mips = mips if mips is not None else equirect_mips(equirect.float())
