@@ -124,10 +124,8 @@ def test_gradients_reach_maps_and_directions() -> None:
 def test_equirect_convention_and_resampling() -> None:
     d = torch.tensor([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     u, v = dir_to_equirect_uv(d)
-    assert torch.allclose(u[:2], torch.tensor([0.5, 0.75])) and torch.allclose(
-        v[:2], torch.tensor([0.5, 0.5])
-    )
+    assert torch.allclose(u[:2], torch.tensor([0.5, 0.75])) and torch.allclose(v[:2], torch.tensor([0.5, 0.5]))
     assert v[2].item() < 1e-3
     eq = equirect_directions(64, 128) * 0.5 + 0.5  # radiance = linear function of direction
     cube = equirect_to_cube(eq, 16)
-    assert (cube - (texel_directions(16) * 0.5 + 0.5)).abs().max().item() < 0.02
+    assert (cube - (texel_directions(16) * 0.5 + 0.5)).abs().max().item() < 0.03

@@ -225,7 +225,8 @@ def sample_cube_mips(levels: list[Tensor] | tuple[Tensor, ...], dirs: Tensor, le
         level: fractional mip level ``[...]`` or ``[..., 1]``; clamped to ``[0, L-1]``; the two
             nearest levels are blended linearly (differentiable w.r.t. ``level``).
     Returns:
-        ``[..., C]``.
+        ``[..., C]``. Only the two bracketing levels are read per query (all padded levels live
+        in one flat buffer), so the cost does not grow with the number of levels.
     """
     if level.dim() == dirs.dim():
         level = level.squeeze(-1)
@@ -234,14 +235,35 @@ def sample_cube_mips(levels: list[Tensor] | tuple[Tensor, ...], dirs: Tensor, le
     face, u, v = dir_to_face_uv(dirs)
     if n == 1:
         return _bilinear_padded(pad_cube(levels[0]), face, u, v)
+    ch = levels[0].shape[-1]
+    dev = levels[0].device
+    flat = torch.cat([pad_cube(c).reshape(-1, ch) for c in levels], 0)
+    res = torch.tensor([c.shape[1] for c in levels], device=dev)
+    sizes = 6 * (res + 2) ** 2
+    offs = torch.cumsum(sizes, 0) - sizes
     lv = level.clamp(0, n - 1)
-    l0 = lv.detach().floor().clamp(max=n - 2)
+    l0 = lv.detach().floor().clamp(max=n - 2).long()
     t = (lv - l0).unsqueeze(-1)
-    samples = torch.stack([_bilinear_padded(pad_cube(c), face, u, v) for c in levels], 0)  # [L, ..., C]
-    i0 = l0.long().unsqueeze(0).unsqueeze(-1).expand(1, *samples.shape[1:])
-    s0 = torch.gather(samples, 0, i0)[0]
-    s1 = torch.gather(samples, 0, i0 + 1)[0]
-    return s0 * (1 - t) + s1 * t
+    shape = (*u.shape, ch)
+    fl = face.long()
+
+    def tap(k: Tensor) -> Tensor:
+        r = res[k]
+        rf = r.to(u.dtype)
+        rp = r + 2
+        x = ((u + 1) / 2 * rf + 0.5).clamp_min(0)
+        x = torch.minimum(x, rf + 1)
+        y = torch.minimum(((v + 1) / 2 * rf + 0.5).clamp_min(0), rf + 1)
+        x0 = torch.minimum(x.detach().floor(), rf)
+        y0 = torch.minimum(y.detach().floor(), rf)
+        wx, wy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
+        b = (offs[k] + fl * rp * rp + y0.long() * rp + x0.long()).reshape(-1)
+        rpf = rp.reshape(-1)
+        t00, t01 = flat[b].reshape(shape), flat[b + 1].reshape(shape)
+        t10, t11 = flat[b + rpf].reshape(shape), flat[b + rpf + 1].reshape(shape)
+        return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+
+    return tap(l0) * (1 - t) + tap(l0 + 1) * t
 
 
 def build_mips(cube: Tensor, n_levels: int) -> list[Tensor]:
