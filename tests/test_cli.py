@@ -40,3 +40,12 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "bad.hdr" in lines[0]
+
+
+def test_doctor_fails_in_one_line_on_missing_configured_flame(tmp_path):
+    env = {**__import__("os").environ, "HRAVATAR_FLAME_PATH": str(tmp_path / "generic_model.pkl")}
+    res = subprocess.run([sys.executable, "-m", "hravatar", "doctor", "--no-build"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "generic_model.pkl" in errors[0]
