@@ -1,7 +1,9 @@
+import av
 import numpy as np
 import pytest
 
 from hravatar.errors import HRAvatarError
+from hravatar.io.image import to_uint8
 from hravatar.io.video import iter_video, probe_video, read_video, write_video
 
 
@@ -50,6 +52,46 @@ def test_rotation_metadata(tmp_path, rotation):
     assert _psnr(got[2] / 255.0, expect) > 30
 
 
+def _write_raw(path, frames, fmt, codec="libx264", tags=None, fps=10):
+    """Mux frames with PyAV directly (a container/tag combination write_video does not make)."""
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.height, s.width = frames[0].shape[:2] if frames else (32, 32)
+        s.pix_fmt = "yuv420p"
+        s.metadata.update(tags or {})
+        out.start_encoding()
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(to_uint8(f), format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+def test_rotate_tag_matches_display_matrix(tmp_path):
+    """Phones' legacy ``rotate=90`` tag means 90 degrees clockwise = display-matrix rotation 270 (ccw)."""
+    frames = _clip(n=3)
+    frames[0][:6, :6] = 1.0  # mark the stored top-left corner
+    tagged = _write_raw(tmp_path / "tag.mkv", frames, "matroska", tags={"rotate": "90"})
+    info = probe_video(tagged)
+    assert (info.rotation, info.width, info.height) == (270, 48, 64)
+    got, _ = read_video(tagged, show_progress=False)
+    # turned clockwise: the stored top-left corner is now the top-right one
+    assert got[0][:6, -6:].mean() > 240 and got[0][:6, :6].mean() < 200
+    matrix, _ = read_video(write_video(tmp_path / "m.mp4", frames, fps=10, rotation=270), show_progress=False)
+    assert _psnr(got[0] / 255.0, matrix[0] / 255.0) > 35
+
+
+def test_zero_frame_videos(tmp_path):
+    for name, fmt, codec in (("zero.mp4", "mp4", "libx264"), ("zero.avi", "avi", "mpeg4")):
+        path = _write_raw(tmp_path / name, [], fmt, codec)
+        assert path.stat().st_size > 0
+        for call in (probe_video, read_video, lambda p: list(iter_video(p, show_progress=False))):
+            with pytest.raises(HRAvatarError, match=name) as e:
+                call(path)
+            assert "\n" not in str(e.value)
+
+
 def test_unreadable_and_missing(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video" * 100)
@@ -75,10 +117,14 @@ def test_truncated_yields_decodable_frames(tmp_path, caplog):
     data = path.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    try:
-        got = list(iter_video(cut, show_progress=False))
-    except HRAvatarError as e:  # a cut that removes the index makes the file unreadable: still one line
-        assert "cut.mp4" in str(e) and "\n" not in str(e)
-        return
+    got = list(iter_video(cut, show_progress=False))  # the index is at the front (faststart)
     assert 0 < len(got) < 40
-    assert any("truncated" in r.message for r in caplog.records)
+    assert _psnr(got[-1] / 255.0, frames[len(got) - 1]) > 30  # the frames that decode are the right ones
+    assert any("truncated" in r.message and "cut.mp4" in r.message for r in caplog.records)
+    # a recording cut before its index was written (index at the end) is unreadable: one line
+    tail = tmp_path / "noindex.mp4"
+    _write_raw(tail, frames, "mp4")
+    tail.write_bytes(tail.read_bytes()[: int(tail.stat().st_size * 0.6)])
+    with pytest.raises(HRAvatarError, match="noindex.mp4.*truncated") as e:
+        list(iter_video(tail, show_progress=False))
+    assert "\n" not in str(e.value)

@@ -25,7 +25,8 @@ def setup_logging(verbose: bool = False) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
+    # records still propagate (to pytest's caplog, or an embedding app's root handlers); the root
+    # logger has no handler in the command, so nothing is printed twice
 
 
 def is_tty() -> bool:

@@ -43,20 +43,35 @@ def _open(path: Path):  # -> av.container.InputContainer
     try:
         container = av.open(str(path))
     except Exception as e:  # av.error.* variants
-        msg = f"{path}: not a readable video ({type(e).__name__}); check the file or re-encode it"
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        msg = f"{path}: not a readable video ({reason}); it may be truncated or not a video: check or re-encode it"
         raise HRAvatarError(msg) from None
     if not container.streams.video:
         container.close()
-        raise HRAvatarError(f"{path}: contains no video stream")
+        raise HRAvatarError(f"{path}: contains no video stream (an empty recording or an audio-only file)")
     return container
 
 
-def _frame_rotation(frame) -> int:
+def _frame_rotation(frame, stream=None) -> int:
+    """Counter-clockwise display rotation in degrees (0/90/180/270) of a decoded frame.
+
+    FFmpeg attaches the container's display matrix to each frame; PyAV reports its rotation
+    counter-clockwise. Older files may only carry a ``rotate`` stream tag (clockwise degrees).
+    """
     try:
         rot = int(round(float(frame.rotation)))
     except Exception:
-        return 0
-    return rot % 360
+        rot = 0
+    if rot == 0 and stream is not None:
+        meta = {str(k).lower(): v for k, v in (getattr(stream, "metadata", None) or {}).items()}
+        tag = meta.get("rotate")
+        try:
+            rot = -int(round(float(tag))) if tag else 0
+        except ValueError:
+            rot = 0
+    return int(90 * round(rot / 90)) % 360
 
 
 def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -95,7 +110,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             first = next(container.decode(stream))
         except (StopIteration, Exception):
             raise HRAvatarError(f"{path}: video has no decodable frames") from None
-        rot = _frame_rotation(first)
+        rot = _frame_rotation(first, stream)
         w, h = first.width, first.height
         if rot in (90, 270):
             w, h = h, w
@@ -154,7 +169,7 @@ def iter_video(
             if index % stride:
                 continue
             img = frame.to_ndarray(format="rgb24")
-            yield _resize(_upright(img, _frame_rotation(frame)), size)
+            yield _resize(_upright(img, _frame_rotation(frame, stream)), size)
             kept += 1
             bar.update(1)
             if max_frames and kept >= max_frames:
@@ -197,7 +212,9 @@ def write_video(
     """Encode frames (uint8 or float in [0,1], RGB ``[H,W,3]``) as H.264/yuv420p mp4, atomically.
 
     Odd sizes are padded by one pixel (yuv420p needs even sizes). ``rotation`` (degrees
-    counter-clockwise) is written as display-matrix metadata. Returns ``path``.
+    counter-clockwise) is written as display-matrix metadata. The index (``moov``) is put at the
+    front of the file (``faststart``), so browsers stream it and a cut-off copy still decodes
+    up to the cut. Returns ``path``.
     """
     import av
 
@@ -206,7 +223,7 @@ def write_video(
     path = Path(path)
     n = 0
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             stream = None
             bar = progress(total=total, desc=f"encode {path.name}", disable=not show_progress)
             for img in frames:
