@@ -46,6 +46,19 @@ def test_corrupt_files(tmp_path, suffix):
         read_envmap(tmp_path / "x.png")
 
 
+@pytest.mark.parametrize("suffix", [".hdr", ".exr"])
+def test_truncated_files(tmp_path, suffix, capfd):
+    data = write_envmap(tmp_path / f"ok{suffix}", _env(64, 128)).read_bytes()
+    p = tmp_path / f"cut{suffix}"
+    p.write_bytes(data[: int(len(data) * 0.7)])
+    capfd.readouterr()
+    with pytest.raises(HRAvatarError, match=f"cut{suffix}.*(corrupt|truncated)") as e:
+        read_envmap(p)
+    assert "\n" not in str(e.value)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", "the libraries' own diagnostics should be silenced"
+
+
 def test_shared_envmaps_load(shared_dir):
     env = read_envmap(shared_dir / "data" / "envmaps" / "studio_small_03_1k.hdr")
     assert env.shape == (512, 1024, 3) and env.max() > 100

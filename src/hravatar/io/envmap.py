@@ -6,6 +6,11 @@ to 0 on load; NaN/Inf values are rejected.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -13,6 +18,7 @@ import numpy as np
 
 from hravatar.errors import HRAvatarError
 from hravatar.io.atomic import atomic_path
+from hravatar.io.image import quiet_cv2
 
 SUFFIXES = (".hdr", ".exr")
 
@@ -28,11 +34,36 @@ def _check(path: Path, img: np.ndarray) -> np.ndarray:
     return np.maximum(img, 0.0)
 
 
+@contextlib.contextmanager
+def _quiet_openexr() -> Iterator[None]:
+    """Silence the OpenEXR library's own diagnostics (C++ on fd 2, Python prints on stdout) while
+    reading: we report one clear line instead."""
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_fd2():
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_exr(path: Path) -> np.ndarray:
     import OpenEXR
 
     try:
-        with OpenEXR.File(str(path)) as f:
+        with _quiet_openexr(), OpenEXR.File(str(path)) as f:
             ch = f.channels()
             if "RGB" in ch:
                 img = np.asarray(ch["RGB"].pixels)
@@ -47,7 +78,8 @@ def _read_exr(path: Path) -> np.ndarray:
     except HRAvatarError:
         raise
     except Exception as e:  # openexr raises RuntimeError/OSError variants
-        raise HRAvatarError(f"{path}: not a readable EXR file ({str(e).splitlines()[0] if str(e) else e})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HRAvatarError(f"{path}: not a readable EXR file, corrupt or truncated ({reason})") from None
     return img.astype(np.float32)
 
 
@@ -61,7 +93,8 @@ def read_envmap(path: str | Path) -> np.ndarray:
         raise HRAvatarError(f"{path}: environment map not found")
     if suffix == ".exr":
         return _check(path, _read_exr(path))
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with quiet_cv2():
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.dtype != np.float32:
         raise HRAvatarError(f"{path}: not a readable Radiance .hdr file (corrupt or truncated)")
     return _check(path, img[..., ::-1] if img.ndim == 3 else img)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -11,14 +13,32 @@ from hravatar.errors import HRAvatarError
 from hravatar.io.atomic import atomic_path
 
 
+@contextlib.contextmanager
+def quiet_cv2() -> Iterator[None]:
+    """Silence OpenCV's own error lines while reading (we raise one clear error instead)."""
+    try:
+        from cv2.utils import logging as cvlog
+
+        level = cvlog.getLogLevel()
+        cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    except Exception:  # pragma: no cover - older OpenCV builds
+        yield
+        return
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(level)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H,W,3]`` or RGBA ``[H,W,4]`` (16-bit is scaled to 8-bit)."""
     path = Path(path)
     if not path.is_file():
         raise HRAvatarError(f"{path}: image not found")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with quiet_cv2():
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise HRAvatarError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise HRAvatarError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     if img.dtype != np.uint8:
