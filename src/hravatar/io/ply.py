@@ -92,12 +92,36 @@ def write_gaussian_ply(
     data = np.empty(n, dtype=[(c, "<f4") for c, _ in cols])
     for c, a in cols:
         data[c] = a
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    header += [f"property float {c}" for c, _ in cols]
+    return write_ply_vertices(path, data)
+
+
+_NAMES = {np.dtype(t).newbyteorder("<"): name for name, t in
+          (("float", "f4"), ("double", "f8"), ("uchar", "u1"), ("char", "i1"), ("short", "i2"),
+           ("ushort", "u2"), ("int", "i4"), ("uint", "u4"))}
+
+
+def write_ply_vertices(path: str | Path, data: np.ndarray) -> Path:
+    """Write a structured array (one field per vertex property, ``[N]``) as a binary little-endian
+    PLY, atomically. ``write_ply_vertices(p, read_gaussian_ply(q)["raw"])`` copies ``q``'s vertex
+    data bit for bit (the stored, not the activated, values)."""
+    data = np.asarray(data)
+    if data.dtype.names is None or data.ndim != 1:
+        raise ValueError("data must be a 1-D structured array (one field per property)")
+    fields = []
+    for name in data.dtype.names:
+        t = data.dtype[name]
+        if t.shape or t.base.newbyteorder("<") not in _NAMES or not name.isidentifier():
+            raise ValueError(f"property {name!r}: unsupported type {t} or name")
+        fields.append((name, t.base.newbyteorder("<")))
+    le = np.empty(data.shape[0], dtype=fields)
+    for name in data.dtype.names:
+        le[name] = data[name]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {le.shape[0]}"]
+    header += [f"property {_NAMES[t]} {name}" for name, t in fields]
     header.append("end_header")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(data.tobytes())
+        f.write(le.tobytes())
     return Path(path)
 
 
@@ -105,28 +129,43 @@ def _parse_header(path: Path, raw: bytes) -> tuple[int, list[tuple[str, str]], i
     end = raw.find(b"end_header")
     if not raw.startswith(b"ply") or end < 0:
         raise HRAvatarError(f"{path}: not a PLY file (missing 'ply' magic or 'end_header')")
-    body_start = raw.index(b"\n", end) + 1
+    nl = raw.find(b"\n", end)
+    if nl < 0:
+        raise HRAvatarError(f"{path}: PLY is truncated (nothing after 'end_header')")
     lines = raw[:end].decode("ascii", "replace").splitlines()
-    fmt, count, props, element = "", -1, [], None
-    for line in lines:
+    fmt, count, props, element, elements = "", -1, [], None, []
+    for i, line in enumerate(lines[1:], start=2):
         parts = line.split()
-        if not parts:
+        if not parts or parts[0] in ("comment", "obj_info"):
             continue
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "element":
-            element = parts[1]
-            if element == "vertex":
-                count = int(parts[2])
-        elif parts[0] == "property" and element == "vertex":
-            if parts[1] == "list":
-                raise HRAvatarError(f"{path}: list properties on vertices are not a Gaussian PLY")
-            if parts[1] not in _TYPES:
-                raise HRAvatarError(f"{path}: unknown PLY property type {parts[1]!r}")
-            props.append((parts[2], _TYPES[parts[1]]))
+        try:
+            if parts[0] == "format":
+                fmt = parts[1]
+            elif parts[0] == "element":
+                element = parts[1]
+                elements.append(element)
+                if element == "vertex":
+                    count = int(parts[2])
+                    if count < 0:
+                        raise ValueError("negative count")
+            elif parts[0] == "property" and element == "vertex":
+                if parts[1] == "list":
+                    raise HRAvatarError(f"{path}: list properties on vertices are not a Gaussian PLY")
+                if parts[1] not in _TYPES:
+                    raise HRAvatarError(f"{path}: unknown PLY property type {parts[1]!r}")
+                props.append((parts[2], _TYPES[parts[1]]))
+            elif parts[0] not in ("property",):
+                raise ValueError(f"unknown keyword {parts[0]!r}")
+        except (ValueError, IndexError) as e:
+            raise HRAvatarError(f"{path}: malformed PLY header line {i} {line.strip()[:60]!r} ({e})") from None
     if count < 0:
         raise HRAvatarError(f"{path}: PLY has no vertex element")
-    return count, props, body_start, fmt
+    if elements[0] != "vertex":
+        raise HRAvatarError(f"{path}: PLY element {elements[0]!r} precedes the vertices; not a Gaussian PLY")
+    names = [p for p, _ in props]
+    if len(set(names)) != len(names):
+        raise HRAvatarError(f"{path}: PLY has duplicate vertex properties")
+    return count, props, nl + 1, fmt
 
 
 def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
@@ -173,7 +212,10 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
     def col(*ks: str) -> np.ndarray:
         return np.stack([data[k].astype(np.float32) for k in ks], -1)
 
-    rest_names = sorted((p for p in names if p.startswith("f_rest_")), key=lambda s: int(s.split("_")[-1]))
+    rest_names = [p for p in names if p.startswith("f_rest_")]
+    if sorted(rest_names) != sorted(f"f_rest_{i}" for i in range(len(rest_names))) or len(rest_names) % 3:
+        raise HRAvatarError(f"{path}: PLY f_rest_* properties must be f_rest_0..f_rest_(3K-1), got {len(rest_names)}")
+    rest_names.sort(key=lambda s: int(s.split("_")[-1]))
     k = len(rest_names) // 3
     sh_rest = col(*rest_names).reshape(count, 3, k).transpose(0, 2, 1) if k else np.zeros((count, 0, 3), np.float32)
     colors = sh_to_rgb(col("f_dc_0", "f_dc_1", "f_dc_2")) if "f_dc_0" in names else np.full((count, 3), 0.5, np.float32)
@@ -185,7 +227,7 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
         raise HRAvatarError(f"{path}: PLY positions contain NaN or Inf")
     return {
         "means": means,
-        "scales": np.exp(col("scale_0", "scale_1", "scale_2")),
+        "scales": np.exp(col("scale_0", "scale_1", "scale_2").astype(np.float64)).astype(np.float32),
         "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
         "opacities": (1.0 / (1.0 + np.exp(-opacity_logit))).astype(np.float32),
         "colors": colors,
