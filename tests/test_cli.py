@@ -28,8 +28,47 @@ def test_unknown_command(capsys):
 def test_doctor_json(capsys):
     assert run(["doctor", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["problems"] == []
+    assert data["problems"] == [] and isinstance(data["warnings"], list)
     assert data["info"]["torch"] and data["info"]["rasterizer"] in ("cpu", "reference", "cuda (gsplat)")
+    for key in ("python", "device", "c++ compiler", "mediapipe", "open head model", "FLAME", "assets"):
+        assert data["info"][key]
+
+
+def test_doctor_text_and_empty_cache(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HRAVATAR_CACHE", str(tmp_path / "cache"))  # this test only: nothing cached
+    monkeypatch.delenv("HRAVATAR_FLAME_PATH", raising=False)
+    assert run(["doctor", "--no-build"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: assets missing" in out and out.rstrip().endswith("ready (with the warnings above)")
+    assert "FLAME" in out and "not configured" in out
+
+
+def _doctor_error(capsys) -> str:
+    assert run(["doctor", "--no-build"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_doctor_fails_on_missing_requirements(capsys, monkeypatch, tmp_path):
+    import hravatar.apps.doctor as doc
+
+    monkeypatch.setenv("HRAVATAR_FLAME_PATH", str(tmp_path / "flame2023.pkl"))
+    assert "flame2023.pkl" in _doctor_error(capsys)
+    monkeypatch.delenv("HRAVATAR_FLAME_PATH")
+
+    def no_torch():
+        raise ImportError("No module named 'torch'")
+
+    monkeypatch.setattr(doc, "_check_torch", no_torch)
+    assert "PyTorch is not importable" in _doctor_error(capsys)
+    monkeypatch.undo()
+
+    def broken(build, out):
+        raise RuntimeError("kernel crashed")
+
+    monkeypatch.setattr(doc, "_backend", broken)
+    assert "no working rasterizer: kernel crashed" in _doctor_error(capsys)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
