@@ -32,6 +32,16 @@ def test_round_trip(tmp_path):
     assert isinstance(back.inner.lr, float)
 
 
+def test_json_round_trip_and_defaults(tmp_path):
+    cfg = Outer(maybe=None, inner=Inner(size=(8, 4)))
+    p = save_config(cfg, tmp_path / "config.json")
+    assert p.read_text().lstrip().startswith("{")
+    assert load_config(Outer, p) == cfg
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("inner:\n  lr: 0.5\n")
+    assert load_config(Outer, partial) == Outer(inner=Inner(lr=0.5))
+
+
 def test_bad_config(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: a\nunknown_key: 1\n")
@@ -42,3 +52,8 @@ def test_bad_config(tmp_path):
         load_config(Outer, p)
     with pytest.raises(HRAvatarError, match="not found"):
         load_config(Outer, tmp_path / "none.yaml")
+    for text in ("- a\n- b\n", "inner:\n  size: [1, 2, 3]\n", "name: [unclosed\n"):
+        p.write_text(text)
+        with pytest.raises(HRAvatarError, match="c.yaml") as e:
+            load_config(Outer, p)
+        assert "\n" not in str(e.value)

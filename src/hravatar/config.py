@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import types
 import typing
 from pathlib import Path
@@ -94,20 +95,35 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    """Write ``cfg`` (a dataclass) as YAML to ``path`` atomically; returns the path."""
+    """Write ``cfg`` (a dataclass) to ``path`` atomically: JSON for a ``.json`` suffix, else YAML.
+
+    Returns the path."""
     path = Path(path)
-    text = f"# {type(cfg).__name__}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if path.suffix.lower() == ".json":
+        text = json.dumps(to_dict(cfg), indent=2) + "\n"
+    else:
+        text = f"# {type(cfg).__name__}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
     atomic_write_text(path, text)
     return path
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a config written by :func:`save_config` back into ``cls`` (``yaml.safe_load`` only)."""
+    """Read a config written by :func:`save_config` (YAML or JSON) back into ``cls``.
+
+    Uses ``yaml.safe_load`` only (JSON is YAML): no ``eval``, no pickle, no object tags. Settings
+    missing from the file keep their defaults; unknown settings or wrong types are an
+    :class:`HRAvatarError` naming the file.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise HRAvatarError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise HRAvatarError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return from_dict(cls, data or {})
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise HRAvatarError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    try:
+        return from_dict(cls, {} if data is None else data)
+    except HRAvatarError as e:
+        raise HRAvatarError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise HRAvatarError(f"{path}: settings do not fit {cls.__name__} ({str(e).splitlines()[0]})") from None
