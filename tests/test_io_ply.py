@@ -100,3 +100,14 @@ def test_malformed(tmp_path):
                      b"property float z\nend_header\n0 0 0\n")
     with pytest.raises(HRAvatarError, match="not a Gaussian"):
         read_gaussian_ply(mesh)
+
+
+def test_ascii_ply_from_another_tool(tmp_path):
+    body = b"0.1 0.2 0.3 0 -2.3 -2.3 -2.3 1 0 0 0\n1 2 3 2.0 -1 -1 -1 0 0 0 1\n"
+    (tmp_path / "a.ply").write_bytes(HEAD.replace(b"binary_little_endian", b"ascii")
+                                     + b"element vertex 2\n" + PROPS + b"end_header\n" + body)
+    d = read_gaussian_ply(tmp_path / "a.ply")
+    assert np.allclose(d["means"], [[0.1, 0.2, 0.3], [1, 2, 3]])
+    assert np.allclose(d["opacities"], [0.5, 1 / (1 + np.exp(-2.0))])
+    assert np.allclose(d["scales"][0], np.exp(-2.3)) and np.array_equal(d["quats"][1], [0, 0, 0, 1])
+    assert np.allclose(d["colors"], 0.5)  # no f_dc: grey
