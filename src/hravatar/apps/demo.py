@@ -209,7 +209,8 @@ def demo(cfg: DemoConfig) -> int:
     # 4. relighting figures ------------------------------------------------------------------------------
     if stage("relight", 4):
         t0 = time.perf_counter()
-        r = relight_figures(avatar_dir, subject, fig_dir, backend=cfg.backend)
+        m = json.loads((out / "metrics.json").read_text())
+        r = relight_figures(avatar_dir, subject, fig_dir, backend=cfg.backend, albedo_scale=m["albedo"]["scale"])
         write_json(out / "relight.json", r)
         finish("relight", t0)
 

@@ -189,7 +189,8 @@ def build_demo_report(out_dir: str | Path) -> Path:
         "Relighting under unseen environments",
         note=(
             "The avatar's G-buffer shaded with environments never seen in training, next to the ground-truth "
-            "avatar under the same light (raw, without scale alignment)."
+            "avatar under the same light: raw, and after the global per-channel scale of the metrics table "
+        "(the 'aligned' images)."
         ),
     )
     env_dir = out / "subject" / "gt" / "envmaps"
@@ -198,13 +199,18 @@ def build_demo_report(out_dir: str | Path) -> Path:
         cells = [(f"{env} (environment)", thumb)] if thumb is not None else []
         for f in frames:
             cells.append((f"frame {f['index']}: avatar", _img(fig_dir, f.get(f"relit_{env}_pred"))))
+            cells.append((f"frame {f['index']}: avatar, aligned", _img(fig_dir, f.get(f"relit_{env}_aligned"))))
             cells.append((f"frame {f['index']}: GT", _img(fig_dir, f.get(f"relit_{env}_gt"))))
         rep.image_rows([(env, [c for c in cells if c[1] is not None])], height=130)
 
     if relight:
         rep.section(
             "Rotating light",
-            note=(f"The training environment rotated about the vertical axis (frame {relight.get('frame_index')})."),
+            note=(
+                f"The training environment rotated about the vertical axis (frame {relight.get('frame_index')}). "
+                "In this and the next two strips the avatar's albedo is multiplied by the global per-channel "
+                "scale fitted in the evaluation, so both rows use the same light."
+            ),
         )
         rep.image_rows(_pairs(fig_dir, relight.get("rotate", []), "angle", "{:.0f} deg"), height=120)
         if relight.get("f0"):

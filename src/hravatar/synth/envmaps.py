@@ -56,34 +56,28 @@ class EnvSpec:
 ENVIRONMENTS: dict[str, EnvSpec] = {
     "studio": EnvSpec(
         "studio",
-        zenith=(0.35, 0.42, 0.55),
-        horizon=(0.45, 0.43, 0.40),
-        ground=(0.12, 0.10, 0.09),
+        zenith=(0.12, 0.14, 0.18), horizon=(0.14, 0.13, 0.12), ground=(0.04, 0.035, 0.03),
         lights=(
-            Softbox(-35.0, 30.0, 22.0, (5.0, 4.7, 4.3)),  # key: front, subject's right, above
-            Softbox(55.0, 10.0, 28.0, (1.4, 1.5, 1.7)),  # fill: subject's left
-            Softbox(170.0, 35.0, 18.0, (2.5, 2.5, 2.5)),  # rim from behind
+            Softbox(-35.0, 30.0, 20.0, (9.0, 8.5, 8.0)),  # key: front, subject's right, above
+            Softbox(55.0, 10.0, 26.0, (1.5, 1.6, 1.8)),  # fill: subject's left
+            Softbox(170.0, 35.0, 18.0, (4.0, 4.0, 4.0)),  # rim from behind
         ),
     ),
     "sunset": EnvSpec(
         "sunset",
-        zenith=(0.10, 0.16, 0.35),
-        horizon=(0.9, 0.45, 0.18),
-        ground=(0.08, 0.05, 0.04),
+        zenith=(0.05, 0.07, 0.15), horizon=(0.35, 0.18, 0.08), ground=(0.03, 0.02, 0.015),
         lights=(
-            Softbox(80.0, 8.0, 9.0, (38.0, 19.0, 6.0), softness=0.5),  # low sun, subject's left
+            Softbox(80.0, 8.0, 9.0, (60.0, 30.0, 10.0), softness=0.5),  # low sun, subject's left
             Softbox(-120.0, 40.0, 30.0, (0.25, 0.35, 0.7)),
         ),
     ),
     "cool": EnvSpec(
         "cool",
-        zenith=(0.25, 0.35, 0.6),
-        horizon=(0.15, 0.2, 0.3),
-        ground=(0.05, 0.06, 0.08),
+        zenith=(0.08, 0.1, 0.2), horizon=(0.05, 0.06, 0.1), ground=(0.02, 0.025, 0.03),
         lights=(
-            Softbox(10.0, 70.0, 25.0, (3.0, 3.6, 5.0)),  # overhead, slightly front
-            Softbox(-75.0, -10.0, 20.0, (2.6, 0.7, 1.6)),  # magenta from the subject's right, below
-            Softbox(110.0, 15.0, 15.0, (0.6, 2.2, 1.4)),  # teal accent, subject's left
+            Softbox(10.0, 70.0, 25.0, (4.0, 4.8, 6.5)),  # overhead, slightly front
+            Softbox(-75.0, -10.0, 20.0, (4.0, 1.0, 2.5)),  # magenta from the subject's right, below
+            Softbox(110.0, 15.0, 15.0, (1.0, 3.5, 2.2)),  # teal accent, subject's left
         ),
     ),
 }

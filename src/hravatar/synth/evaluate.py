@@ -187,7 +187,7 @@ def evaluate_synthetic(
             relit[e]["pred"].append(o["image"][0])
             relit[e]["gt"].append(g)
             relit[e]["mask"].append((o["alpha"][0] > 0.01).float())
-            row[e] = (p, g)
+            row[e] = (o["image"][0], g)
         if i in fig_idx:
             figs[i] = {
                 "gt": target,
@@ -236,13 +236,13 @@ def evaluate_synthetic(
         "per_frame": {"frame_index": [ds.frame_indices[i] for i in idx], "psnr": rec["psnr"], "ssim": rec["ssim"]},
     }
     if fig_dir is not None:
-        metrics["figures"] = _write_eval_figures(Path(fig_dir), figs, ds, test_envs, s_alb)
+        scales = {e: torch.tensor(relit_out[e]["scale"]) for e in test_envs}
+        metrics["figures"] = _write_eval_figures(Path(fig_dir), figs, ds, test_envs, s_alb, scales)
     return metrics
 
 
-def _write_eval_figures(
-    fig_dir: Path, figs: dict[int, dict[str, Any]], ds: Any, envs: list[str], s_alb: Tensor
-) -> dict[str, Any]:
+def _write_eval_figures(fig_dir: Path, figs: dict[int, dict[str, Any]], ds: Any, envs: list[str],
+                        s_alb: Tensor, relit_scales: dict[str, Tensor]) -> dict[str, Any]:
     """PNG files of the evaluation figures; returns ``{"frames": [{"index":..., "<key>": path}]}``."""
     from hravatar.report.html import encode_image
     from hravatar.report.plots import error_map, normal_to_rgb, scalar_to_rgb
@@ -275,7 +275,8 @@ def _write_eval_figures(
         r["normal_gt"] = save(f"f{k:05d}_normal_gt.png", normal_to_rgb(n_g * flip, gm))
         for e in envs:
             p_, g_ = f["relit"][e]
-            r[f"relit_{e}_pred"] = save(f"f{k:05d}_relit_{e}_pred.png", p_)
+            r[f"relit_{e}_pred"] = save(f"f{k:05d}_relit_{e}_pred.png", p_.clamp(0, 1))
+            r[f"relit_{e}_aligned"] = save(f"f{k:05d}_relit_{e}_aligned.png", (p_ * relit_scales[e]).clamp(0, 1))
             r[f"relit_{e}_gt"] = save(f"f{k:05d}_relit_{e}_gt.png", g_)
         rows.append(r)
     return {"frames": rows}
@@ -290,12 +291,17 @@ def relight_figures(
     f0_values: tuple[float, ...] = (0.04, 0.1, 0.2, 0.4, 0.8),
     views: tuple[float, ...] = (-60.0, -30.0, 0.0, 30.0, 60.0),
     backend: str = "auto",
+    albedo_scale: list[float] | None = None,
 ) -> dict[str, Any]:
     """Figures of the relighting stage (avatar vs ground truth), written as PNGs to ``fig_dir``.
 
     * ``rotate``: the training environment rotated about +y in ``steps`` steps (one test frame);
     * ``f0``: rising Fresnel F0 (the avatar's G-buffer with F0 replaced, training lighting);
     * ``views``: novel views (camera orbiting the head at these yaw angles, training lighting).
+
+    ``albedo_scale`` (``[3]``, e.g. :func:`evaluate_synthetic`'s ``albedo.scale``) multiplies the
+    avatar's albedo first, removing the albedo / lighting scale ambiguity so that the avatar and the
+    ground truth can be compared under the same environment.
 
     Returns ``{"rotate": [{"angle", "pred", "gt"}], "f0": [{"f0", "pred", "gt"}], "views": [...]}``
     (file names in ``fig_dir``).
@@ -313,6 +319,9 @@ def relight_figures(
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     trained = load_trained(avatar_dir)
+    if albedo_scale is not None:
+        a = (trained.avatar.albedo * torch.tensor(albedo_scale, dtype=torch.float32)).clamp(1e-4, 1 - 1e-4)
+        trained.avatar.params["albedo"].data.copy_(torch.log(a / (1 - a)))
     gt = rebuild_gt(subject_dir)
     info = gt["info"]
     train_env = info["train_env"]
@@ -334,7 +343,7 @@ def relight_figures(
     pre = _prefiltered_of(base_light)
     ggb = render_gbuffer(gt["avatar"], vm, K, W, H, *g_par, backend=backend)
     pout = _render_pred(trained, fr, trained.lighting, backend=backend)
-    res: dict[str, Any] = {"frame_index": k, "rotate": [], "f0": [], "views": []}
+    res: dict[str, Any] = {"frame_index": k, "albedo_scale": albedo_scale, "rotate": [], "f0": [], "views": []}
     for s in progress(range(steps), desc="relight: rotating light"):
         ang = 360.0 * s / steps
         light = EnvironmentLighting(pre, rotation=ang)
