@@ -42,7 +42,11 @@ class PreprocessConfig:
     overwrite: bool = False
     """Replace an existing, complete subject folder."""
     photometric: bool = False
-    """Photometric refinement of the tracking (not implemented yet: refused)."""
+    """Refine the landmark tracking photometrically (renders the tracked head and compares it with the frames)."""
+    photometric_steps: int = 80
+    """Joint refinement steps of --photometric (after 40 appearance-only steps), 4 frames per step."""
+    photometric_resolution: int = 160
+    """Render side in pixels of --photometric."""
 
 
 def preprocess(cfg: PreprocessConfig) -> int:
@@ -63,6 +67,7 @@ def preprocess(cfg: PreprocessConfig) -> int:
         overlay=cfg.overlay,
         overwrite=cfg.overwrite,
         photometric=cfg.photometric,
+        extra={"photometric": {"steps": cfg.photometric_steps, "resolution": cfg.photometric_resolution}},
     )
     out = preprocess_video(cfg.video, cfg.output, s)
     print(out)

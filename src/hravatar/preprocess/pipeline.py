@@ -25,7 +25,7 @@ from hravatar.errors import HRAvatarError
 from hravatar.io.atomic import atomic_path, atomic_write_text
 from hravatar.progress import log, progress
 
-STAGES = ("detect", "frames", "track", "overlay")
+STAGES = ("detect", "frames", "track", "photometric", "overlay")
 WORK_VERSION = 1
 
 
@@ -267,8 +267,13 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
         focal_px=f0,
         cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps),
     )
+    _save_track(work.path("track.npz"), res, emb.key)
+    work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
+
+
+def _save_track(path: Path, res: Any, emb_key: str) -> None:
     _save_npz(
-        work.path("track.npz"),
+        path,
         shape=res.shape.numpy(),
         expression=res.expression.numpy(),
         pose=res.pose.numpy(),
@@ -277,21 +282,86 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
         K=res.K.numpy(),
         landmark_error_px=res.landmark_error_px.numpy(),
         info=np.array(json.dumps(res.info)),
-        embedding_key=np.array(emb.key),
+        embedding_key=np.array(emb_key),
     )
-    work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
+
+
+def _load_track(path: Path, image_size: int) -> Any:
+    from hravatar.preprocess.tracking import TrackingResult
+
+    d = np.load(path)
+    keys = ("shape", "expression", "pose", "translation", "viewmat", "K", "landmark_error_px")
+    t = {k: torch_tensor(d[k]) for k in keys}
+    return TrackingResult(**t, image_size=image_size, info=json.loads(str(d["info"])))
+
+
+def torch_tensor(x: np.ndarray) -> Any:
+    import torch
+
+    return torch.as_tensor(np.asarray(x, np.float32))
+
+
+def _track_file(work: Work) -> Path:
+    """The final track: the photometric refinement's when it ran, else the landmark track's."""
+    p = work.path("photometric.npz")
+    return p if work.done("photometric") and p.is_file() else work.path("track.npz")
+
+
+def _stage_photometric(work: Work, s: PipelineSettings, model: Any, fps: float) -> None:
+    import cv2
+
+    from hravatar.preprocess.embedding import landmark_embedding
+    from hravatar.preprocess.mediapipe_models import ARKIT_NAMES
+    from hravatar.preprocess.photometric import PhotometricConfig, refine_photometric
+    from hravatar.preprocess.tracking import TrackingConfig
+
+    cfg = PhotometricConfig(**s.extra.get("photometric", {}))
+    R = cfg.resolution
+    lm = np.load(work.path("landmarks.npz"))
+    emb = landmark_embedding(model)
+    tr = _load_track(work.path("track.npz"), s.size)
+    rgba = sorted(work.path("rgba").glob("*.png"))
+    small = np.stack(
+        [cv2.resize(_read_png(p), (R, R), interpolation=cv2.INTER_AREA) for p in progress(rgba, desc="load crops")]
+    )
+    has_bs = bool(lm["has_blendshapes"])
+    res = refine_photometric(
+        model,
+        emb,
+        tr,
+        small,
+        lm["points"][..., :2],
+        lm["valid"],
+        blendshapes=lm["blendshapes"] if has_bs else None,
+        blendshape_names=ARKIT_NAMES if has_bs else None,
+        cfg=cfg,
+        track_cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps),
+    )
+    _save_track(work.path("photometric.npz"), res.track, emb.key)
+    work.mark("photometric", res.info)
 
 
 def _stage_overlay(work: Work, s: PipelineSettings, model: Any, fps: float) -> None:
     from hravatar.preprocess.overlay import write_overlay_video
 
-    tr = np.load(work.path("track.npz"))
+    tr = np.load(_track_file(work))
     lm = np.load(work.path("landmarks.npz"))
     rgba = sorted(work.path("rgba").glob("*.png"))
     out = work.path("overlay.mp4")
     with atomic_path(out) as tmp:
         write_overlay_video(tmp, (_read_png(p)[..., :3] for p in rgba), model, tr, lm, fps)
-    work.mark("overlay")
+    work.mark("overlay", {"track": _track_file(work).name})
+
+
+def _overlay_current(work: Work) -> bool:
+    """The overlay is finished and shows the final track."""
+    if not work.done("overlay"):
+        return False
+    try:
+        info = json.loads(work.path("overlay.done").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return info.get("track", "track.npz") == _track_file(work).name
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -322,11 +392,6 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
     s = settings or PipelineSettings()
     video, output = Path(video), Path(output)
     t0 = time.time()
-    if s.photometric:
-        raise HRAvatarError(
-            "--photometric: the photometric refinement stage is not implemented yet; "
-            "run without it (landmark tracking only)"
-        )
     if s.size < 64 or s.size % 2:
         raise HRAvatarError(f"--size {s.size}: use an even size of at least 64 (512 is the default)")
     man = output / "manifest.json"
@@ -382,7 +447,11 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
             _stage_track(work, s, model, det, fps_out)
         stage_t["track"] = time.time() - t
         t = time.time()
-        if s.overlay and not work.done("overlay"):
+        if s.photometric and not work.done("photometric"):
+            _stage_photometric(work, s, model, fps_out)
+        stage_t["photometric"] = time.time() - t
+        t = time.time()
+        if s.overlay and not _overlay_current(work):
             _stage_overlay(work, s, model, fps_out)
         stage_t["overlay"] = time.time() - t
         written = _write(output, work, s, video, meta, det, model, fps_out, stage_t, __version__, t0)
@@ -410,7 +479,7 @@ def _write(
 ) -> Path:
     from hravatar.data import SubjectParams, crop_box_from_points, write_subject
 
-    tr = dict(np.load(work.path("track.npz")))
+    tr = dict(np.load(_track_file(work)))
     lm = np.load(work.path("landmarks.npz"))
     crop = json.loads(work.path("crop.json").read_text())
     n = len(lm["valid"])
@@ -460,6 +529,7 @@ def _write(
             "fov_deg": s.fov_deg,
             "iterations": s.iterations,
             "photometric": s.photometric,
+            "photometric_settings": s.extra.get("photometric") if s.photometric else None,
         },
         "crop": crop,
         "tracking": {k: v for k, v in info.items() if k != "loss_history"}

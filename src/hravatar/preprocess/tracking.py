@@ -270,6 +270,104 @@ def _rigid_init(
     return rv, tv
 
 
+def expression_init(
+    model: object,
+    blendshapes: np.ndarray | None,
+    blendshape_names: tuple[str, ...] | None,
+    valid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float, Tensor, list[str]]:
+    """Initial expressions and jaw angles from ARKit blendshape scores (see :func:`track`).
+
+    Returns ``(expr0 [N,E] float32, jaw0 [N] radians, jaw_gain radians, frozen [E] bool tensor,
+    jaw_names)``: ``frozen`` marks the model's jaw expressions, kept at zero by tracking.
+    """
+    N = len(valid)
+    E = model.num_expr  # type: ignore[attr-defined]
+    names = list(getattr(model, "expr_names", []))
+    jaw_names = list(model.meta.get("jaw_expressions", [])) if hasattr(model, "meta") else []  # type: ignore[attr-defined]
+    jaw_gain = jaw_calibration(model)
+    expr0 = np.zeros((N, E), np.float32)
+    jaw0 = np.zeros(N, np.float32)
+    if blendshapes is not None and blendshape_names is not None:
+        bs = np.asarray(blendshapes, np.float32)
+        col = {n: i for i, n in enumerate(blendshape_names)}
+        for j, n in enumerate(names):
+            if n in col and n not in jaw_names:
+                expr0[:, j] = bs[:, col[n]]
+        if "jawOpen" in col:
+            jaw0 = jaw_gain * bs[:, col["jawOpen"]]
+        # frames without blendshapes: neighbours
+        bad = ~valid
+        if bad.any() and valid.any():
+            idx = np.arange(N)
+            for j in range(E):
+                expr0[bad, j] = np.interp(idx[bad], idx[valid], expr0[valid, j])
+            jaw0[bad] = np.interp(idx[bad], idx[valid], jaw0[valid])
+    frozen = torch.zeros(E, dtype=torch.bool)
+    for n in jaw_names:
+        if n in names:
+            frozen[names.index(n)] = True
+    return expr0, jaw0.astype(np.float32), jaw_gain, frozen, jaw_names
+
+
+def is_arkit(model: object) -> bool:
+    """True for models with ARKit-named expressions (weights kept in [0,1], blendshape prior)."""
+    names = list(getattr(model, "expr_names", []))
+    return bool(names) and all(n[0].islower() for n in names[:3]) and "jawOpen" in names
+
+
+def robust_landmark_loss(r: Tensor, wf: Tensor, sigma: float, image_size: int, warmup: bool) -> Tensor:
+    """Weighted robust landmark loss (scalar, in pixels^2 at 512 px).
+
+    ``r [N,P]`` pixel residual norms, ``wf [N,P]`` weights (0 for frames without landmarks),
+    ``sigma`` robust scale in pixels; Charbonnier during the ``warmup``, then Geman-McClure.
+    """
+    if warmup:
+        rho = (torch.sqrt(1 + (r / sigma) ** 2) - 1) * sigma**2
+    else:
+        rho = r**2 * sigma**2 / (r**2 + sigma**2)
+    return (wf * rho).sum() / wf.sum().clamp_min(1) / (image_size / 512.0) ** 2
+
+
+def tracking_priors(
+    cfg: TrackingConfig,
+    shape: Tensor,
+    expr: Tensor,
+    expr_mask: Tensor,
+    e_init: Tensor,
+    pose: Tensor,
+    trans: Tensor,
+    log_f: Tensor,
+    f0: float,
+    arkit: bool,
+) -> Tensor:
+    """Temporal smoothness and priors of :func:`track` (scalar).
+
+    ``shape [S]``, ``expr [N,E]`` (unmasked), ``expr_mask [E]``, ``e_init [N,E]`` blendshape
+    initialisation, ``pose [N,5,3]`` (global, neck, jaw, eye_l, eye_r), ``trans [N,3]`` metres,
+    ``log_f`` log focal (pixels), ``f0`` initial focal (pixels).
+    """
+    N = expr.shape[0]
+    ks = (cfg.fps / 30.0) ** 2
+    loss = shape.new_zeros(())
+    if N > 1:
+        loss = loss + ks * cfg.w_smooth_pose * (pose[1:] - pose[:-1]).pow(2).sum(-1).mean() * 100
+        loss = loss + ks * cfg.w_smooth_trans * (trans[1:] - trans[:-1]).pow(2).sum(-1).mean() * 100
+        loss = loss + ks * cfg.w_smooth_expr * (expr[1:] - expr[:-1]).pow(2).sum(-1).mean() * 100
+    loss = loss + cfg.w_shape * shape.pow(2).sum() * 100
+    loss = loss + cfg.w_expr * (expr * expr_mask).pow(2).sum(-1).mean() * 100
+    if arkit:
+        loss = loss + cfg.w_expr_init * ((expr - e_init) * expr_mask).pow(2).sum(-1).mean() * 100
+        loss = loss + cfg.w_range * ((-expr).clamp_min(0) + (expr - 1).clamp_min(0)).pow(2).sum(-1).mean() * 1e4
+    neck, jaw, eyes = pose[:, 1], pose[:, 2], pose[:, 3:].reshape(N, 6)
+    loss = loss + cfg.w_neck * neck.pow(2).sum(-1).mean() * 100
+    loss = loss + cfg.w_eyes * eyes.pow(2).sum(-1).mean() * 100
+    loss = loss + cfg.w_jaw_side * (jaw[:, 1:].pow(2).sum(-1) + (-jaw[:, 0]).clamp_min(0).pow(2)).mean() * 100
+    if cfg.optimize_focal:
+        loss = loss + cfg.w_focal * (log_f - math.log(f0)).pow(2) * 100
+    return loss
+
+
 def track(
     model: object,
     embedding: object,
@@ -303,7 +401,6 @@ def track(
     dt = torch.float32
     N = len(landmarks)
     S = min(cfg.num_shape, model.num_shape)  # type: ignore[attr-defined]
-    E = model.num_expr  # type: ignore[attr-defined]
     names = list(getattr(model, "expr_names", []))
     valid = np.asarray(valid, bool)
     if not valid.any():
@@ -315,29 +412,7 @@ def track(
     w_lm = np.asarray(embedding.weights, np.float32)  # type: ignore[attr-defined]
 
     # ---- initialisation ------------------------------------------------------------------------
-    jaw_names = list(model.meta.get("jaw_expressions", [])) if hasattr(model, "meta") else []  # type: ignore[attr-defined]
-    jaw_gain = jaw_calibration(model)
-    expr0 = np.zeros((N, E), np.float32)
-    jaw0 = np.zeros(N, np.float32)
-    if blendshapes is not None and blendshape_names is not None:
-        bs = np.asarray(blendshapes, np.float32)
-        col = {n: i for i, n in enumerate(blendshape_names)}
-        for j, n in enumerate(names):
-            if n in col and n not in jaw_names:
-                expr0[:, j] = bs[:, col[n]]
-        if "jawOpen" in col:
-            jaw0 = jaw_gain * bs[:, col["jawOpen"]]
-        # frames without blendshapes: neighbours
-        bad = ~valid
-        if bad.any() and valid.any():
-            idx = np.arange(N)
-            for j in range(E):
-                expr0[bad, j] = np.interp(idx[bad], idx[valid], expr0[valid, j])
-            jaw0[bad] = np.interp(idx[bad], idx[valid], jaw0[valid])
-    frozen = torch.zeros(E, dtype=torch.bool)
-    for n in jaw_names:
-        if n in names:
-            frozen[names.index(n)] = True
+    expr0, jaw0, jaw_gain, frozen, jaw_names = expression_init(model, blendshapes, blendshape_names, valid)
     expr_mask = (~frozen).to(dev, dt)
 
     with torch.no_grad():
@@ -380,7 +455,7 @@ def track(
     target = torch.as_tensor(np.nan_to_num(lm), dtype=dt, device=dev)
     wf = torch.as_tensor(valid, dtype=dt, device=dev)[:, None] * torch.as_tensor(w_lm, device=dev)[None]
     sigma = cfg.robust_px * image_size / 512.0
-    arkit = bool(names) and all(n[0].islower() for n in names[:3]) and "jawOpen" in names
+    arkit = is_arkit(model)
     groups = [
         {"params": [glob_p, neck, jaw, eyes], "lr": cfg.lr},
         {"params": [trans_p], "lr": cfg.lr * 0.02},
@@ -404,7 +479,6 @@ def track(
         uv, _ = _project(pts, cam_rot, cam_tt, log_f.exp(), c)
         return (uv - target).norm(dim=-1)  # [N,478]
 
-    ks = (cfg.fps / 30.0) ** 2
     iters = progress(range(cfg.iterations), desc="track head", disable=not show_progress)
     threads_before = torch.get_num_threads()
     threads = cfg.threads or (1 if N * head.v_template.shape[0] < 300_000 else threads_before)
@@ -414,27 +488,10 @@ def track(
             opt.zero_grad(set_to_none=True)
             r = residual()
             # robust: Geman-McClure after a short least-squares-like warm-up (Charbonnier)
-            if it < cfg.iterations // 4:
-                rho = (torch.sqrt(1 + (r / sigma) ** 2) - 1) * sigma**2
-            else:
-                rho = r**2 * sigma**2 / (r**2 + sigma**2)
-            loss_lm = (wf * rho).sum() / wf.sum().clamp_min(1) / (image_size / 512.0) ** 2
-            loss = loss_lm
-            if N > 1:
-                pa = pose_all()
-                loss = loss + ks * cfg.w_smooth_pose * (pa[1:] - pa[:-1]).pow(2).sum(-1).mean() * 100
-                loss = loss + ks * cfg.w_smooth_trans * (trans_p[1:] - trans_p[:-1]).pow(2).sum(-1).mean() * 100
-                loss = loss + ks * cfg.w_smooth_expr * (expr[1:] - expr[:-1]).pow(2).sum(-1).mean() * 100
-            loss = loss + cfg.w_shape * shape.pow(2).sum() * 100
-            loss = loss + cfg.w_expr * (expr * expr_mask).pow(2).sum(-1).mean() * 100
-            if arkit:
-                loss = loss + cfg.w_expr_init * ((expr - e_init) * expr_mask).pow(2).sum(-1).mean() * 100
-                loss = loss + cfg.w_range * ((-expr).clamp_min(0) + (expr - 1).clamp_min(0)).pow(2).sum(-1).mean() * 1e4
-            loss = loss + cfg.w_neck * neck.pow(2).sum(-1).mean() * 100
-            loss = loss + cfg.w_eyes * eyes.pow(2).sum(-1).mean() * 100
-            loss = loss + cfg.w_jaw_side * (jaw[:, 1:].pow(2).sum(-1) + (-jaw[:, 0]).clamp_min(0).pow(2)).mean() * 100
-            if cfg.optimize_focal:
-                loss = loss + cfg.w_focal * (log_f - math.log(f0)).pow(2) * 100
+            loss_lm = robust_landmark_loss(r, wf, sigma, image_size, it < cfg.iterations // 4)
+            loss = loss_lm + tracking_priors(
+                cfg, shape, expr, expr_mask, e_init, pose_all(), trans_p, log_f, f0, arkit
+            )
             loss.backward()
             opt.step()
             sched.step()
