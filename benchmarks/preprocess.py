@@ -188,8 +188,7 @@ def _real_eval(video: Path, size: int, max_frames: int | None) -> dict:
     lm = np.load(work.path("landmarks.npz"))
     emb = landmark_embedding(model)
     cfg = PhotometricConfig()
-    small = np.stack([cv2.resize(pl._read_png(p), (cfg.resolution,) * 2, interpolation=cv2.INTER_AREA)
-                      for p in sorted(work.path("rgba").glob("*.png"))])
+    small = np.stack([cv2.resize(f, (cfg.resolution,) * 2, interpolation=cv2.INTER_AREA) for f in pl._frames(work)])
     tcfg = TrackingConfig(iterations=300, fps=fps)
     out = {"video": str(video), "frames": int(len(small)), "size": size, "resolution": cfg.resolution,
            "appearance_steps": cfg.appearance_steps, "steps": cfg.steps, "batch_frames": cfg.batch_frames}

@@ -24,12 +24,19 @@ class FaceTrack:
         scores: ``[N]`` float32 detection confidence (0 where none).
         counts: ``[N]`` int32 number of faces detected per frame.
         frame_hw: ``(H, W)`` of the source frames.
+        sampled: ``[N]`` bool, frames the detector ran on (all by default; see ``every`` of
+            :func:`detect_faces`); rows of other frames are ``NaN`` and are interpolated by the crop.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     counts: np.ndarray
     frame_hw: tuple[int, int]
+    sampled: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampled is None:
+            self.sampled = np.ones(len(self.boxes), bool)
 
     @property
     def found(self) -> np.ndarray:
@@ -47,6 +54,7 @@ class FaceTrack:
             "scores": self.scores,
             "counts": self.counts,
             "frame_hw": np.array(self.frame_hw, np.int64),
+            "sampled": np.asarray(self.sampled, bool),
         }
 
     @classmethod
@@ -57,6 +65,7 @@ class FaceTrack:
             np.asarray(d["scores"], np.float32),
             np.asarray(d["counts"], np.int32),
             (hw[0], hw[1]),
+            np.asarray(d["sampled"], bool) if "sampled" in d else None,
         )
 
 
@@ -65,25 +74,36 @@ def detect_faces(
     total: int | None = None,
     min_confidence: float = 0.5,
     show_progress: bool = True,
+    every: int = 1,
 ) -> FaceTrack:
-    """Detect the largest face in every frame.
+    """Detect the largest face in every frame (or every ``every``-th frame).
 
     Args:
         frames: iterable of uint8 ``[H,W,3]`` RGB frames (all the same size).
         total: number of frames, for the progress bar.
         min_confidence: BlazeFace score threshold.
+        every: run the detector on every ``every``-th frame only (and on each frame after one where
+            it found nothing); the others get ``NaN`` boxes, filled by interpolation in the crop
+            (:func:`hravatar.preprocess.crop.fill_and_smooth`). The crop is one square per video,
+            the union of the smoothed head boxes, so a head that moves a little between two
+            samples changes nothing.
     Returns:
         :class:`FaceTrack` with pixel boxes in the source frames.
     """
     from hravatar.preprocess.mediapipe_models import FaceDetector
 
     det = FaceDetector(min_confidence=min_confidence)
-    boxes, scores, counts = [], [], []
+    boxes, scores, counts, sampled = [], [], [], []
     hw = (0, 0)
+    every = max(1, int(every))
+    missed = False
     try:
-        for frame in progress(frames, total=total, desc="detect faces", disable=not show_progress):
+        for i, frame in enumerate(progress(frames, total=total, desc="detect faces", disable=not show_progress)):
             hw = (int(frame.shape[0]), int(frame.shape[1]))
-            faces = det.detect(frame)
+            run = i % every == 0 or missed
+            sampled.append(run)
+            faces = det.detect(frame) if run else []
+            missed = run and not faces
             counts.append(len(faces))
             if faces:
                 f = faces[0]
@@ -99,8 +119,9 @@ def detect_faces(
         np.array(scores, np.float32),
         np.array(counts, np.int32),
         hw,
+        np.array(sampled, bool),
     )
     several = int((track.counts > 1).sum())
     if several:
-        log.warning(f"several faces in {several} of {len(track.counts)} frames; using the largest one")
+        log.warning(f"several faces in {several} of {int(track.sampled.sum())} frames; using the largest one")
     return track

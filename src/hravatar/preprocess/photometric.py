@@ -66,6 +66,8 @@ class PhotometricConfig:
         lr_albedo, lr_light: Adam learning rates of the appearance.
         w_gain: prior pulling per-frame exposure gains to 1.
         refine_geometry: False keeps the tracked geometry fixed (appearance only, for comparisons).
+        threads: torch (and rasterizer) threads; 0 = 1: the renders are small, and on a shared, busy
+            machine extra OpenMP threads waiting on each other made steps 10-20x slower.
         seed: batch order.
     """
 
@@ -80,6 +82,7 @@ class PhotometricConfig:
     lr_light: float = 0.02
     w_gain: float = 10.0
     refine_geometry: bool = True
+    threads: int = 0
     seed: int = 0
 
 
@@ -325,6 +328,7 @@ def refine_photometric(
 
     hist: list[tuple[str, int, float, float]] = []
     threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or 1)
     try:
         # phase 1: appearance on the landmark track
         opt_a = torch.optim.Adam(

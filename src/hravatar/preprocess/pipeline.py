@@ -26,7 +26,7 @@ from hravatar.io.atomic import atomic_path, atomic_write_text
 from hravatar.progress import log, progress
 
 STAGES = ("detect", "frames", "track", "photometric", "overlay")
-WORK_VERSION = 1
+WORK_VERSION = 2
 
 
 @dataclass
@@ -42,6 +42,7 @@ class PipelineSettings:
     min_face_px: int = 64
     min_face_fraction: float = 0.5
     matter: str = "mediapipe"
+    detect_every: int = 3
     fov_deg: float = 50.0
     iterations: int = 400
     overlay: bool = True
@@ -131,25 +132,13 @@ def _save_npz(path: Path, **arrays: Any) -> None:
         np.savez(fh, **arrays)
 
 
-def _write_png(path: Path, img: np.ndarray, compression: int = 1) -> None:
-    import cv2
-
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., [2, 1, 0, 3]]
-    elif img.ndim == 3:
-        img = img[..., ::-1]
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, compression]):
-            raise HRAvatarError(f"{path}: could not write; check the disk")
-
-
-def _read_png(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise HRAvatarError(f"{path}: unreadable work file; delete {path.parent.parent} and re-run")
-    return img[..., [2, 1, 0, 3]] if img.shape[2] == 4 else img[..., ::-1]
+def _frames(work: Work) -> np.ndarray:
+    """The RGBA crops of the frames stage, ``[N,S,S,4]`` uint8 (memory-mapped, read-only)."""
+    try:
+        return np.load(work.path("frames.npy"), mmap_mode="r")
+    except (OSError, ValueError):
+        msg = f"{work.path('frames.npy')}: unreadable work file; delete {work.root.parent} and re-run"
+        raise HRAvatarError(msg) from None
 
 
 # ---- stages --------------------------------------------------------------------------------------
@@ -164,7 +153,7 @@ def _stage_detect(work: Work, video: Path, s: PipelineSettings, meta: dict) -> d
             yield f
 
     total = meta["frames"] if not s.max_frames else min(meta["frames"] or s.max_frames, s.max_frames)
-    track = detect_faces(frames(), total=total or None)
+    track = detect_faces(frames(), total=total or None, every=s.detect_every)
     _save_npz(work.path("detect.npz"), source_index=np.array(src_idx, np.int64), **track.to_dict())
     info = {"num_frames": len(src_idx)}
     work.mark("detect", info)
@@ -176,10 +165,11 @@ def _validate(video: Path, d: dict, s: PipelineSettings) -> None:
     if n == 0:
         raise HRAvatarError(f"{video}: no frames could be decoded; the video is empty or damaged")
     boxes = d["boxes"]
+    sampled = np.asarray(d["sampled"], bool) if "sampled" in d else np.ones(n, bool)
     found = np.isfinite(boxes[:, 0])
-    if found.mean() < s.min_face_fraction:
+    if found[sampled].mean() < s.min_face_fraction:
         raise HRAvatarError(
-            f"{video}: a face was found in only {int(found.sum())} of {n} frames; "
+            f"{video}: a face was found in only {int(found.sum())} of {int(sampled.sum())} frames; "
             "film the face from the front, well lit, filling a good part of the picture"
         )
     sizes = np.maximum(boxes[found, 2] - boxes[found, 0], boxes[found, 3] - boxes[found, 1])
@@ -208,16 +198,19 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
     matter = load_matter(s.matter)
     matter.reset()
     lmk = FaceLandmarker()
-    rgba_dir = work.path("rgba")
-    rgba_dir.mkdir(exist_ok=True)
+    S = int(s.size)
+    tmp_frames = work.path("frames.npy.partial")
+    crops = np.lib.format.open_memmap(tmp_frames, mode="w+", dtype=np.uint8, shape=(n, S, S, 4))
     pts = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
     bs = np.zeros((n, len(ARKIT_NAMES)), np.float32)
     valid = np.zeros(n, bool)
     nfaces = np.zeros(n, np.int32)
+    done = 0
     try:
         for k, (_, frame) in enumerate(progress(decode(video, s.fps, s.max_frames), total=n, desc="crop+matte")):
             if k >= n:
                 break
+            done = k + 1
             crop = win.apply(frame)
             alpha = matter.matte(crop)
             r = lmk.detect(crop)
@@ -226,9 +219,15 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
                 if r.blendshapes is not None:
                     bs[k] = r.blendshapes
             a8 = (np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
-            rgba = np.concatenate([crop, a8[..., None]], -1)
-            rgba[a8 == 0, :3] = 0
-            _write_png(rgba_dir / f"{k:05d}.png", rgba)
+            out = crops[k]
+            out[..., :3] = crop
+            out[..., 3] = a8
+            out[a8 == 0, :3] = 0
+        crops.flush()
+        del crops
+        if done != n:
+            raise HRAvatarError(f"{video}: {done} frames decoded on the second pass, {n} on the first; re-run")
+        tmp_frames.replace(work.path("frames.npy"))
     finally:
         lmk.close()
         if hasattr(matter, "close"):
@@ -320,10 +319,7 @@ def _stage_photometric(work: Work, s: PipelineSettings, model: Any, fps: float) 
     lm = np.load(work.path("landmarks.npz"))
     emb = landmark_embedding(model)
     tr = _load_track(work.path("track.npz"), s.size)
-    rgba = sorted(work.path("rgba").glob("*.png"))
-    small = np.stack(
-        [cv2.resize(_read_png(p), (R, R), interpolation=cv2.INTER_AREA) for p in progress(rgba, desc="load crops")]
-    )
+    small = np.stack([cv2.resize(f, (R, R), interpolation=cv2.INTER_AREA) for f in _frames(work)])
     has_bs = bool(lm["has_blendshapes"])
     res = refine_photometric(
         model,
@@ -346,10 +342,9 @@ def _stage_overlay(work: Work, s: PipelineSettings, model: Any, fps: float) -> N
 
     tr = np.load(_track_file(work))
     lm = np.load(work.path("landmarks.npz"))
-    rgba = sorted(work.path("rgba").glob("*.png"))
     out = work.path("overlay.mp4")
     with atomic_path(out) as tmp:
-        write_overlay_video(tmp, (_read_png(p)[..., :3] for p in rgba), model, tr, lm, fps)
+        write_overlay_video(tmp, (f[..., :3] for f in _frames(work)), model, tr, lm, fps)
     work.mark("overlay", {"track": _track_file(work).name})
 
 
@@ -377,6 +372,7 @@ def _fingerprint(video: Path, s: PipelineSettings) -> dict[str, Any]:
         "fps": s.fps,
         "max_frames": s.max_frames,
         "matter": s.matter,
+        "detect_every": s.detect_every,
         "fov_deg": s.fov_deg,
         "iterations": s.iterations,
     }
@@ -544,17 +540,19 @@ def _write(
                 "landmarks": bool(lm["valid"][i]),
                 "landmark_error_px": None if not np.isfinite(err[i]) else round(float(err[i]), 3),
                 "faces": int(lm["num_faces"][i]),
-                "face_box_found": bool(np.isfinite(det["boxes"][i, 0])),
+                "face_box_found": bool(np.isfinite(det["boxes"][i, 0]))
+                if ("sampled" not in det or det["sampled"][i])
+                else None,
             }
             for i in range(n)
         ],
         "timings_s": {k: round(v, 2) for k, v in stage_t.items()} | {"total": round(time.time() - t0, 2)},
         "overlay": "overlay.mp4" if s.overlay else None,
     }
-    rgba = sorted(work.path("rgba").glob("*.png"))
+    rgba = _frames(work)
     if len(rgba) != n:
         raise HRAvatarError(f"{work.root}: {len(rgba)} frames on disk for {n} tracked; delete it and re-run")
-    frames = (_read_png(p) for p in rgba)
+    frames = (rgba[i] for i in range(n))
     keep_overlay = None
     if s.overlay and work.path("overlay.mp4").is_file():
         keep_overlay = output.parent / f".{output.name}.overlay.mp4"

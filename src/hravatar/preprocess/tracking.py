@@ -152,8 +152,16 @@ class SubsetHead:
             off = off + pose_feature(rot[:, 1:]) @ self.posedirs.T
         v = v[None] + off.reshape(N, Vs, 3)
         A = kinematic_chain(rot, joints, self.parents)
-        T = blend_transforms(self.lbs_weights, A)
-        return (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
+        J = A.shape[1]
+        if J > 8:  # many joints: blend the transforms per point
+            T = blend_transforms(self.lbs_weights, A)
+            return (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
+        # few joints (FLAME, the open model: 5): one [V',4J] x [4J,3] product per frame,
+        # sum_j w_vj A_j [v;1] = ([w_vj v, w_vj]) . (A_j^T), instead of N*V' tiny 3x3 products
+        vh = torch.cat([v, v.new_ones(()).expand(*v.shape[:-1], 1)], -1)  # [N,V',4]
+        X = (self.lbs_weights.to(v.dtype)[None, :, :, None] * vh[:, :, None, :]).reshape(N, Vs, J * 4)
+        Y = A[..., :3, :].transpose(-1, -2).reshape(N, J * 4, 3)
+        return X @ Y + translation[:, None]
 
     __call__ = forward
 
