@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hravatar.head.lbs import axis_angle_to_matrix, blend_transforms, kinematic_chain, pose_feature
+from hravatar.head.lbs import axis_angle_to_matrix, kinematic_chain, pose_feature
 from hravatar.progress import log, progress
 
 #: OpenCV camera axes seen from the head frame: x right(-> subject's left), y down, z into the face.
@@ -152,16 +152,26 @@ class SubsetHead:
             off = off + pose_feature(rot[:, 1:]) @ self.posedirs.T
         v = v[None] + off.reshape(N, Vs, 3)
         A = kinematic_chain(rot, joints, self.parents)
-        J = A.shape[1]
-        if J > 8:  # many joints: blend the transforms per point
-            T = blend_transforms(self.lbs_weights, A)
-            return (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3] + translation[:, None]
-        # few joints (FLAME, the open model: 5): one [V',4J] x [4J,3] product per frame,
-        # sum_j w_vj A_j [v;1] = ([w_vj v, w_vj]) . (A_j^T), instead of N*V' tiny 3x3 products
-        vh = torch.cat([v, v.new_ones(()).expand(*v.shape[:-1], 1)], -1)  # [N,V',4]
-        X = (self.lbs_weights.to(v.dtype)[None, :, :, None] * vh[:, :, None, :]).reshape(N, Vs, J * 4)
-        Y = A[..., :3, :].transpose(-1, -2).reshape(N, J * 4, 3)
-        return X @ Y + translation[:, None]
+        # skinning per joint over the vertices it moves (most vertices follow 1-2 joints): a few
+        # [V_j,3] x [3,3] products per frame instead of N*V' blended 4x4 transforms
+        out = translation[:, None].expand(N, Vs, 3)
+        for j, idx, w in self._joint_groups():
+            vj = v[:, idx] @ A[:, j, :3, :3].transpose(-1, -2) + A[:, j, None, :3, 3]  # [N,V_j,3]
+            out = out.index_add(1, idx, vj * w)
+        return out
+
+    def _joint_groups(self) -> list[tuple[int, Tensor, Tensor]]:
+        """``(joint, vertex indices [V_j], weights [V_j,1])`` of every joint with non-zero weights."""
+        key = (self.lbs_weights.data_ptr(), tuple(self.lbs_weights.shape))
+        if getattr(self, "_groups_key", None) != key:
+            W = self.lbs_weights
+            self._groups = []
+            for j in range(W.shape[1]):
+                idx = torch.nonzero(W[:, j] != 0)[:, 0]
+                if len(idx):
+                    self._groups.append((j, idx, W[idx, j, None]))
+            self._groups_key = key
+        return self._groups
 
     __call__ = forward
 
