@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=None)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--max-frames", type=int, default=None)
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=None, help="tracking steps (default: the command's)")
     ap.add_argument("--no-overlay", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write the record here")
     ap.add_argument("--photometric-eval", action="store_true", help="evaluate the photometric stage instead")
@@ -63,8 +63,10 @@ def main() -> None:
         video = write_video(tmp / "synthetic.mp4", clip.frames, fps=30)
     # warm caches (head model build, landmark embedding) so they are not timed
     landmark_embedding(load_head_model("open"))
-    s = PipelineSettings(size=a.size, max_frames=a.max_frames, iterations=a.iterations,
-                         overlay=not a.no_overlay, min_frames=1)
+    s = PipelineSettings(size=a.size, max_frames=a.max_frames, overlay=not a.no_overlay, min_frames=1)
+    if a.iterations:
+        s.iterations = a.iterations
+    load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.time()
     out = preprocess_video(video, tmp / "subject", s)
     wall = time.time() - t0
@@ -75,14 +77,16 @@ def main() -> None:
         "video": str(video),
         "frames": n,
         "size": a.size,
-        "iterations": a.iterations,
+        "iterations": s.iterations,
+        "detect_every": s.detect_every,
         "overlay": not a.no_overlay,
         "wall_s": round(wall, 2),
         "fps": round(n / wall, 2),
         "stage_s": man["timings_s"],
         "mean_landmark_error_px": round(man["tracking"]["mean_landmark_error_px"], 3),
         "cpus": os.cpu_count(),
-        "load_avg_1min_after": round(os.getloadavg()[0], 2),
+        "load_avg_before": load_before,
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.processor() or platform.machine(),
     }
     print(json.dumps(rec, indent=1))
@@ -93,6 +97,9 @@ def main() -> None:
           f"{rec['mean_landmark_error_px']} |")
     if a.json:
         a.json.write_text(json.dumps(rec, indent=1))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _synthetic_eval(n: int) -> dict:

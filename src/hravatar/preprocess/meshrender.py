@@ -116,16 +116,14 @@ def rasterize_mesh(
             depth = 1.0 / inv.sum(1)
             bw = inv * depth[:, None]
             pix = py * width + px
-            order = np.lexsort((depth, pix))
-            pix, depth, bw, ff = pix[order], depth[order], bw[order], f[rep[order]]
-            first = np.ones(len(pix), bool)
-            first[1:] = pix[1:] != pix[:-1]
-            pix, depth, bw, ff = pix[first], depth[first], bw[first], ff[first]
-            better = depth < zbuf[pix]
-            pix = pix[better]
-            zbuf[pix] = depth[better]
-            fbuf[pix] = ff[better]
-            bbuf[pix] = bw[better]
+            # z-test without sorting: the nearest depth per pixel, then the fragments that reach it
+            # (on an exact tie the later triangle wins)
+            before = zbuf.copy()
+            np.minimum.at(zbuf, pix, depth)
+            win = (depth == zbuf[pix]) & (depth < before[pix])
+            pix = pix[win]
+            fbuf[pix] = f[rep[win]]
+            bbuf[pix] = bw[win]
         start = stop
     return Fragments(
         fbuf.reshape(height, width),
@@ -138,9 +136,9 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``[V,3]`` of a mesh ``verts [V,3]``, ``faces [F,3]``."""
     v = verts[faces]
     fn = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-    n = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    idx = faces.reshape(-1)
+    fn3 = np.repeat(fn, 3, axis=0)  # the face normal once per corner, in faces.reshape(-1) order
+    n = np.stack([np.bincount(idx, fn3[:, c], minlength=len(verts)) for c in range(3)], 1)
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 

@@ -220,9 +220,8 @@ def _stage_frames(work: Work, video: Path, s: PipelineSettings, det: dict) -> No
                     bs[k] = r.blendshapes
             a8 = (np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
             out = crops[k]
-            out[..., :3] = crop
+            np.multiply(crop, (a8 > 0)[..., None], out=out[..., :3], casting="unsafe")  # black background
             out[..., 3] = a8
-            out[a8 == 0, :3] = 0
         crops.flush()
         del crops
         if done != n:
