@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--iterations", type=int, default=None, help="tracking steps (default: the command's)")
     ap.add_argument("--no-overlay", action="store_true")
+    ap.add_argument("--photometric", action="store_true", help="include the photometric refinement stage")
     ap.add_argument("--json", type=Path, default=None, help="also write the record here")
     ap.add_argument("--photometric-eval", action="store_true", help="evaluate the photometric stage instead")
     ap.add_argument("--synthetic-frames", type=int, default=10)
@@ -63,7 +64,8 @@ def main() -> None:
         video = write_video(tmp / "synthetic.mp4", clip.frames, fps=30)
     # warm caches (head model build, landmark embedding) so they are not timed
     landmark_embedding(load_head_model("open"))
-    s = PipelineSettings(size=a.size, max_frames=a.max_frames, overlay=not a.no_overlay, min_frames=1)
+    s = PipelineSettings(size=a.size, max_frames=a.max_frames, overlay=not a.no_overlay, min_frames=1,
+                         photometric=a.photometric)
     if a.iterations:
         s.iterations = a.iterations
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -80,6 +82,7 @@ def main() -> None:
         "iterations": s.iterations,
         "detect_every": s.detect_every,
         "overlay": not a.no_overlay,
+        "photometric": a.photometric,
         "wall_s": round(wall, 2),
         "fps": round(n / wall, 2),
         "stage_s": man["timings_s"],
@@ -90,11 +93,13 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
     }
     print(json.dumps(rec, indent=1))
-    print(f"\n| frames | size | wall s | frames/s | detect s | crop+matte+landmarks s | track s | overlay s | "
-          f"landmark err px |\n|---|---|---|---|---|---|---|---|---|\n| {n} | {a.size} | {wall:.1f} | "
-          f"{n / wall:.2f} | {rec['stage_s'].get('detect', 0)} | {rec['stage_s'].get('frames', 0)} | "
-          f"{rec['stage_s'].get('track', 0)} | {rec['stage_s'].get('overlay', 0)} | "
-          f"{rec['mean_landmark_error_px']} |")
+    st = rec["stage_s"]
+    print(f"\n| frames | size | iterations | photometric | wall s | frames/s | detect s | crop+matte+landmarks s | "
+          f"track s | photometric s | overlay s | landmark err px | load avg before/after |\n"
+          f"|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+          f"| {n} | {a.size} | {s.iterations} | {'yes' if a.photometric else 'no'} | {wall:.1f} | **{n / wall:.2f}** | "
+          f"{st.get('detect', 0)} | {st.get('frames', 0)} | {st.get('track', 0)} | {st.get('photometric', 0)} | "
+          f"{st.get('overlay', 0)} | {rec['mean_landmark_error_px']} | {load_before[0]} / {rec['load_avg_after'][0]} |")
     if a.json:
         a.json.write_text(json.dumps(rec, indent=1))
     import shutil
