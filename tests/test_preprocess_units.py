@@ -100,3 +100,27 @@ def test_mediapipe_wrappers_on_blank_image():
     assert FaceLandmarker(use_task=False).detect(img) is None
     m = SelfieSegmenter().segment(img)
     assert m.shape == (128, 128) and m.dtype == np.float32
+
+
+def test_detect_every_third_frame_retries_after_a_miss():
+    pytest.importorskip("mediapipe")
+    pytest.importorskip("anny")
+    from hravatar.head import load_head_model
+    from hravatar.preprocess.crop import crop_window
+    from hravatar.preprocess.detect import FaceTrack, detect_faces
+    from hravatar.preprocess.synthetic import synthetic_clip
+
+    face = synthetic_clip(load_head_model("open"), num_frames=1, size=192, fov_deg=30.0, head_fraction=0.35).frames[0]
+    blank = np.full_like(face, 120)
+    frames = [face, face, face, blank, face, face, face]
+    tr = detect_faces(frames, every=3, show_progress=False)
+    # frame 3 is sampled and has no face, so frame 4 is sampled too
+    assert tr.sampled.tolist() == [True, False, False, True, True, False, True]
+    assert tr.found.tolist() == [True, False, False, False, True, False, True]
+    back = FaceTrack.from_dict(tr.to_dict())
+    assert back.sampled.tolist() == tr.sampled.tolist()
+    # the crop interpolates the skipped frames: same window as detecting every frame
+    full = detect_faces([face] * 7, show_progress=False)
+    a = crop_window(tr.boxes, tr.frame_hw, 128)
+    b = crop_window(full.boxes, full.frame_hw, 128)
+    assert abs(a.x0 - b.x0) <= 1 and abs(a.y0 - b.y0) <= 1 and abs(a.side - b.side) <= 2
