@@ -100,7 +100,8 @@ def test_parameters_reproduce_frames(subject, gt):
                 s.pose[None],
                 s.translation[None],
             )
-            img = shade_gbuffer(gb, vm, K, light)["image"][0].clamp(0, 1)
+            # the format stores straight colour (clamped to [0,1]) and alpha; the reader composites them
+            img = shade_gbuffer(gb, vm, K, light)["color"][0].clamp(0, 1) * gb.alpha[0]
         err = (img - s.image).abs()
         assert float(err.max()) <= 3 / 255 and float(err.mean()) < 0.5 / 255, (i, float(err.max()))
         # a different frame's parameters do not reproduce this frame
