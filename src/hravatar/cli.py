@@ -22,6 +22,13 @@ from hravatar.errors import HRAvatarError
 #: command words -> ("module:function", one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("hravatar.apps.doctor:doctor", "check this machine before a long run"),
+    "render": ("hravatar.apps.render:render_cmd", "self-reenactment video of the subject's frames"),
+    "reenact": ("hravatar.apps.reenact:reenact_cmd", "drive the avatar with another video or subject"),
+    "relight": ("hravatar.apps.relight:relight_cmd", "render under an HDR environment (optionally rotating)"),
+    "edit": ("hravatar.apps.relight:edit_cmd", "edit materials (F0, roughness), render or save"),
+    "orbit": ("hravatar.apps.render:orbit_cmd", "novel views around the head"),
+    "export": ("hravatar.apps.export:export_cmd", "3DGS PLY of the posed avatar / canonical avatar"),
+    "view": ("hravatar.apps.view:view_cmd", "interactive viewer in the browser"),
     "head export": ("hravatar.apps.head_export:head_export", "head-model mesh (PLY/OBJ) + PNG preview"),
     "preprocess": ("hravatar.apps.preprocess:preprocess", "video -> subject folder (crop, matte, track)"),
     "envmap prefilter": ("hravatar.apps.envmap:envmap_prefilter", "prefilter an HDR map for relighting"),
