@@ -38,7 +38,8 @@ def _head(kind: str):
     return synthetic_head(subdivisions=5, num_shape=20, num_expr=52)
 
 
-def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend: str) -> dict:
+def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend: str,
+               full_shading: bool = False) -> dict:
     from hravatar.encoder import ExpressionEncoder, freeze_batchnorm
     from hravatar.gaussians import AvatarConfig, GaussianHead
     from hravatar.losses import jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
@@ -46,7 +47,7 @@ def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend
     from hravatar.shading.lighting import LearnableLighting
     from hravatar.shading.normals import normals_from_depth
     from hravatar.shading.shade import shade
-    from hravatar.train import camera_center
+    from hravatar.train import camera_center, shade_foreground
     from hravatar.train_testing import tiny_camera
 
     torch.manual_seed(0)
@@ -94,10 +95,12 @@ def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend
         colors, alphas, meta = rasterize(dg.means[0], dg.quats[0], dg.scales[0], dg.opacities[0], feats, vm[None],
                                          K[None], size, size, render_mode="RGB+ED", backend=backend)
         t3 = time.perf_counter()
-        gb = {"albedo": colors[..., 0:3], "roughness": colors[..., 3:4], "f0": colors[..., 4:5],
-              "normal": colors[..., 5:8], "alpha": alphas}
-        sh = shade(gb, (vm[None], K[None]), light, premultiplied=True)
-        img = sh["image"][0]
+        if full_shading:
+            gb = {"albedo": colors[..., 0:3], "roughness": colors[..., 3:4], "f0": colors[..., 4:5],
+                  "normal": colors[..., 5:8], "alpha": alphas}
+            img = shade(gb, (vm[None], K[None]), light, premultiplied=True)["image"][0]
+        else:  # what the trainer does: shade only the covered pixels
+            img = shade_foreground(colors, alphas, vm[None], K[None], light)[0]
         t4 = time.perf_counter()
         nd, valid = normals_from_depth(colors[..., -1:], K[None], vm[None], alphas)
         normal = torch.nn.functional.normalize(colors[..., 5:8], dim=-1)
@@ -147,9 +150,15 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--full-shading", action="store_true", help="shade every pixel (the old path)")
+    ap.add_argument("--no-mallopt", action="store_true", help="leave glibc's allocator as it is (the old baseline)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if not a.no_mallopt:
+        from hravatar.train import tune_cpu_allocator
+
+        tune_cpu_allocator()  # as the trainer does on CPU
     from hravatar.render import select_backend
 
     rec = {
@@ -160,7 +169,7 @@ def main() -> None:
         "backend": select_backend() if a.backend == "auto" else a.backend,
         "head": a.head,
         "encoder_input": a.encoder_size,
-        "results": [bench_size(s, a.iters, a.head, a.encoder_size, a.backend) for s in a.sizes],
+        "results": [bench_size(s, a.iters, a.head, a.encoder_size, a.backend, a.full_shading) for s in a.sizes],
     }
     print(json.dumps(rec, indent=1))
     if a.json:

@@ -151,6 +151,38 @@ class TrainConfig:
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
+_ALLOCATOR_TUNED: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the process heap instead of returning it to the OS (glibc only).
+
+    A training step allocates and frees tensors of tens of megabytes (basis gradients, G-buffers);
+    glibc serves those with fresh ``mmap`` pages and unmaps them on free, so every step pays the
+    page faults again: measured on a 2-core machine, a ``[225744,100]`` outer product took 40 ms
+    instead of 3.5 ms. Disabling ``mmap`` for large blocks (``M_MMAP_MAX = 0``) and heap trimming
+    (``M_TRIM_THRESHOLD``) makes the heap reuse the same pages every step; results are unchanged.
+    Idempotent; a no-op (``False``) without glibc or when ``HRAVATAR_NO_MALLOPT=1``.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED is not None:
+        return _ALLOCATOR_TUNED
+    import ctypes
+    import os
+    import platform
+
+    ok = False
+    if platform.system() == "Linux" and os.environ.get("HRAVATAR_NO_MALLOPT", "") not in ("1", "true", "yes"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_max = -1, -4
+            ok = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+        except (OSError, AttributeError):
+            ok = False
+    _ALLOCATOR_TUNED = ok
+    return ok
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU."""
     if name == "auto":
@@ -240,6 +272,7 @@ def render_frame(
     mode: Literal["pbr", "albedo", "color"] = "pbr",
     backend: str = "auto",
     background: Tensor | float | None = None,
+    shading_maps: bool = False,
 ) -> dict[str, Any]:
     """Render the avatar for one set of parameters and one camera.
 
@@ -250,10 +283,14 @@ def render_frame(
         mode: ``"pbr"`` (shaded), ``"albedo"`` (the albedo map is the image: warm-up) or ``"color"``
             (no-PBR ablation: plain per-point colour).
         background: behind the avatar (default black).
+        shading_maps: also return every intermediate shading map (``shading``, pbr only); this
+            shades all pixels. By default only covered pixels (alpha > 0) are shaded and scattered
+            back (the same image up to float round-off, about 2.5x less shading work at our framing).
     Returns:
         dict of ``[1,H,W,*]`` tensors: ``image``, ``alpha``, ``depth`` (expected z, metres), and for
         pbr/albedo ``albedo`` (accumulated over black), ``normal`` (world, unit), ``roughness``,
-        ``f0`` (un-premultiplied); plus ``meta`` (the rasterizer's) and ``shading`` (pbr only).
+        ``f0`` (un-premultiplied); plus ``meta`` (the rasterizer's) and, with ``shading_maps``,
+        ``shading`` (the dict of :func:`hravatar.shading.shade.shade`).
     """
     from hravatar.render import rasterize
     from hravatar.shading.shade import shade
@@ -280,12 +317,74 @@ def render_frame(
     if mode == "albedo":
         out["image"] = colors[..., 0:3] + (1 - alphas) * bg
         return out
+    if not shading_maps:
+        out["image"] = shade_foreground(colors, alphas, vm, Ks, lighting, background)
+        return out
     gb = {"albedo": colors[..., 0:3], "roughness": colors[..., 3:4], "f0": colors[..., 4:5],
           "normal": colors[..., 5:8], "alpha": alphas}
     sh = shade(gb, (vm, Ks), lighting, background=background, premultiplied=True)
     out["image"] = sh["image"]
     out["shading"] = sh
     return out
+
+
+def _pixel_view_directions(viewmats: Tensor, Ks: Tensor, width: int, height: int, flat_idx: Tensor) -> Tensor:
+    """Unit directions ``[P,3]`` (world) from the surface toward the camera at flat pixel indices
+    ``c*H*W + y*W + x`` (pixel centres at +0.5): :func:`hravatar.shading.shade.view_directions`
+    evaluated only where needed."""
+    hw = height * width
+    cam = torch.div(flat_idx, hw, rounding_mode="floor")
+    rem = flat_idx - cam * hw
+    y = torch.div(rem, width, rounding_mode="floor")
+    x = rem - y * width
+    dt = viewmats.dtype
+    pix = torch.stack([x.to(dt) + 0.5, y.to(dt) + 0.5, torch.ones_like(x, dtype=dt)], -1)  # [P,3]
+    kinv = torch.linalg.inv(Ks.to(dt))  # [C,3,3]
+    d_cam = torch.einsum("pij,pj->pi", kinv[cam], pix)
+    d_world = torch.einsum("pji,pj->pi", viewmats[cam, :3, :3], d_cam)  # R^T d
+    return -F.normalize(d_world, dim=-1)
+
+
+def shade_foreground(
+    colors: Tensor, alphas: Tensor, viewmats: Tensor, Ks: Tensor, lighting: Any,
+    background: Tensor | float | None = None,
+) -> Tensor:
+    """Deferred shading of the covered pixels only, composited over ``background``.
+
+    Args:
+        colors: rasterized G-buffer ``[C,H,W,>=8]`` (albedo 3, roughness 1, F0 1, normal 3,
+            alpha-accumulated, as :func:`render_frame` renders it); alphas: ``[C,H,W,1]``.
+        viewmats ``[C,4,4]`` (OpenCV world-to-camera), Ks ``[C,3,3]`` (pixels); lighting: a
+            :class:`~hravatar.shading.lighting.Lighting`; background: ``[C,H,W,3]``, ``[3]``, a
+            scalar or ``None`` (black).
+    Returns:
+        the image ``[C,H,W,3]``: :func:`hravatar.shading.shade.shade`'s ``image`` up to float
+        round-off. Pixels with alpha 0 have no contributing Gaussian, so there the image is the
+        background and no parameter gets a gradient from them: they are not shaded at all.
+    """
+    from hravatar.shading.shade import shade
+
+    C, H, W, D = colors.shape
+    idx = torch.nonzero(alphas.reshape(-1) > 0).squeeze(1)  # [P] covered pixels
+    g = colors.reshape(-1, D).index_select(0, idx)
+    a = alphas.reshape(-1, 1).index_select(0, idx)
+    v = _pixel_view_directions(viewmats, Ks, W, H, idx).to(colors.dtype)
+    bg_full = None
+    if background is not None and torch.is_tensor(background) and background.dim() > 1:
+        bg_full = background.to(colors).expand(C, H, W, 3).reshape(-1, 3)
+        bg_fg = bg_full.index_select(0, idx)
+    else:
+        bg_fg = background
+    gb = {"albedo": g[:, 0:3], "roughness": g[:, 3:4], "f0": g[:, 4:5], "normal": g[:, 5:8], "alpha": a}
+    img_fg = shade(gb, v, lighting, background=bg_fg, premultiplied=True)["image"]  # [P,3]
+    if bg_full is None:
+        if background is None:
+            base = colors.new_zeros(C * H * W, 3)
+        else:
+            base = torch.as_tensor(background, dtype=colors.dtype, device=colors.device).expand(C * H * W, 3)
+    else:
+        base = bg_full
+    return base.index_copy(0, idx, img_fg).reshape(C, H, W, 3)
 
 
 def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device) -> Any:
@@ -321,6 +420,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.ds: SubjectDataset = load_subject(cfg.subject, "train", cfg.test_frames)
         n = len(self.ds)
         total = cfg.iterations or cfg.epochs * n
