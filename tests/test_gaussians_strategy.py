@@ -255,3 +255,25 @@ def test_with_the_rasterizer(absgrad):
         _check_consistent(avatar, opt)
         if step == 2:
             assert rep["cloned"] + rep["split"] > 0
+
+
+def test_state_dict_carries_the_split_sampler():
+    """A strategy restored from state_dict() splits with the same random offsets as the original."""
+    cfg = DensifyConfig(start_iter=1, every=1, stop_before_end=0)
+    N = _avatar().num_points
+    grads = torch.full((N, 2), 1e-2)
+    s = DensifyStrategy(cfg, 10, scene_scale=1e-6)
+    assert s.state_dict()["gen"] is None
+    s.step_post_backward(_avatar(), None, 1, _fake_info(N, grads))  # first split: the sampler starts
+    state = s.state_dict()
+    assert state["gen"] is not None
+    restored = DensifyStrategy(cfg, 10, scene_scale=1e-6)
+    restored.load_state_dict(state)
+    a1, a2 = _avatar(), _avatar()
+    s.step_post_backward(a1, None, 2, _fake_info(N, grads))
+    restored.step_post_backward(a2, None, 2, _fake_info(N, grads))
+    assert torch.equal(a1.params["means"].data, a2.params["means"].data)
+    fresh = DensifyStrategy(cfg, 10, scene_scale=1e-6)  # without the state: a different draw
+    a3 = _avatar()
+    fresh.step_post_backward(a3, None, 2, _fake_info(N, grads))
+    assert not torch.equal(a1.params["means"].data, a3.params["means"].data)

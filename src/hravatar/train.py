@@ -518,7 +518,6 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         av = self.avatar
         frozen = [k for k, p in av.params.items() if not p.requires_grad]
-        gen = self.strategy._gen  # noqa: SLF001 - the split sampler's state, for exact resume
         return {
             "version": CHECKPOINT_VERSION,
             "iteration": self.iteration,
@@ -538,8 +537,7 @@ class Trainer:
             "lighting": self.lighting.state_dict(),
             "encoder": None if self.encoder is None else self.encoder.state_dict(),
             "encoder_source": None if self.encoder is None else self.encoder.pretrained_source,
-            "strategy": {**{k: (None if v is None else v.cpu()) for k, v in self.strategy.state_dict().items()},
-                         "gen": None if gen is None else gen.get_state()},
+            "strategy": {k: (None if v is None else v.cpu()) for k, v in self.strategy.state_dict().items()},
             "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state()},
             "order": self.order, "order_pos": self.order_pos,
             "history": self.history, "bad_steps": self.bad_steps, "elapsed": self.elapsed,
@@ -584,12 +582,8 @@ class Trainer:
             self.enc_opt.load_state_dict(st["enc_opt"])
         self.strategy = DensifyStrategy(self.densify_cfg, self.total, self.cfg.scene_scale)
         s = st["strategy"]
-        self.strategy.load_state_dict({k: (None if s[k] is None else s[k].to(dev))
-                                       for k in ("grad2d", "count", "max_radii")})
-        if s["gen"] is not None:
-            g = torch.Generator(device="cpu")
-            g.set_state(s["gen"])
-            self.strategy._gen = g  # noqa: SLF001
+        self.strategy.load_state_dict({k: (None if v is None else v if k == "gen" else v.to(dev))
+                                       for k, v in s.items()})
         torch.set_rng_state(st["rng"]["torch"])
         self.order_gen = torch.Generator()
         self.order_gen.set_state(st["rng"]["order"])

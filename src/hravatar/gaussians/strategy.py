@@ -363,16 +363,26 @@ class DensifyStrategy:
 
     # ---- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Accumulated statistics (tensors) for checkpoints."""
-        return {"grad2d": self.grad2d, "count": self.count, "max_radii": self.max_radii}
+        """Everything needed to continue exactly (for checkpoints): the accumulated statistics
+        (tensors or ``None``) and ``gen``, the split sampler's generator state (a uint8 CPU tensor,
+        ``None`` until the first split)."""
+        return {"grad2d": self.grad2d, "count": self.count, "max_radii": self.max_radii,
+                "gen": None if self._gen is None else self._gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output (statistics tensors may be on any device; ``gen`` is
+        optional, for states written before it was saved)."""
         self.grad2d, self.count, self.max_radii = (
             state.get("grad2d"),
             state.get("count"),
             state.get("max_radii"),
         )
+        gen = state.get("gen")
+        if gen is None:
+            self._gen = None
+        else:
+            self._gen = torch.Generator(device="cpu")
+            self._gen.set_state(gen.cpu() if torch.is_tensor(gen) else torch.as_tensor(gen, dtype=torch.uint8))
 
 
 def _limit(mask: Tensor, score: Tensor, room: int) -> Tensor:
