@@ -230,7 +230,7 @@ class LoadedAvatar:
             fr = self.frame(ds, 0)
             H, W = fr.image.shape[:2]
             return Reference(fr.shape[None].clone(), Camera(fr.viewmat.clone(), fr.K.clone(), W, H),
-                             self.frame_params(fr), "subject", _subject_fps(ds))
+                             self.frame_params(fr), "subject", subject_fps(ds))
         f = self.path / REFERENCE_FILE
         if f.is_file():
             from safetensors.torch import load_file
@@ -279,8 +279,10 @@ class LoadedAvatar:
         return (g.means[0] * w).sum(0) / w.sum().clamp_min(1e-8)
 
 
-def _subject_fps(ds: Any) -> float:
-    for d in (ds.meta, ds.meta.get("settings", {}) if isinstance(ds.meta.get("settings"), dict) else {}):
+def subject_fps(ds: Any) -> float:
+    """Frame rate of a subject's video (manifest ``settings.fps`` or ``source.fps``), else 25."""
+    man = ds.meta.get("manifest", {}) if isinstance(ds.meta, dict) else {}
+    for d in (man.get("settings"), man.get("source"), man, ds.meta):
         v = d.get("fps") if isinstance(d, dict) else None
         if isinstance(v, (int, float)) and v > 0:
             return float(v)
@@ -376,11 +378,11 @@ def to_uint8(img: Tensor | np.ndarray) -> np.ndarray:
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def hstack(images: list[np.ndarray], gap: int = 2) -> np.ndarray:
-    """uint8 images side by side (heights matched by resizing to the first one's)."""
+def hstack(images: list[np.ndarray], gap: int = 2, height: int | None = None) -> np.ndarray:
+    """uint8 images side by side, resized to ``height`` (default: the first one's)."""
     import cv2
 
-    h = images[0].shape[0]
+    h = height or images[0].shape[0]
     out = []
     for i, im in enumerate(images):
         if im.shape[0] != h:
@@ -582,6 +584,7 @@ __all__ = [
     "mean_irradiance",
     "parse_assignments",
     "render",
+    "subject_fps",
     "to_uint8",
     "write_frames",
 ]

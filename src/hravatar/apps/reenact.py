@@ -11,12 +11,15 @@ import tyro
 from hravatar.apps.common import (
     FrameParams,
     LoadedAvatar,
+    axis_angle_to_matrix,
     check_output,
     compose_axis_angle,
     frame_indices,
     hstack,
     load_avatar,
+    matrix_to_axis_angle,
     render,
+    subject_fps,
     to_uint8,
     write_frames,
 )
@@ -38,10 +41,11 @@ class ReenactConfig:
     """encoder (the avatar's expression encoder on the driver's face crops) or tracked (driver's tracked
     parameters; needs the same head model)"""
     relative: bool = False
-    """relative transfer: the driver's first frame is taken as its neutral and only changes from it are
-    applied on top of the avatar's reference frame (expression, jaw and head rotation)"""
+    """relative expression transfer: the driver's first frame is taken as its neutral and only the
+    expression and jaw changes from it are added to the avatar's reference frame"""
     head_motion: bool = True
-    """transfer the driver's head rotation and translation (else keep the avatar's reference pose)"""
+    """transfer the driver's head motion (rotation and translation relative to its first frame, applied
+    to the avatar's reference pose, so the avatar stays framed by its own camera)"""
     side_by_side: bool = False
     """put the driver frame next to each render"""
     max_frames: int = 0
@@ -101,7 +105,7 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
     ref = la.reference
     cam = la.camera(cfg.size)
     first = driver_params(la, ds[idx[0]].to(la.device), cfg.expressions)
-    fps = cfg.fps or float(ds.meta.get("fps", 0) or 0) or ref.fps
+    fps = cfg.fps or subject_fps(ds)
 
     def frames():
         for i in progress(idx, desc="reenact"):
@@ -111,19 +115,17 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
             if cfg.relative:
                 p.expression = ref.params.expression + (d.expression - first.expression)
                 p.pose[:, 2] = ref.params.pose[:, 2] + (d.pose[:, 2] - first.pose[:, 2])
-                if cfg.head_motion:
-                    from hravatar.apps.common import axis_angle_to_matrix, matrix_to_axis_angle
-
-                    rel = axis_angle_to_matrix(d.pose[0, 0]) @ axis_angle_to_matrix(first.pose[0, 0]).T
-                    p.pose[0, 0] = compose_axis_angle(matrix_to_axis_angle(rel), ref.params.pose[0, 0])
-                    p.translation = ref.params.translation + (d.translation - first.translation)
             else:
-                p.expression, p.pose[:, 2:] = d.expression, d.pose[:, 2:]
-                if cfg.head_motion:
-                    p.pose[:, :2], p.translation = d.pose[:, :2], d.translation
+                p.expression, p.pose[:, 2] = d.expression, d.pose[:, 2]
+            p.pose[:, 3:] = d.pose[:, 3:]  # eyes
+            if cfg.head_motion:
+                for j in (0, 1):  # global and neck rotation: the change since the driver's first frame
+                    rel = axis_angle_to_matrix(d.pose[0, j]) @ axis_angle_to_matrix(first.pose[0, j]).T
+                    p.pose[0, j] = compose_axis_angle(matrix_to_axis_angle(rel), ref.params.pose[0, j])
+                p.translation = ref.params.translation + (d.translation - first.translation)
             img = to_uint8(render(la, p, cam)["image"][0])
             if cfg.side_by_side:
-                img = hstack([to_uint8(fr.image), img])
+                img = hstack([to_uint8(fr.image), img], height=img.shape[0])
             yield img
 
     write_frames(out, frames(), fps=fps, total=len(idx))
