@@ -72,3 +72,30 @@ def test_gradients_finite():
     loss = normal_consistency_loss(n, r, valid) + tv_loss(r[..., :1])
     loss.backward()
     assert torch.isfinite(depth.grad).all() and torch.isfinite(r.grad).all()
+
+
+@pytest.mark.parametrize("where", ["middle", "corner", "empty", "full"])
+def test_ssim_black_background_matches_full_ssim(where):
+    from hravatar.losses import ssim_black_background
+    from hravatar.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    B, H, W = 2, 40, 56
+    m = torch.zeros(B, H, W, 1)
+    if where == "middle":
+        m[0, 12:25, 20:31] = 1
+        m[1, 15:22, 9:30] = 1
+    elif where == "corner":
+        m[:, :9, 50:] = 1
+    elif where == "full":
+        m[:] = 1
+    pred = (torch.rand(B, H, W, 3, generator=g) * m).requires_grad_()
+    target = torch.rand(B, H, W, 3, generator=g) * m
+    target[1, 14, 8] = 0.5  # a target pixel outside the predicted foreground
+    full = ssim(pred, target)
+    fast = ssim_black_background(pred, target)
+    torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+    w = torch.tensor([0.3, 0.7])
+    (g_full,) = torch.autograd.grad((full * w).sum(), pred)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), pred)
+    torch.testing.assert_close(g_fast, g_full, rtol=1e-5, atol=1e-8)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hravatar.metrics import ssim
+from hravatar.metrics import ssim, ssim_map
 
 
 def _b(x: Tensor) -> Tensor:
@@ -42,14 +42,59 @@ class LossWeights:
     """total variation of the rendered roughness map"""
 
 
+def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:
+    """Rows/cols ``(y0, y1, x0, x1)`` (half-open) of the box holding every non-zero pixel of ``pred``
+    or ``target`` (``[B,H,W,C]``), grown by ``margin`` and clamped to the image; ``None`` when
+    that box is the whole image or there is no non-zero pixel at all."""
+    with torch.no_grad():
+        nz = ((pred != 0) | (target != 0)).any(-1).any(0)  # [H,W]
+        rows, cols = nz.any(1), nz.any(0)
+        if not bool(rows.any()):
+            return None
+        ry, rx = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
+        H, W = nz.shape
+        y0, y1 = max(0, int(ry[0]) - margin), min(H, int(ry[-1]) + 1 + margin)
+        x0, x1 = max(0, int(rx[0]) - margin), min(W, int(rx[-1]) + 1 + margin)
+    if (y0, y1, x0, x1) == (0, H, 0, W):
+        return None
+    return y0, y1, x0, x1
+
+
+def ssim_black_background(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """:func:`hravatar.metrics.ssim` (zero-padded "same" SSIM, mean per image ``[B]``) computed only
+    where it can differ from 1.
+
+    Where both images are exactly 0 in a pixel's whole window (a black background), SSIM is
+    exactly ``(c1 c2) / (c1 c2) = 1`` and its derivatives with respect to every pixel of that
+    window are exactly 0. So SSIM differs from 1 only within one window radius r of the non-zero
+    pixels, and only pixels within 2r get a gradient: the SSIM map is computed on the box of
+    non-zero pixels grown by 2r (inside it the zero padding sees the same zeros as the full image
+    would) and every pixel outside counts as 1: the same value up to the order of the sum, the
+    same gradient.
+    """
+    pred, target = _b(pred), _b(target)
+    box = _nonzero_box(pred, target, 2 * (window // 2))
+    if box is None:
+        return ssim(pred, target, window, sigma)
+    y0, y1, x0, x1 = box
+    H, W, C = pred.shape[1:4]
+    inner = ssim_map(pred[:, y0:y1, x0:x1], target[:, y0:y1, x0:x1], window, sigma).flatten(1).sum(1)
+    n_out = (H * W - (y1 - y0) * (x1 - x0)) * C
+    return (inner + n_out) / (H * W * C)
+
+
 def photometric_loss(
     pred: Tensor, target: Tensor, l1_weight: float = 0.8, dssim_weight: float = 0.2
 ) -> Tensor:
-    """``l1_weight * L1 + dssim_weight * (1 - SSIM)`` over ``[B,H,W,3]`` images; scalar."""
+    """``l1_weight * L1 + dssim_weight * (1 - SSIM)`` over ``[B,H,W,3]`` images; scalar.
+
+    SSIM is the full-image zero-padded one (:func:`hravatar.metrics.ssim`), evaluated through
+    :func:`ssim_black_background`: images over a black background cost only their foreground box.
+    """
     pred, target = _b(pred), _b(target)
     loss = l1_weight * (pred - target).abs().mean()
     if dssim_weight:
-        loss = loss + dssim_weight * (1 - ssim(pred, target)).mean()
+        loss = loss + dssim_weight * (1 - ssim_black_background(pred, target)).mean()
     return loss
 
 
