@@ -170,3 +170,16 @@ def test_viewer_serves_a_frame_and_stops(tiny):
         server.server_close()
     t.join(timeout=10)
     assert not t.is_alive()
+
+
+def test_edit_region_changes_only_that_region(tiny):
+    from hravatar.apps.common import load_avatar
+    from hravatar.apps.relight import EditConfig, edited_materials
+
+    _, av, _, _ = tiny
+    la = load_avatar(av, "cpu")
+    mats = edited_materials(la, EditConfig(avatar=av, f0=0.7, region=["face"]))
+    changed = (mats["f0"] - la.avatar.f0).abs()[:, 0] > 1e-4
+    assert 0 < int(changed.sum()) < la.avatar.num_points  # some points, not all
+    assert torch.allclose(mats["f0"][changed], torch.tensor(0.7))
+    assert run(["edit", str(av), "--f0", "0.7", "--region", "nose"]) == 2  # unknown region: one line
