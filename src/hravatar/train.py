@@ -58,7 +58,7 @@ HEAD_MODEL_FILE = "head_model.safetensors"
 
 @dataclass
 class TrainConfig:
-    """Train an avatar from a subject folder (defaults: the paper's settings; see docs/readme/training.md)."""
+    """Train an avatar from a subject folder (defaults: the paper's settings; see README.md, Training)."""
 
     subject: Annotated[Path, tyro.conf.Positional]
     """subject folder written by `hravatar preprocess` (or HRAvatar's own layout)"""
