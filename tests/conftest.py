@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -11,3 +12,13 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (restored after): on a loaded 2-core machine two
+    spinning threads made small training steps ~50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

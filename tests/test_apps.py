@@ -17,13 +17,7 @@ from hravatar.io.video import read_video
 from hravatar.train import TrainConfig, train
 from hravatar.train_testing import make_tiny_subject
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

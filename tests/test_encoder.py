@@ -15,14 +15,7 @@ from hravatar.encoder import (
 )
 from hravatar.errors import HRAvatarError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a loaded 2-core machine two spinning threads are ~50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shapes_small():

@@ -12,14 +12,7 @@ from hravatar.gaussians import DensifyConfig, GaussianHead
 from hravatar.train import TrainConfig, load_trained, scaled_schedule, train
 from hravatar.train_testing import make_tiny_subject
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a loaded 2-core machine two spinning threads are far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,13 @@ import csv
 import json
 
 import pytest
-import torch
 
 from hravatar.cli import run
 from hravatar.evaluate import EvaluateConfig, evaluate_avatar
 from hravatar.train import TrainConfig, train
 from hravatar.train_testing import make_tiny_subject
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
