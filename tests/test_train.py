@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
+from hravatar.avatar import load_avatar
 from hravatar.gaussians import DensifyConfig, GaussianHead
-from hravatar.train import TrainConfig, load_trained, scaled_schedule, train
+from hravatar.train import TrainConfig, scaled_schedule, train
 from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,8 +49,8 @@ def test_learns(subject, tmp_path):
     for f in ("avatar.safetensors", "lighting.safetensors", "encoder.safetensors", "curves.png",
               "train_config.yaml", "checkpoint.pt"):
         assert (out / f).is_file(), f
-    ta = load_trained(out)
-    assert ta.avatar.num_points == info["points"] and ta.encoder is not None
+    ta = load_avatar(out, None)
+    assert ta.gaussians.num_points == info["points"] and ta.encoder is not None
 
 
 def test_resume_is_exact(subject, tmp_path):

@@ -14,7 +14,15 @@ inputs rule :func:`frame_params`), :mod:`~hravatar.avatar.render` (deform -> G-b
 the G-buffer layout), :mod:`~hravatar.avatar.load` (the avatar folder).
 """
 
-from hravatar.avatar.load import DEFAULT_FPS, REFERENCE_FILE, Avatar, Reference, TrainingSettings, load_avatar, subject_fps
+from hravatar.avatar.load import (
+    DEFAULT_FPS,
+    REFERENCE_FILE,
+    Avatar,
+    Reference,
+    TrainingSettings,
+    load_avatar,
+    subject_fps,
+)
 from hravatar.avatar.params import Camera, FrameParams, frame_params, pad_expression, with_encoder_expression
 from hravatar.avatar.render import GBUFFER_LAYOUT, GBuffer, RenderOutput, rasterize_gbuffer, render
 

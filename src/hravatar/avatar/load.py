@@ -70,7 +70,8 @@ class TrainingSettings:
                 if data.get(k):
                     setattr(s, k, Path(str(data[k])))
         except (TypeError, ValueError) as e:
-            raise HRAvatarError(f"{path}: bad training setting ({e}); copy the avatar folder again or retrain") from None
+            raise HRAvatarError(f"{path}: bad training setting ({e}); copy the avatar folder again "
+                                "or retrain") from None
         return s
 
 
@@ -370,7 +371,8 @@ def load_avatar(path: str | Path, device: str | torch.device | None = "auto",
     if not root.is_dir():
         raise HRAvatarError(f"{root}: not a folder; pass the avatar folder written by `hravatar train`")
     if not (root / "avatar.safetensors").is_file():
-        hint = " (training has not finished; run `hravatar train --resume`)" if (root / "checkpoint.pt").is_file() else ""
+        unfinished = (root / "checkpoint.pt").is_file()
+        hint = " (training has not finished; run `hravatar train --resume`)" if unfinished else ""
         raise HRAvatarError(f"{root}: no avatar.safetensors{hint}")
     for f in ("lighting.safetensors", "train_config.yaml"):
         if not (root / f).is_file():
