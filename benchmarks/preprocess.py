@@ -111,8 +111,8 @@ def _synthetic_eval(n: int) -> dict:
     import numpy as np
     import torch
 
+    from hravatar.geometry import axis_angle_to_matrix
     from hravatar.head import load_head_model
-    from hravatar.head.lbs import axis_angle_to_matrix
     from hravatar.preprocess.embedding import landmark_embedding
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, FaceLandmarker
     from hravatar.preprocess.photometric import PhotometricConfig, refine_photometric

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
+    from hravatar.geometry import intrinsics, look_at
     from hravatar.io.atomic import atomic_path
-    from hravatar.render.camera import intrinsics, look_at
     from hravatar.shading.envmap_tools import prefilter_envmap, read_envmap
     from hravatar.shading.lighting import EnvironmentLighting
     from hravatar.shading.shade import shade

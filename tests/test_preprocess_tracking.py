@@ -33,7 +33,7 @@ def test_embedding_covers_landmarks(setup):
 
 
 def test_tracking_recovers_known_parameters(setup):
-    from hravatar.head.lbs import axis_angle_to_matrix
+    from hravatar.geometry import axis_angle_to_matrix
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, FaceLandmarker
     from hravatar.preprocess.tracking import TrackingConfig, track
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hravatar.render.camera import intrinsics, look_at
+from hravatar.geometry import intrinsics, look_at
 from hravatar.shading.lighting import LearnableLighting
 from hravatar.shading.shade import shade, shade_foreground
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hravatar.render.camera import intrinsics, look_at
+from hravatar.geometry import intrinsics, look_at
 from hravatar.shading.brdf_lut import default_lut, fresnel_ks
 from hravatar.shading.envmap_tools import PrefilteredEnvmap, prefilter_envmap
 from hravatar.shading.lighting import EnvironmentLighting, LearnableLighting

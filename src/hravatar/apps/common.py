@@ -23,6 +23,7 @@ from torch import Tensor
 from hravatar.avatar import Avatar, Camera, FrameParams
 from hravatar.avatar.load import DEFAULT_FPS
 from hravatar.errors import HRAvatarError
+from hravatar.geometry import compose_axis_angle, euler_to_axis_angle
 from hravatar.progress import log
 
 
@@ -179,41 +180,6 @@ def apply_assignments(la: Avatar, p: FrameParams, values: dict[str, float]) -> F
         r = euler_to_axis_angle(euler["yaw"], euler["pitch"], euler["roll"], like=p.pose)
         p.pose[0, 0] = compose_axis_angle(r, p.pose[0, 0])
     return p
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """``[...,3]`` axis-angle (radians) -> ``[...,3,3]`` rotation matrices."""
-    from hravatar.head.lbs import axis_angle_to_matrix as rodrigues
-
-    return rodrigues(aa)
-
-
-def matrix_to_axis_angle(R: Tensor) -> Tensor:
-    """``[...,3,3]`` rotation matrices -> ``[...,3]`` axis-angle (radians, angle in [0, pi])."""
-    from hravatar.head.lbs import matrix_to_quat
-
-    q = matrix_to_quat(R)
-    s = q[..., 1:].norm(dim=-1, keepdim=True)
-    ang = 2 * torch.atan2(s, q[..., :1].clamp(-1, 1))
-    return torch.where(s > 1e-8, q[..., 1:] / s.clamp_min(1e-12) * ang, 2 * q[..., 1:])
-
-
-def euler_to_axis_angle(yaw: float, pitch: float, roll: float, like: Tensor | None = None) -> Tensor:
-    """Head rotation from yaw (about +y), pitch (about +x), roll (about +z), radians -> ``[3]``."""
-    dev = like.device if like is not None else None
-
-    def rot(axis: int, a: float) -> Tensor:
-        v = torch.zeros(3, device=dev)
-        v[axis] = a
-        return axis_angle_to_matrix(v)
-
-    R = rot(1, yaw) @ rot(0, pitch) @ rot(2, roll)
-    return matrix_to_axis_angle(R)
-
-
-def compose_axis_angle(a: Tensor, b: Tensor) -> Tensor:
-    """Axis-angle of ``R(a) @ R(b)``."""
-    return matrix_to_axis_angle(axis_angle_to_matrix(a) @ axis_angle_to_matrix(b))
 
 
 def frame_indices(n: int, max_frames: int = 0) -> list[int]:

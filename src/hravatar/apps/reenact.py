@@ -9,17 +9,15 @@ from typing import Annotated
 import tyro
 
 from hravatar.apps.common import (
-    axis_angle_to_matrix,
     check_output,
-    compose_axis_angle,
     frame_indices,
     hstack,
-    matrix_to_axis_angle,
     to_uint8,
     write_frames,
 )
 from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps, with_encoder_expression
 from hravatar.errors import HRAvatarError
+from hravatar.geometry import axis_angle_to_matrix, compose_axis_angle, matrix_to_axis_angle
 from hravatar.progress import log, progress
 
 

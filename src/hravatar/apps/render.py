@@ -19,7 +19,7 @@ from hravatar.apps.common import (
     write_frames,
 )
 from hravatar.avatar import load_avatar
-from hravatar.head.lbs import axis_angle_to_matrix
+from hravatar.geometry import axis_angle_to_matrix
 from hravatar.progress import log, progress
 
 

@@ -40,7 +40,7 @@ the no-PBR ablation renders ``avatar.colors``.
 Tests can use :func:`hravatar.gaussians.testing.synthetic_head` (a small ellipsoid head model).
 """
 
-from hravatar.gaussians.deform import DeformedGaussians, gaussian_normals, rotmat_to_quat
+from hravatar.gaussians.deform import DeformedGaussians, gaussian_normals
 from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead, LearningRates, position_lr
 from hravatar.gaussians.strategy import DensifyConfig, DensifyStrategy, edit_points
 
@@ -54,5 +54,4 @@ __all__ = [
     "edit_points",
     "gaussian_normals",
     "position_lr",
-    "rotmat_to_quat",
 ]

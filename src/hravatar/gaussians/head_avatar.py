@@ -48,7 +48,7 @@ from hravatar.gaussians.deform import (
     pad_coeffs,
 )
 from hravatar.gaussians.init import init_from_mesh
-from hravatar.head.lbs import quat_to_matrix
+from hravatar.geometry.rotations import quat_to_matrix
 from hravatar.head.model import HeadModel
 
 #: Per-point attributes that are blendshape bases (learning rate ``bases``).

@@ -227,7 +227,7 @@ def compute_embedding(
 
     det = FaceLandmarker(use_task=use_task)
     detector = "task" if det.blendshapes else "facemesh"
-    from hravatar.render.camera import look_at
+    from hravatar.geometry import look_at
 
     samples = []
     k = 0
