@@ -9,7 +9,7 @@ import pytest
 from hravatar.errors import HRAvatarError
 from hravatar.preprocess.crop import CropWindow, crop_window, fill_and_smooth
 from hravatar.preprocess.matting import guided_filter, load_matter
-from hravatar.preprocess.meshrender import project, rasterize_mesh
+from hravatar.render.mesh import project, rasterize_mesh
 
 
 def test_fill_and_smooth_interpolates_and_removes_outliers():
