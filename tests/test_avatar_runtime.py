@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hravatar.avatar import Camera, FrameParams, render
-from hravatar.gaussians import AvatarConfig, GaussianHead
+from hravatar.gaussians import AvatarConfig, GaussianHead, save_gaussians
 from hravatar.gaussians.testing import synthetic_head
 from hravatar.shading.lighting import LearnableLighting
 from hravatar.train_testing import tiny_camera
@@ -125,7 +125,7 @@ def test_frame_params_rule():
 def _avatar_folder(path):
     av, light, _, _ = _scene(3)
     path.mkdir()
-    av.save(path / "avatar.safetensors")
+    save_gaussians(av, path / "avatar.safetensors")
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in light.state_dict().items()}, str(path / "lighting.safetensors"))

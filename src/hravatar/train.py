@@ -48,7 +48,15 @@ from hravatar.config import from_dict, save_config, to_dict
 from hravatar.data import SubjectDataset, downscale_frame, load_subject
 from hravatar.device import resolve_device, tune_cpu_allocator
 from hravatar.errors import HRAvatarError
-from hravatar.gaussians import AvatarConfig, DensifyConfig, DensifyStrategy, GaussianHead, LearningRates, position_lr
+from hravatar.gaussians import (
+    AvatarConfig,
+    DensifyConfig,
+    DensifyStrategy,
+    GaussianHead,
+    LearningRates,
+    position_lr,
+    save_gaussians,
+)
 from hravatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from hravatar.losses import LossWeights, albedo_prior_loss, jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
 from hravatar.metrics import psnr
@@ -552,7 +560,7 @@ class Trainer:
         """Write the final avatar, lighting, encoder and ``training.json``."""
         from safetensors.torch import save_file
 
-        self.avatar.save(self.out / "avatar.safetensors", extra_meta={"trainer": "hravatar.train"})
+        save_gaussians(self.avatar, self.out / "avatar.safetensors", extra_meta={"trainer": "hravatar.train"})
         with atomic_path(self.out / "lighting.safetensors") as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.lighting.state_dict().items()}, str(tmp))
         if self.encoder is not None:

@@ -17,6 +17,7 @@ from hravatar.apps.common import (
 )
 from hravatar.avatar import Avatar, FrameParams, load_avatar
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians import export_ply
 from hravatar.render import camera_centers
 
 
@@ -81,7 +82,7 @@ def export_cmd(cfg: ExportConfig) -> int:
         else:
             light = load_environment(cfg.shaded, la) if cfg.shaded else None
             colors = point_colors(la, p, light)
-        la.gaussians.export_ply(cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
+        export_ply(la.gaussians, cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
                              shape=p.shape[0], translation=p.translation[0])
         print(cfg.ply)
     if cfg.canonical is not None:

@@ -20,6 +20,7 @@ from hravatar.apps.common import (
 )
 from hravatar.avatar import Avatar, load_avatar
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians import save_gaussians
 from hravatar.progress import log, progress
 
 
@@ -189,7 +190,7 @@ def _save_edited(la: Avatar, mats: dict[str, torch.Tensor], dest: Path) -> None:
             setattr(av.config, hi_name, hi)
             t = ((v - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
             av.params[k].data.copy_(torch.log(t / (1 - t)))
-        av.save(tmp / "avatar.safetensors")
+        save_gaussians(av, tmp / "avatar.safetensors")
         la.save_reference(tmp)
         tmp.rename(dest)
     except BaseException:

@@ -362,7 +362,7 @@ def load_avatar(path: str | Path, device: str | torch.device | None = "auto",
             is missing, unfinished, or not a compatible avatar.
     """
     from hravatar.device import resolve_device
-    from hravatar.gaussians import GaussianHead
+    from hravatar.gaussians import load_gaussians
     from hravatar.shading.lighting import LearnableLighting
 
     root = Path(path)
@@ -383,7 +383,7 @@ def load_avatar(path: str | Path, device: str | torch.device | None = "auto",
         dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     settings = TrainingSettings.read(root / "train_config.yaml")
     try:
-        gaussians = GaussianHead.load(root / "avatar.safetensors", device=dev)
+        gaussians = load_gaussians(root / "avatar.safetensors", device=dev)
     except HRAvatarError:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt or incompatible files: one line for the user
