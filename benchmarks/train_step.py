@@ -18,12 +18,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers (synthetic head)
 
 STAGES = ("encoder", "deformation", "rasterization", "shading", "loss", "optimizer")
 
@@ -33,13 +36,14 @@ def _head(kind: str):
         from hravatar.head import load_head_model
 
         return load_head_model("open")
-    from hravatar.gaussians.testing import synthetic_head
+    from helpers.synthetic_head import synthetic_head
 
     return synthetic_head(subdivisions=5, num_shape=20, num_expr=52)
 
 
 def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend: str,
                full_shading: bool = False) -> dict:
+    from helpers.tiny_subject import tiny_camera
     from hravatar.avatar import GBUFFER_LAYOUT as L
     from hravatar.encoder import ExpressionEncoder, freeze_batchnorm
     from hravatar.gaussians import AvatarConfig, GaussianHead
@@ -48,7 +52,6 @@ def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend
     from hravatar.shading.lighting import LearnableLighting
     from hravatar.shading.normals import normals_from_depth
     from hravatar.shading.shade import shade, shade_foreground
-    from hravatar.train_testing import tiny_camera
 
     torch.manual_seed(0)
     head = _head(head_kind)

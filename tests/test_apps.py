@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.cli import run
 from hravatar.io.envmap import write_envmap
 from hravatar.io.ply import read_gaussian_ply
 from hravatar.io.video import read_video
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

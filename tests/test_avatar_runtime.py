@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.synthetic_head import synthetic_head
+from helpers.tiny_subject import tiny_camera
 from hravatar.avatar import Camera, FrameParams, render
 from hravatar.gaussians import AvatarConfig, GaussianHead, save_gaussians
-from hravatar.gaussians.testing import synthetic_head
 from hravatar.shading.lighting import LearnableLighting
-from hravatar.train_testing import tiny_camera
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.synthetic_head import synthetic_head
 from hravatar.gaussians import AvatarConfig, GaussianHead, LearningRates, position_lr
 from hravatar.gaussians.deform import normalized_weights
 from hravatar.gaussians.init import face_frames, init_from_mesh, interpolate, sample_barycentric
-from hravatar.gaussians.testing import synthetic_head
 from hravatar.geometry import axis_angle_to_matrix, matrix_to_quat, quat_multiply, quat_to_matrix
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.synthetic_head import synthetic_head
 from hravatar.errors import HRAvatarError
 from hravatar.gaussians import (
     AvatarConfig,
@@ -18,7 +19,6 @@ from hravatar.gaussians import (
     load_gaussians,
     save_gaussians,
 )
-from hravatar.gaussians.testing import synthetic_head
 
 
 def _random_args(avatar: GaussianHead, seed: int = 0, B: int = 2):

@@ -12,9 +12,9 @@ pytest.importorskip("anny")
 
 @pytest.fixture(scope="module")
 def setup():
+    from helpers.synthetic_clip import synthetic_clip
     from hravatar.head import load_head_model
     from hravatar.preprocess.embedding import landmark_embedding
-    from hravatar.preprocess.synthetic import synthetic_clip
 
     model = load_head_model("open")
     emb = landmark_embedding(model)

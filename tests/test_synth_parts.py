@@ -92,7 +92,7 @@ def test_procedural_materials_on_points():
 
 
 def test_vertex_materials_on_test_head():
-    from hravatar.gaussians.testing import synthetic_head
+    from helpers.synthetic_head import synthetic_head
 
     head = synthetic_head(subdivisions=2)
     beta = random_identity(head, seed=5)

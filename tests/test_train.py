@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.avatar import load_avatar
 from hravatar.gaussians import DensifyConfig, load_gaussians
 from hravatar.train import TrainConfig, scaled_schedule, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -37,7 +37,7 @@ Ablations (``AvatarConfig``): ``rig="triangle"`` binds each point to a mesh tria
 ``learn_bases=False`` / ``learn_weights=False`` freeze the per-point bases / skinning weights;
 the no-PBR ablation renders ``avatar.colors``.
 
-Tests can use :func:`hravatar.gaussians.testing.synthetic_head` (a small ellipsoid head model).
+Tests use ``tests/helpers/synthetic_head.py`` (a small ellipsoid head model, no asset needed).
 """
 
 from hravatar.gaussians.deform import DeformedGaussians, gaussian_normals

@@ -1,6 +1,6 @@
 """A tiny synthetic subject for tests and benchmarks (rendered with this package's own renderer).
 
-:func:`make_tiny_subject` builds a small head model (:func:`hravatar.gaussians.testing.synthetic_head`),
+:func:`make_tiny_subject` builds a small head model (:func:`helpers.synthetic_head.synthetic_head`),
 a ground-truth Gaussian avatar on it with a smooth colour pattern and a fixed, non-uniform
 environment, animates expression / jaw / head rotation over a few frames, renders them, and
 writes a subject folder with :func:`hravatar.data.write_subject` (plus ``head_model.safetensors``
@@ -50,9 +50,9 @@ def make_tiny_subject(
         pbr: shade the ground truth (else plain colours).
         with_gt: also write ``gt/albedo``, ``gt/normal`` (OpenCV camera frame) and ``gt/mask``.
     """
+    from helpers.synthetic_head import synthetic_head
     from hravatar.avatar import Camera, FrameParams, render
     from hravatar.gaussians import AvatarConfig, GaussianHead
-    from hravatar.gaussians.testing import synthetic_head
     from hravatar.shading.lighting import LearnableLighting
 
     path = Path(path)
@@ -103,7 +103,7 @@ def make_tiny_subject(
                            image_size=(size, size), head_model=head.name, crop_boxes=torch.tensor(
                                [list(b) for b in boxes]), expr_names=list(head.expr_names))
     gt_maps = {"albedo": albs, "normal": nors, "mask": masks} if albs else None
-    write_subject(path, imgs, params, {"source": "hravatar.train_testing.make_tiny_subject", "seed": seed,
+    write_subject(path, imgs, params, {"source": "helpers.tiny_subject.make_tiny_subject", "seed": seed,
                                         "synthetic": True}, gt=gt_maps, overwrite=True)
     head.save(path / "head_model.safetensors")
     return path
