@@ -30,7 +30,6 @@ from hravatar.geometry.rotations import (
     matrix_to_quat,
     normalize_quat,
     quat_multiply,
-    quat_to_matrix,
 )
 from hravatar.head.lbs import kinematic_chain, pose_feature
 
@@ -220,8 +219,3 @@ def deform_points(
     q_lbs = matrix_to_quat(T[..., :3])  # [B,N,4]
     q = quat_multiply(q_lbs, normalize_quat(quats)[None])
     return posed, normalize_quat(q), T, offsets, A_full
-
-
-def posed_rotmats(quats: Tensor) -> Tensor:
-    """Rotation matrices ``[...,3,3]`` of quaternions ``[...,4]`` (w, x, y, z)."""
-    return quat_to_matrix(quats)

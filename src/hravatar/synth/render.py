@@ -10,7 +10,6 @@ and renderer, so the data is exactly representable: a perfect fit reaches zero e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -158,8 +157,3 @@ def default_camera(
     f = size * distance / head_height
     K = intrinsics(focal=f, width=size, height=size)
     return vm, K
-
-
-def fov_degrees(K: Tensor, size: int) -> float:
-    """Horizontal field of view of ``K`` for an image ``size`` pixels wide."""
-    return math.degrees(2 * math.atan(size / 2 / float(K[0, 0])))
