@@ -133,6 +133,10 @@ def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
     return out
 
 
+def _rgb(c: list[float]) -> str:
+    return "(" + ", ".join(f"{x:.3f}" for x in c) + ")"
+
+
 def table(result: dict) -> str:
     """Markdown: the per-setting means, then every run."""
     lines = [
@@ -154,6 +158,55 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def real_check(subject: Path, hdr: Path, work: Path, settings: list[str], downscale: int, iterations: int,
+               threads: int, frames: int = 4) -> list[dict]:
+    """A real subject relit under a neutral studio HDR: does the skin keep a plausible tone?
+
+    Per prior setting: train on ``subject`` (downscaled, no encoder), relight test frames under
+    ``hdr`` as ``hravatar relight`` does (auto exposure), and compare the mean colour of the
+    foreground (the tracked mask) with the same pixels of the video frames (a white-balanced
+    studio video: its skin colour is the reference). Returns rows with both colours, the
+    angle between them (degrees) and the skin band check of the avatar's mean albedo.
+    """
+    from hravatar import light_priors as lp
+    from hravatar.apps.common import load_environment
+    from hravatar.avatar import Camera, load_avatar
+    from hravatar.losses import LossWeights
+    from hravatar.train import TrainConfig, train
+
+    rows = []
+    for s in settings:
+        av_dir = work / f"real_{subject.name}_d{downscale}_i{iterations}__{s}"
+        if not (av_dir / "avatar.safetensors").is_file():
+            cfg = TrainConfig(subject=subject, output=av_dir, overwrite=True, iterations=iterations, encoder="none",
+                              downscale=downscale, points_per_face=1, threads=threads, quiet=True,
+                              checkpoint_minutes=1e9, loss=LossWeights(**SETTINGS[s]))
+            if train(cfg) != 0:
+                raise RuntimeError(f"training {av_dir} failed")
+        av = load_avatar(av_dir, "cpu")
+        env = load_environment(hdr, av)
+        ds = av.subject("test")
+        idx = sorted({int(round(x)) for x in torch.linspace(0, len(ds) - 1, frames).tolist()})
+        relit, video, alb = torch.zeros(3), torch.zeros(3), torch.zeros(3)
+        for i in idx:
+            fr = av.frame(ds, i)
+            with torch.no_grad():
+                out = av.render(av.frame_params(fr), Camera.of_frame(fr), lighting=env)
+            m = fr.mask * (out.alpha[0] > 0.5)
+            relit += (out.image[0] * m).reshape(-1, 3).sum(0) / m.sum().clamp_min(1)
+            video += (fr.image * m).reshape(-1, 3).sum(0) / m.sum().clamp_min(1)
+            alb += lp.mean_albedo(out.albedo[0], m, out.alpha[0])
+        n = len(idx)
+        relit, video, alb = relit / n, video / n, alb / n
+        rows.append({"setting": s, "relit_mean_rgb": relit.tolist(), "video_mean_rgb": video.tolist(),
+                     "albedo_mean_rgb": alb.tolist(), "relit_vs_video_deg": lp.chromaticity_angle_deg(relit, video),
+                     "albedo_skin_prior_loss": float(lp.skin_albedo_loss(alb)),
+                     "auto_exposure_stops": float(getattr(env, "auto_exposure", 0.0))})
+        print(f"real {subject.name} {s}: relit {[round(x, 3) for x in relit.tolist()]} vs video "
+              f"{[round(x, 3) for x in video.tolist()]}: {rows[-1]['relit_vs_video_deg']:.1f} deg", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--identities", nargs="+", default=["0:0.15", "1:0.5", "2:0.85"],
@@ -164,6 +217,12 @@ def main() -> None:
     for k in TINY:
         ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, help=f"override (tiny: {TINY[k]})")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real", type=Path, default=None, help="also check a real subject folder (hravatar preprocess)")
+    ap.add_argument("--real-hdr", type=Path, default=None, help="neutral studio HDR for --real")
+    ap.add_argument("--real-downscale", type=int, default=8)
+    ap.add_argument("--real-iterations", type=int, default=200)
+    ap.add_argument("--real-settings", nargs="+", default=["none", "exposure+neutral"], choices=list(SETTINGS))
+    ap.add_argument("--skip-synthetic", action="store_true", help="only the --real check")
     ap.add_argument("--work", type=Path, default=Path("relight_priors_work"), help="subjects / avatars (cache)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "relight_priors.json")
     a = ap.parse_args()
@@ -176,7 +235,7 @@ def main() -> None:
     load_before, calib = os.getloadavg(), calibration_gflops()
     t_all = time.perf_counter()
     rows = []
-    for ident in a.identities:
+    for ident in [] if a.skip_synthetic else a.identities:
         seed, skin = ident.split(":")
         for light in a.lights:
             subject = _synth(a.work, int(seed), float(skin), light, b)
@@ -198,9 +257,22 @@ def main() -> None:
         "rows": rows,
         "summary": summarise(rows, a.settings),
     }
+    if a.real is not None:
+        if a.real_hdr is None:
+            ap.error("--real needs --real-hdr")
+        result["real"] = {"subject": str(a.real), "hdr": str(a.real_hdr), "downscale": a.real_downscale,
+                          "iterations": a.real_iterations,
+                          "rows": real_check(a.real, a.real_hdr, a.work, a.real_settings, a.real_downscale,
+                                             a.real_iterations, a.threads)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
-    md = table(result)
+    md = table(result) if rows else ""
+    if "real" in result:
+        md += ("\n\n| real subject: priors | relit mean RGB (studio HDR) | video mean RGB | angle (deg) "
+               "| albedo mean RGB | outside skin band |\n|---|---|---|---|---|---|\n")
+        md += "\n".join(f"| {r['setting']} | {_rgb(r['relit_mean_rgb'])} | {_rgb(r['video_mean_rgb'])} | "
+                        f"{r['relit_vs_video_deg']:.1f} | {_rgb(r['albedo_mean_rgb'])} | "
+                        f"{r['albedo_skin_prior_loss']:.3f} |" for r in result["real"]["rows"])
     a.out.with_suffix(".md").write_text(
         f"budget: {b}\n\nmachine: {result['machine']}\n\n{md}\n")
     print(md)

@@ -140,3 +140,14 @@ def test_synth_tints_and_skin_tones():
     with pytest.raises(ValueError):
         random_look(0, skin=1.5)
     assert np.isfinite(warm).all()
+
+
+def test_synth_rejects_bad_light_and_skin(tmp_path):
+    from hravatar.errors import HRAvatarError
+    from hravatar.synth.subject import SynthConfig, synthesize
+
+    with pytest.raises(HRAvatarError, match="--light"):
+        synthesize(SynthConfig(out=tmp_path / "a", light="purple"))
+    with pytest.raises(HRAvatarError, match="--skin"):
+        synthesize(SynthConfig(out=tmp_path / "b", skin=1.5))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
