@@ -35,6 +35,8 @@ import torch  # noqa: E402
 SETTINGS: dict[str, dict[str, float]] = {
     "none": {},
     "exposure": {"light_exposure": 1.0},
+    "neutral": {"light_neutral": 1.0},
+    "spec_wb": {"light_specular_wb": 1.0},
     "exposure+neutral": {"light_exposure": 1.0, "light_neutral": 1.0},
     "exposure+spec_wb": {"light_exposure": 1.0, "light_specular_wb": 1.0},
     "exposure+skin": {"light_exposure": 1.0, "skin_albedo": 1.0},
@@ -90,14 +92,21 @@ def _synth(work: Path, seed: int, skin: float, light: str, b: dict) -> Path:
     return out
 
 
-def _run(subject: Path, work: Path, setting: str, b: dict, threads: int) -> dict:
+def _run(subject: Path, work: Path, setting: str, b: dict, threads: int, reevaluate: bool = False) -> dict:
     from hravatar.losses import LossWeights
     from hravatar.synth.evaluate import evaluate_synthetic, write_json
     from hravatar.train import TrainConfig, train
 
     av = work / f"{subject.name}__{setting}"
     mpath = av / "metrics.json"
-    if mpath.is_file():
+    if mpath.is_file() and not reevaluate:
+        return json.loads(mpath.read_text())
+    if (av / "avatar.safetensors").is_file() and mpath.is_file():  # trained: evaluate again (new metrics)
+        old = json.loads(mpath.read_text())
+        m = evaluate_synthetic(av, subject, None, max_frames=b["eval_frames"] or None)
+        m["timing_s"] = old.get("timing_s", {})
+        m.pop("per_frame", None)
+        write_json(mpath, m)
         return json.loads(mpath.read_text())
     t0 = time.perf_counter()
     cfg = TrainConfig(subject=subject, output=av, overwrite=True, iterations=b["iterations"], encoder="none",
@@ -119,12 +128,13 @@ def _row(ident: str, light: str, setting: str, m: dict) -> dict:
             "relit_psnr": h["relit_psnr_raw"], "albedo_psnr": h["albedo_psnr_raw"],
             "albedo_chroma_deg": h["albedo_chroma_error_deg"], "self_psnr": h["self_reenactment_psnr"],
             "relit_psnr_aligned": m["relighting"]["mean"]["psnr_aligned"],
+            "relit_psnr_auto": m["relighting"]["mean"].get("psnr_auto_exposure", float("nan")),
             "albedo_scale": m["albedo"]["scale"], "train_s": m.get("timing_s", {}).get("train")}
 
 
 def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
     """Mean of every number per prior setting (over identities and lights)."""
-    keys = ("relit_psnr", "albedo_psnr", "albedo_chroma_deg", "self_psnr", "relit_psnr_aligned")
+    keys = ("relit_psnr", "albedo_psnr", "albedo_chroma_deg", "self_psnr", "relit_psnr_auto", "relit_psnr_aligned")
     out = []
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
@@ -141,14 +151,15 @@ def table(result: dict) -> str:
     """Markdown: the per-setting means, then every run."""
     lines = [
         "| priors | runs | relit PSNR raw (dB) | albedo PSNR raw (dB) | albedo chroma error (deg) "
-        "| self-reenactment PSNR (dB) | relit PSNR aligned (dB, diagnostic) |",
-        "|---|---|---|---|---|---|---|",
+        "| self-reenactment PSNR (dB) | relit PSNR, auto exposure (dB) | relit PSNR aligned (dB, diagnostic) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in result["summary"]:
         w = SETTINGS[s["setting"]]
         name = s["setting"] + (f" ({', '.join(f'{k}={v:g}' for k, v in w.items())})" if w else "")
         lines.append(f"| {name} | {s['runs']} | {s['relit_psnr']:.2f} | {s['albedo_psnr']:.2f} | "
-                     f"{s['albedo_chroma_deg']:.1f} | {s['self_psnr']:.2f} | {s['relit_psnr_aligned']:.2f} |")
+                     f"{s['albedo_chroma_deg']:.1f} | {s['self_psnr']:.2f} | {s['relit_psnr_auto']:.2f} | "
+                     f"{s['relit_psnr_aligned']:.2f} |")
     lines += ["", "| identity (seed:skin) | training light | priors | relit PSNR | albedo PSNR | chroma deg "
               "| self PSNR | train s |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -223,6 +234,7 @@ def main() -> None:
     ap.add_argument("--real-iterations", type=int, default=200)
     ap.add_argument("--real-settings", nargs="+", default=["none", "exposure+neutral"], choices=list(SETTINGS))
     ap.add_argument("--skip-synthetic", action="store_true", help="only the --real check")
+    ap.add_argument("--reevaluate", action="store_true", help="evaluate cached avatars again (no training)")
     ap.add_argument("--work", type=Path, default=Path("relight_priors_work"), help="subjects / avatars (cache)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "relight_priors.json")
     a = ap.parse_args()
@@ -240,7 +252,7 @@ def main() -> None:
         for light in a.lights:
             subject = _synth(a.work, int(seed), float(skin), light, b)
             for s in a.settings:
-                m = _run(subject, a.work, s, b, a.threads)
+                m = _run(subject, a.work, s, b, a.threads, a.reevaluate)
                 rows.append(_row(ident, light, s, m))
                 print(f"{ident} {light} {s}: relit {rows[-1]['relit_psnr']:.2f} dB, albedo "
                       f"{rows[-1]['albedo_psnr']:.2f} dB, chroma {rows[-1]['albedo_chroma_deg']:.1f} deg, "

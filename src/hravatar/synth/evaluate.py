@@ -9,7 +9,9 @@ Metrics on the test frames (the last frames of the video), full images over blac
   environment (the avatar's G-buffer shaded with the ground-truth lighting, compared with the
   ground-truth avatar under the same lighting), raw and after one global per-channel scale per
   environment (albedo and lighting are only determined up to such a scale: the aligned numbers are
-  a diagnostic, the raw ones the headline, ``metrics["headline"]``); albedo PSNR raw, the albedo
+  a diagnostic, the raw ones the headline, ``metrics["headline"]``), and as ``hravatar relight``
+  renders it by default (the environment's exposure matched to the avatar's learned light: one
+  scalar from the avatar, nothing from the ground truth); albedo PSNR raw, the albedo
   chromaticity error (angle in degrees between the mean predicted and ground-truth albedo colours
   over the pixels both cover), albedo LMSE (scale-invariant) and PSNR after a global per-channel
   scale; normal cosine similarity (camera
@@ -111,8 +113,9 @@ def evaluate_synthetic(
         k: [] for k in ("psnr", "ssim", "lpips", "mae100", "albedo_lmse", "normal_cos", "rough_mae", "f0_mae")
     }
     relit: dict[str, dict[str, list]] = {
-        e: {"psnr": [], "ssim": [], "pred": [], "gt": [], "mask": []} for e in test_envs
+        e: {"psnr": [], "ssim": [], "pred": [], "gt": [], "mask": [], "psnr_auto": []} for e in test_envs
     }
+    auto_lights = {e: _auto_exposed(gt["lights"][e], trained.lighting) for e in test_envs}
     alb_pred, alb_gt, alb_mask = [], [], []
     figs: dict[int, dict[str, Any]] = {}
     for i in progress(idx, desc="evaluate"):
@@ -153,6 +156,8 @@ def evaluate_synthetic(
             relit[e]["pred"].append(o.image[0])
             relit[e]["gt"].append(g)
             relit[e]["mask"].append((o.alpha[0] > 0.01).float())
+            oa = _render_pred(trained, fr, auto_lights[e], backend=backend)
+            relit[e]["psnr_auto"].append(float(psnr(oa.image[0].clamp(0, 1), g)[0]))
             row[e] = (o.image[0], g)
         if i in fig_idx:
             figs[i] = {
@@ -192,15 +197,19 @@ def evaluate_synthetic(
             "psnr_aligned": _mean(al_psnr),
             "ssim_aligned": _mean(al_ssim),
             "scale": s.tolist(),
+            "psnr_auto_exposure": _mean(r["psnr_auto"]),
+            "auto_exposure_stops": auto_lights[e].exposure,
         }
     relit_out["mean"] = {
-        k: _mean([relit_out[e][k] for e in test_envs]) for k in ("psnr", "ssim", "psnr_aligned", "ssim_aligned")
+        k: _mean([relit_out[e][k] for e in test_envs])
+        for k in ("psnr", "ssim", "psnr_aligned", "ssim_aligned", "psnr_auto_exposure")
     }
     metrics: dict[str, Any] = {
         "test_frames": len(idx),
         # the headline: raw numbers, no fitting against the ground truth (issue 18)
         "headline": {
             "relit_psnr_raw": relit_out["mean"]["psnr"],
+            "relit_psnr_auto_exposure": relit_out["mean"]["psnr_auto_exposure"],
             "albedo_psnr_raw": alb_psnr_raw,
             "albedo_chroma_error_deg": alb_chroma,
             "self_reenactment_psnr": _mean(rec["psnr"]),
@@ -224,6 +233,19 @@ def evaluate_synthetic(
         scales = {e: torch.tensor(relit_out[e]["scale"]) for e in test_envs}
         metrics["figures"] = _write_eval_figures(Path(fig_dir), figs, ds, test_envs, s_alb, scales)
     return metrics
+
+
+def _auto_exposed(light: Any, learned: Any) -> Any:
+    """``light`` with the exposure ``hravatar relight`` gives it by default (auto exposure: its mean
+    irradiance made equal to the avatar's learned light's; one scalar from the avatar, not from the
+    ground truth)."""
+    from hravatar.apps.common import mean_irradiance
+    from hravatar.shading.lighting import EnvironmentLighting
+
+    env = EnvironmentLighting(_prefiltered_of(light))
+    m_env, m_ref = env.mean_irradiance(), mean_irradiance(learned)
+    env.exposure = math.log2(m_ref / m_env) if m_env > 0 and m_ref > 0 else 0.0
+    return env
 
 
 def _write_eval_figures(fig_dir: Path, figs: dict[int, dict[str, Any]], ds: Any, envs: list[str],
