@@ -151,3 +151,20 @@ def test_synth_rejects_bad_light_and_skin(tmp_path):
     with pytest.raises(HRAvatarError, match="--skin"):
         synthesize(SynthConfig(out=tmp_path / "b", skin=1.5))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cast_transfer_moves_the_light_colour_into_the_albedo():
+    light = _tinted_light((0.6, 0.0, -0.8))  # warm light
+    logits = torch.logit(torch.tensor([[0.5, 0.4, 0.3], [0.2, 0.2, 0.2]]))
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    c = lp.transfer_light_cast(logits, light, 1.0)
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert lp.chromaticity_angle_deg(e1, torch.ones(3)) < 0.5  # the light is grey now
+    assert float(lp.luminance(e1)) == pytest.approx(float(lp.luminance(e0)), rel=1e-3)
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=1e-3)  # the product is kept
+    assert c[0] > 1 > c[2]
+    half = _tinted_light((0.6, 0.0, -0.8))
+    lp.transfer_light_cast(torch.zeros(1, 3), half, 0.5)
+    a_half = lp.chromaticity_angle_deg(lp.mean_front_irradiance(half).detach(), torch.ones(3))
+    assert 0.5 < a_half < lp.chromaticity_angle_deg(e0, torch.ones(3))

@@ -130,3 +130,44 @@ def chromaticity_angle_deg(a: Tensor, b: Tensor) -> float:
     a, b = a.double().flatten(), b.double().flatten()
     c = float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-12))
     return float(torch.rad2deg(torch.arccos(torch.tensor(min(1.0, max(-1.0, c))))))
+
+
+@torch.no_grad()
+def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, iters: int = 6) -> Tensor:  # noqa: ANN001
+    """Move the colour cast of the learned light into the albedo (grey world as a gauge fix).
+
+    The product albedo x irradiance is unchanged for the diffuse term (up to the sigmoid's
+    clamp): with ``E`` the mean front irradiance and ``c = E / lum(E)`` its cast (luminance 1),
+    the albedo is multiplied by ``c ** fraction`` and the irradiance divided by it: a per-channel
+    shift of the irradiance parameter (the cosine kernel's rows sum to 1, so a constant shift
+    passes through the convolution) found by a few Newton steps on the mean.
+
+    Why a projection and not only a loss: the light's learning rate is 10x the albedo's, so with
+    the loss alone the albedo learns the face's colour too slowly in a short run.
+
+    Args:
+        albedo_logits: ``[N,3]`` pre-sigmoid albedo parameter (modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its ``diffuse_map``
+            is modified in place).
+        fraction: 1 moves the whole cast, 0 nothing.
+    Returns:
+        ``[3]`` the factor applied to the albedo.
+    """
+    e = mean_front_irradiance(lighting)
+    c = (e / luminance(e).clamp_min(1e-6)).clamp(0.2, 5.0) ** float(fraction)
+    target = e / c
+    dirs = front_directions(256, lighting.diffuse_map.device)
+    y = lighting.diffuse_cube()
+    from hravatar.shading.cubemap import sample_cube
+
+    yd = sample_cube(y, dirs)  # [n,3] pre-activation at the directions
+    delta = torch.zeros(3, device=y.device, dtype=y.dtype)
+    for _ in range(iters):  # Newton on mean(sigmoid(yd + delta)) = target, per channel
+        s = torch.sigmoid(yd + delta)
+        f = s.mean(0) - target
+        df = (s * (1 - s)).mean(0).clamp_min(1e-6)
+        delta = delta - f / df
+    lighting.diffuse_map.add_(delta)
+    a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
+    albedo_logits.copy_(torch.log(a / (1 - a)))
+    return c

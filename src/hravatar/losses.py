@@ -49,6 +49,9 @@ class LossWeights:
     """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
+    light_cast_transfer: float = 0.0
+    """not a loss: after every shaded step, move this fraction of the learned light's colour cast
+    into the albedo (grey world as a hard gauge fix; 0 = off)"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:

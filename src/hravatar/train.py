@@ -471,6 +471,10 @@ class Trainer:
             return None
         for o in opts:
             o.step()
+        if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
+            from hravatar.light_priors import transfer_light_cast
+
+            transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer)
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True)
