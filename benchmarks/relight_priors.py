@@ -132,8 +132,13 @@ def _row(ident: str, light: str, setting: str, m: dict) -> dict:
             "relit_psnr": h["relit_psnr_raw"], "albedo_psnr": h["albedo_psnr_raw"],
             "albedo_chroma_deg": h["albedo_chroma_error_deg"], "self_psnr": h["self_reenactment_psnr"],
             "relit_psnr_aligned": m["relighting"]["mean"]["psnr_aligned"],
-            "relit_psnr_auto": m["relighting"]["mean"].get("psnr_auto_exposure", float("nan")),
+            "relit_psnr_auto": m["relighting"]["mean"].get("psnr_auto_exposure"),
             "albedo_scale": m["albedo"]["scale"], "train_s": m.get("timing_s", {}).get("train")}
+
+
+def _finite_mean(xs: list) -> float:
+    xs = [x for x in xs if x is not None and x == x]
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
@@ -143,7 +148,7 @@ def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
         if rs:
-            out.append({"setting": s, "runs": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in keys}})
+            out.append({"setting": s, "runs": len(rs), **{k: _finite_mean([r[k] for r in rs]) for k in keys}})
     return out
 
 
