@@ -144,11 +144,15 @@ def _finite_mean(xs: list) -> float:
 def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
     """Mean of every number per prior setting (over identities and lights)."""
     keys = ("relit_psnr", "albedo_psnr", "albedo_chroma_deg", "self_psnr", "relit_psnr_auto", "relit_psnr_aligned")
+    base = {(r["identity"], r["light"]): r for r in rows if r["setting"] == "none"}
     out = []
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
         if rs:
-            out.append({"setting": s, "runs": len(rs), **{k: _finite_mean([r[k] for r in rs]) for k in keys}})
+            d = {f"d_{k}": _finite_mean([r[k] - base[(r["identity"], r["light"])][k] for r in rs
+                                         if (r["identity"], r["light"]) in base])
+                 for k in ("relit_psnr", "albedo_psnr", "albedo_chroma_deg", "self_psnr")}
+            out.append({"setting": s, "runs": len(rs), **{k: _finite_mean([r[k] for r in rs]) for k in keys}, **d})
     return out
 
 
@@ -169,6 +173,12 @@ def table(result: dict) -> str:
         lines.append(f"| {name} | {s['runs']} | {s['relit_psnr']:.2f} | {s['albedo_psnr']:.2f} | "
                      f"{s['albedo_chroma_deg']:.1f} | {s['self_psnr']:.2f} | {s['relit_psnr_auto']:.2f} | "
                      f"{s['relit_psnr_aligned']:.2f} |")
+    lines += ["", "Change against no priors on the same subjects (paired; mean over the setting's runs):", "",
+              "| priors | runs | relit PSNR raw | albedo PSNR raw | chroma error (deg) | self-reenactment PSNR |",
+              "|---|---|---|---|---|---|"]
+    for s in result["summary"]:
+        lines.append(f"| {s['setting']} | {s['runs']} | {s['d_relit_psnr']:+.2f} | {s['d_albedo_psnr']:+.2f} | "
+                     f"{s['d_albedo_chroma_deg']:+.1f} | {s['d_self_psnr']:+.2f} |")
     lines += ["", "| identity (seed:skin) | training light | priors | relit PSNR | albedo PSNR | chroma deg "
               "| self PSNR | train s |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -244,6 +254,8 @@ def main() -> None:
     ap.add_argument("--real-settings", nargs="+", default=["none", "exposure+neutral"], choices=list(SETTINGS))
     ap.add_argument("--skip-synthetic", action="store_true", help="only the --real check")
     ap.add_argument("--reevaluate", action="store_true", help="evaluate cached avatars again (no training)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="tabulate the finished runs in --work only (no synthesis, training or evaluation)")
     ap.add_argument("--work", type=Path, default=Path("relight_priors_work"), help="subjects / avatars (cache)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "relight_priors.json")
     a = ap.parse_args()
@@ -259,8 +271,12 @@ def main() -> None:
     for ident in [] if a.skip_synthetic else a.identities:
         seed, skin = ident.split(":")
         for light in a.lights:
-            subject = _synth(a.work, int(seed), float(skin), light, b)
+            subject = a.work / f"subject_s{int(seed)}_k{float(skin):g}_{light}"
+            if not a.cached_only:
+                subject = _synth(a.work, int(seed), float(skin), light, b)
             for s in a.settings:
+                if a.cached_only and not (a.work / f"{subject.name}__{s}" / "metrics.json").is_file():
+                    continue
                 m = _run(subject, a.work, s, b, a.threads, a.reevaluate)
                 rows.append(_row(ident, light, s, m))
                 print(f"{ident} {light} {s}: relit {rows[-1]['relit_psnr']:.2f} dB, albedo "
