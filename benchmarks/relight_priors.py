@@ -39,7 +39,7 @@ SETTINGS: dict[str, dict[str, float]] = {
     "spec_wb": {"light_specular_wb": 1.0},
     "skin": {"skin_albedo": 1.0},
     "cast_transfer": {"light_cast_transfer": 1.0},
-    "exposure+cast_transfer": {"light_exposure": 1.0, "light_cast_transfer": 1.0},
+    "cast_transfer+skin": {"light_cast_transfer": 1.0, "skin_albedo": 1.0},
     "neutral+skin": {"light_neutral": 1.0, "skin_albedo": 1.0},
     "exposure+neutral": {"light_exposure": 1.0, "light_neutral": 1.0},
     "exposure+spec_wb": {"light_exposure": 1.0, "light_specular_wb": 1.0},
