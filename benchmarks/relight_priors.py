@@ -46,6 +46,9 @@ SETTINGS: dict[str, dict[str, float]] = {
     "exposure+skin": {"light_exposure": 1.0, "skin_albedo": 1.0},
     "all": {"light_exposure": 1.0, "light_specular_wb": 1.0, "skin_albedo": 1.0},
 }
+#: Every prior off (the base of each setting, whatever LossWeights' defaults are).
+ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,
+           "light_cast_transfer": 0.0}
 TINY = {"size": 64, "frames": 40, "iterations": 200, "points_per_face": 1, "gt_points_per_face": 4,
         "env_height": 32, "eval_frames": 4}
 FULL = {"size": 256, "frames": 300, "iterations": 1500, "points_per_face": 8, "gt_points_per_face": 16,
@@ -115,7 +118,7 @@ def _run(subject: Path, work: Path, setting: str, b: dict, threads: int, reevalu
     t0 = time.perf_counter()
     cfg = TrainConfig(subject=subject, output=av, overwrite=True, iterations=b["iterations"], encoder="none",
                       points_per_face=b["points_per_face"], threads=threads, quiet=True, checkpoint_minutes=1e9,
-                      loss=LossWeights(**SETTINGS[setting]))
+                      loss=LossWeights(**{**ALL_OFF, **SETTINGS[setting]}))
     if train(cfg) != 0:
         raise RuntimeError(f"training {av} failed")
     t_train = time.perf_counter() - t0
@@ -210,7 +213,7 @@ def real_check(subject: Path, hdr: Path, work: Path, settings: list[str], downsc
         if not (av_dir / "avatar.safetensors").is_file():
             cfg = TrainConfig(subject=subject, output=av_dir, overwrite=True, iterations=iterations, encoder="none",
                               downscale=downscale, points_per_face=1, threads=threads, quiet=True,
-                              checkpoint_minutes=1e9, loss=LossWeights(**SETTINGS[s]))
+                              checkpoint_minutes=1e9, loss=LossWeights(**{**ALL_OFF, **SETTINGS[s]}))
             if train(cfg) != 0:
                 raise RuntimeError(f"training {av_dir} failed")
         av = load_avatar(av_dir, "cpu")
