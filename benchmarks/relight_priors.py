@@ -196,7 +196,9 @@ def real_check(subject: Path, hdr: Path, work: Path, settings: list[str], downsc
     """A real subject relit under a neutral studio HDR: does the skin keep a plausible tone?
 
     Per prior setting: train on ``subject`` (downscaled, no encoder), relight test frames under
-    ``hdr`` as ``hravatar relight`` does (auto exposure), and compare the mean colour of the
+    ``hdr`` as ``hravatar relight`` does (auto exposure), white-balanced (the render divided by the
+    HDR's own mean colour cast, which is linear in the light: the same studio with white lights), and
+    compare the mean colour of the
     foreground (the tracked mask) with the same pixels of the video frames (a white-balanced
     studio video: its skin colour is the reference). Returns rows with both colours, the
     angle between them (degrees) and the skin band check of the avatar's mean albedo.
@@ -218,6 +220,8 @@ def real_check(subject: Path, hdr: Path, work: Path, settings: list[str], downsc
                 raise RuntimeError(f"training {av_dir} failed")
         av = load_avatar(av_dir, "cpu")
         env = load_environment(hdr, av)
+        e = lp.mean_front_irradiance(env).detach()
+        cast = e / lp.luminance(e)  # the HDR's own colour: divided out = the same studio, white-balanced
         ds = av.subject("test")
         idx = sorted({int(round(x)) for x in torch.linspace(0, len(ds) - 1, frames).tolist()})
         relit, video, alb = torch.zeros(3), torch.zeros(3), torch.zeros(3)
@@ -231,10 +235,11 @@ def real_check(subject: Path, hdr: Path, work: Path, settings: list[str], downsc
             alb += lp.mean_albedo(out.albedo[0], m, out.alpha[0])
         n = len(idx)
         relit, video, alb = relit / n, video / n, alb / n
+        relit = relit / cast
         rows.append({"setting": s, "relit_mean_rgb": relit.tolist(), "video_mean_rgb": video.tolist(),
                      "albedo_mean_rgb": alb.tolist(), "relit_vs_video_deg": lp.chromaticity_angle_deg(relit, video),
                      "albedo_skin_prior_loss": float(lp.skin_albedo_loss(alb)),
-                     "auto_exposure_stops": float(getattr(env, "auto_exposure", 0.0))})
+                     "auto_exposure_stops": float(getattr(env, "auto_exposure", 0.0)), "hdr_cast": cast.tolist()})
         print(f"real {subject.name} {s}: relit {[round(x, 3) for x in relit.tolist()]} vs video "
               f"{[round(x, 3) for x in video.tolist()]}: {rows[-1]['relit_vs_video_deg']:.1f} deg", flush=True)
     return rows

@@ -15,7 +15,9 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
   of the learned specular light (F0 is achromatic, so the colour of specular reflection is the
   light's: a white balance read from the highlights);
 * :func:`skin_albedo_loss` (``skin_albedo``): the mean albedo of the foreground lies in a
-  plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it).
+  plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
+* :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
+  shaded step the learned light's colour cast moves into the albedo (grey world as a projection).
 
 Colours are compared as log-chromaticities ``(log r - log g, log b - log g)``, which ignore the
 overall scale. All functions return scalars and are differentiable.

@@ -5,8 +5,10 @@
       + 1e-2 mean_fg(1 - <N_depth, N_render>) (normal consistency; N_depth from rendered depth)
       + 0.25 L1(A, A_pseudo)                  (albedo prior, when pseudo albedos exist)
       + 2e-2 TV(roughness map)                (total variation)
-      + 1.0 |log-chroma(mean irradiance)|^2   (grey-world light prior, subjects without pseudo albedos;
-                                               the other colour priors of hravatar.light_priors are off)
+
+and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
+moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`);
+the other colour priors of :mod:`hravatar.light_priors` are off by default.
 
 Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
 """
@@ -45,16 +47,16 @@ class LossWeights:
     # ---- albedo / light colour priors (hravatar.light_priors; issue 18), used without pseudo albedos ----
     light_exposure: float = 0.0
     """mean front irradiance of the learned light has the relighting environments' luminance"""
-    light_neutral: float = 1.0
-    """mean front irradiance of the learned light is grey (grey world; on by default for subjects
-    without pseudo albedos: chosen by benchmarks/relight_priors.py, see README)"""
+    light_neutral: float = 0.0
+    """mean front irradiance of the learned light is grey (grey world, as a loss)"""
     light_specular_wb: float = 0.0
     """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
-    light_cast_transfer: float = 0.0
+    light_cast_transfer: float = 1.0
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
-    into the albedo (grey world as a hard gauge fix; 0 = off)"""
+    into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
+    pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:
