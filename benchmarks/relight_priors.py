@@ -183,10 +183,11 @@ def table(result: dict) -> str:
         lines.append(f"| {s['setting']} | {s['runs']} | {s['d_relit_psnr']:+.2f} | {s['d_albedo_psnr']:+.2f} | "
                      f"{s['d_albedo_chroma_deg']:+.1f} | {s['d_self_psnr']:+.2f} |")
     lines += ["", "| identity (seed:skin) | training light | priors | relit PSNR | albedo PSNR | chroma deg "
-              "| self PSNR | train s |", "|---|---|---|---|---|---|---|---|"]
+              "| self PSNR | relit PSNR, auto exposure | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        auto = "n/a" if r.get("relit_psnr_auto") is None else f"{r['relit_psnr_auto']:.2f}"
         lines.append(f"| {r['identity']} | {r['light']} | {r['setting']} | {r['relit_psnr']:.2f} | "
-                     f"{r['albedo_psnr']:.2f} | {r['albedo_chroma_deg']:.1f} | {r['self_psnr']:.2f} | "
+                     f"{r['albedo_psnr']:.2f} | {r['albedo_chroma_deg']:.1f} | {r['self_psnr']:.2f} | {auto} | "
                      f"{r['train_s']} |")
     return "\n".join(lines)
 
@@ -313,8 +314,8 @@ def main() -> None:
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     md = table(result) if rows else ""
     if "real" in result:
-        md += ("\n\n| real subject: priors | relit mean RGB (studio HDR) | video mean RGB | angle (deg) "
-               "| albedo mean RGB | outside skin band |\n|---|---|---|---|---|---|\n")
+        md += ("\n\n| real subject: priors | relit mean RGB (studio HDR, white-balanced) | video mean RGB "
+               "| angle (deg) | albedo mean RGB | outside skin band |\n|---|---|---|---|---|---|\n")
         md += "\n".join(f"| {r['setting']} | {_rgb(r['relit_mean_rgb'])} | {_rgb(r['video_mean_rgb'])} | "
                         f"{r['relit_vs_video_deg']:.1f} | {_rgb(r['albedo_mean_rgb'])} | "
                         f"{r['albedo_skin_prior_loss']:.3f} |" for r in result["real"]["rows"])
