@@ -61,6 +61,11 @@ GAZE = {
 #: tracking did not record one (the open model's calibration is about 0.33).
 DEFAULT_JAW_RAD = 0.33
 
+#: Where MediaPipe's canonical-face origin sits in the head model's frame (metres from the global
+#: pivot at the skull base, +y up, +z forward): measured by turning a synthetic open-model head by
+#: 0.3 rad, which moved MediaPipe's origin sideways by 2.65 cm, a lever of about 9 cm.
+MEDIAPIPE_ORIGIN_M = (0.0, 0.03, 0.09)
+
 #: Eye rotation (radians) per unit gaze score difference (ARKit's full look is roughly 30 degrees).
 DEFAULT_GAZE_RAD = 0.5
 
@@ -81,8 +86,9 @@ def driver_mapping(
     (``{"source": "jawOpen", "rad_per_unit", "axis": [1,0,0]}``, the jaw joint's rotation);
     ``eyes`` (per eye, yaw = ``rad_per_unit * (out - in)`` about +y, pitch = ``rad_per_unit *
     (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
-    ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's, and the metre scale of
-    its translation, ``0.01``).
+    ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's; ``translation_scale_m``:
+    its translation's unit, 0.01 m; ``origin_in_head_m``: where its face origin sits relative to the
+    avatar's global pivot, in the unrotated head frame, see :func:`head_motion`).
     """
     gains = gains or {}
     gaze_names = {n for eye in GAZE.values() for n in eye.values()}
@@ -104,7 +110,8 @@ def driver_mapping(
         "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit), "axis": [1.0, 0.0, 0.0]},
         "eyes": eyes,
         "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
-        "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01},
+        "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01,
+                 "origin_in_head_m": list(MEDIAPIPE_ORIGIN_M)},
     }
 
 
@@ -311,7 +318,8 @@ class AvatarBase:
         neutral: ``[E]`` its neutral expression (percentile of its subject's tracked expression).
         neutral_jaw: its neutral jaw angle (radians about +x).
         jaw_rad_per_unit: jaw angle per unit ``jawOpen`` used when its subject was tracked.
-        pivot_offset: ``[3]`` its face centre minus its global pivot at the reference pose (metres).
+        pivot_offset: ``[3]`` MediaPipe's face origin minus its global pivot at the reference pose
+            (world metres; :data:`MEDIAPIPE_ORIGIN_M` rotated by the reference pose).
     """
 
     expr_names: list[str]
@@ -342,9 +350,9 @@ def avatar_base(la: object, percentile: float = 10.0) -> AvatarBase:
     p = ref.params
     pose = p.pose[0].detach().cpu().numpy().astype(np.float64)
     trans = p.translation[0].detach().cpu().numpy().astype(np.float64)
-    centre = la.head_center().detach().cpu().numpy().astype(np.float64)  # type: ignore[attr-defined]
+    off = rotvec_to_matrix(pose[0]) @ np.asarray(MEDIAPIPE_ORIGIN_M)
     return AvatarBase(names, pose, trans, ref.camera.viewmat.detach().cpu().numpy().astype(np.float64),
-                      neutral, njaw, gain, centre - trans)
+                      neutral, njaw, gain, off)
 
 
 def drive_mediapipe(
