@@ -15,10 +15,13 @@ from hravatar.drive import (
     drive_tracked,
     driver_mapping,
     driver_mapping_json,
+    fit_lever,
+    frontal_frame,
     head_motion,
     map_scores,
     matrix_to_rotvec,
     mediapipe_head,
+    pivot_translation,
     rotvec_to_matrix,
 )
 from hravatar.head.arkit import ARKIT_NAMES
@@ -106,6 +109,26 @@ def test_relative_head_motion_in_the_camera_frame():
     g, t = head_motion(rot, trans, np.zeros(3), np.zeros(3), V, pivot_offset=off)
     face = rotvec_to_matrix(g) @ off + t
     assert np.allclose(face - off, trans @ V[:3, :3], atol=1e-6)
+
+
+def test_lever_fit_removes_the_turn_induced_translation():
+    rng = np.random.default_rng(0)
+    c = np.array([0.01, 0.03, -0.1])  # the face point turns about a point 10 cm behind it
+    R = rotvec_to_matrix(rng.normal(0, 0.3, (40, 3)))
+    shift = np.zeros((40, 3))
+    shift[20:] = [0.0, 0.0, 0.02]  # and the head also moves 2 cm
+    turn = np.array([0.0, 0.0, 0.5]) + (R @ R[0].T - np.eye(3)) @ c
+    assert np.allclose(fit_lever(R, turn, ridge=1e-6), c, atol=1e-4)
+    assert np.allclose(fit_lever(R, turn + shift, ridge=1e-6), c, atol=0.02)  # a lean barely biases it
+    assert np.allclose(pivot_translation(R, turn + shift, c) - turn[0], shift, atol=1e-9)
+
+
+def test_frontal_frame_picks_the_head_facing_the_camera():
+    pose = np.zeros((3, 5, 3))
+    pose[:, 0, 1] = [0.5, 0.05, -0.4]
+    V = np.repeat(np.eye(4)[None], 3, 0)
+    V[:, :3, :3] = np.diag([1.0, -1.0, -1.0])
+    assert frontal_frame(pose, V) == 1
 
 
 def test_mediapipe_matrix_to_opencv_and_drive():

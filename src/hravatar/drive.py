@@ -61,11 +61,6 @@ GAZE = {
 #: tracking did not record one (the open model's calibration is about 0.33).
 DEFAULT_JAW_RAD = 0.33
 
-#: Where MediaPipe's canonical-face origin sits in the head model's frame (metres from the global
-#: pivot at the skull base, +y up, +z forward): measured by turning a synthetic open-model head by
-#: 0.3 rad, which moved MediaPipe's origin sideways by 2.65 cm, a lever of about 9 cm.
-MEDIAPIPE_ORIGIN_M = (0.0, 0.03, 0.09)
-
 #: Eye rotation (radians) per unit gaze score difference (ARKit's full look is roughly 30 degrees).
 DEFAULT_GAZE_RAD = 0.5
 
@@ -87,8 +82,8 @@ def driver_mapping(
     ``eyes`` (per eye, yaw = ``rad_per_unit * (out - in)`` about +y, pitch = ``rad_per_unit *
     (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
     ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's; ``translation_scale_m``:
-    its translation's unit, 0.01 m; ``origin_in_head_m``: where its face origin sits relative to the
-    avatar's global pivot, in the unrotated head frame, see :func:`head_motion`).
+    its translation's unit, 0.01 m; ``lever``: the turning point is fitted per driver by
+    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's).
     """
     gains = gains or {}
     gaze_names = {n for eye in GAZE.values() for n in eye.values()}
@@ -110,8 +105,8 @@ def driver_mapping(
         "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit), "axis": [1.0, 0.0, 0.0]},
         "eyes": eyes,
         "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
-        "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01,
-                 "origin_in_head_m": list(MEDIAPIPE_ORIGIN_M)},
+        "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01, "lever": "fit_lever",
+                 "lever_ridge": 0.1},
     }
 
 
@@ -254,6 +249,26 @@ def mediapipe_head(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return GL_TO_CV @ M[:, :3, :3] @ GL_TO_CV, (M[:, :3, 3] @ GL_TO_CV.T) * 0.01
 
 
+def fit_lever(rot_cam: np.ndarray, trans_cam: np.ndarray, first: int = 0, ridge: float = 0.1) -> np.ndarray:
+    """The point ``c [3]`` (camera frame, metres, relative to the tracked face point at frame
+    ``first``) about which the driver's head turns: least squares of ``t_i - t_first ~ (R_i R_first^T -
+    I) c`` over the frames, with a small ridge. MediaPipe's face origin sits in front of the neck, so
+    a turn of the head also moves it; ``t_i - t_first - (R_i R_first^T - I) c`` is the translation
+    left once the turn is accounted for."""
+    Rr = np.asarray(rot_cam, np.float64) @ np.asarray(rot_cam, np.float64)[first].T
+    dt = np.asarray(trans_cam, np.float64) - np.asarray(trans_cam, np.float64)[first]
+    A = np.concatenate([(Rr - np.eye(3)).reshape(-1, 3), ridge * np.eye(3)])
+    b = np.concatenate([dt.reshape(-1), np.zeros(3)])
+    return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def pivot_translation(rot_cam: np.ndarray, trans_cam: np.ndarray, lever: np.ndarray, first: int = 0) -> np.ndarray:
+    """``[T,3]`` the turning point's track in the camera frame: ``t_i - (R_i R_first^T - I) lever``
+    (see :func:`fit_lever`)."""
+    Rr = np.asarray(rot_cam, np.float64) @ np.asarray(rot_cam, np.float64)[first].T
+    return np.asarray(trans_cam, np.float64) - (Rr - np.eye(3)) @ np.asarray(lever, np.float64)
+
+
 def head_motion(
     rot_cam: np.ndarray,
     trans_cam: np.ndarray,
@@ -318,8 +333,6 @@ class AvatarBase:
         neutral: ``[E]`` its neutral expression (percentile of its subject's tracked expression).
         neutral_jaw: its neutral jaw angle (radians about +x).
         jaw_rad_per_unit: jaw angle per unit ``jawOpen`` used when its subject was tracked.
-        pivot_offset: ``[3]`` MediaPipe's face origin minus its global pivot at the reference pose
-            (world metres; :data:`MEDIAPIPE_ORIGIN_M` rotated by the reference pose).
     """
 
     expr_names: list[str]
@@ -329,16 +342,33 @@ class AvatarBase:
     neutral: np.ndarray
     neutral_jaw: float = 0.0
     jaw_rad_per_unit: float = DEFAULT_JAW_RAD
-    pivot_offset: np.ndarray | None = None
 
 
-def avatar_base(la: object, percentile: float = 10.0) -> AvatarBase:
-    """:class:`AvatarBase` of a loaded avatar (:class:`hravatar.apps.common.LoadedAvatar`): its
-    reference pose and camera; its neutral from its training subject's tracked expression (zeros
-    when the subject folder is gone); the jaw gain its tracking recorded (manifest ``tracking.jaw_gain_rad``)."""
+def frontal_frame(pose: np.ndarray, viewmats: np.ndarray) -> int:
+    """Index of the frame whose head faces its camera most directly (``pose [N,5,3]``, ``viewmats
+    [N,4,4]``): the head's forward axis (+z of the head model, after global and neck) closest to the
+    camera's -z."""
+    p = np.asarray(pose, np.float64)
+    R = np.asarray(viewmats, np.float64)[:, :3, :3] @ rotvec_to_matrix(p[:, 0]) @ rotvec_to_matrix(p[:, 1])
+    return int(np.argmin(R[:, 2, 2]))
+
+
+def avatar_base(la: object, percentile: float = 10.0, frontal: bool = True) -> AvatarBase:
+    """:class:`AvatarBase` of a loaded avatar (:class:`hravatar.apps.common.LoadedAvatar`).
+
+    Camera: the avatar's reference camera. Head pose: with ``frontal`` (and the training subject at
+    hand), the global and neck rotation and translation of its most frontal training frame
+    (:func:`frontal_frame`; the subject's camera is assumed fixed, as tracking and ``hravatar synth``
+    write it), else the reference frame's. Neutral: the ``percentile`` of its subject's tracked
+    expression and jaw (zeros when the subject folder is gone). Jaw gain: what its tracking recorded
+    (manifest ``tracking.jaw_gain_rad``), else :data:`DEFAULT_JAW_RAD`.
+    """
     ref = la.reference  # type: ignore[attr-defined]
     names = list(la.expr_names)  # type: ignore[attr-defined]
     E = len(names)
+    p = ref.params
+    pose = p.pose[0].detach().cpu().numpy().astype(np.float64)
+    trans = p.translation[0].detach().cpu().numpy().astype(np.float64)
     neutral, njaw, gain = np.zeros(E), 0.0, DEFAULT_JAW_RAD
     if la.has_subject():  # type: ignore[attr-defined]
         ds = la.subject("all")  # type: ignore[attr-defined]
@@ -347,12 +377,12 @@ def avatar_base(la: object, percentile: float = 10.0) -> AvatarBase:
         njaw = float(np.percentile(ds.pose[:, 2, 0].numpy(), percentile))
         man = ds.meta.get("manifest", {}) if isinstance(ds.meta, dict) else {}
         gain = float((man.get("tracking") or {}).get("jaw_gain_rad") or DEFAULT_JAW_RAD)
-    p = ref.params
-    pose = p.pose[0].detach().cpu().numpy().astype(np.float64)
-    trans = p.translation[0].detach().cpu().numpy().astype(np.float64)
-    off = rotvec_to_matrix(pose[0]) @ np.asarray(MEDIAPIPE_ORIGIN_M)
+        if frontal:
+            i = frontal_frame(ds.pose.numpy(), ds.viewmats.numpy())
+            pose[:2] = ds.pose[i, :2].numpy()
+            trans = ds.translation[i].numpy().astype(np.float64)
     return AvatarBase(names, pose, trans, ref.camera.viewmat.detach().cpu().numpy().astype(np.float64),
-                      neutral, njaw, gain, off)
+                      neutral, njaw, gain)
 
 
 def drive_mediapipe(
@@ -364,10 +394,13 @@ def drive_mediapipe(
     head: bool = True,
     absolute_pose: bool = False,
     neutral: Neutral | None = None,
+    lever: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Avatar parameters from MediaPipe scores ``[T,52]`` and matrices ``[T,4,4]``.
 
-    ``neutral`` defaults to :func:`calibrate_neutral` over all frames. With ``head=False`` the
+    ``neutral`` defaults to :func:`calibrate_neutral` over all frames, ``lever`` (the driver's
+    turning point, see :func:`fit_lever`) to the fit over all frames: the translation applied is
+    that of the turning point, so the avatar turns about its own pivot. With ``head=False`` the
     avatar keeps its reference head pose. Returns ``(expression [T,E], pose [T,5,3], translation [T,3])``.
     """
     mapping = mapping or driver_mapping(base.jaw_rad_per_unit)
@@ -379,8 +412,8 @@ def drive_mediapipe(
     trans = np.repeat(base.translation[None], T, 0)
     if head:
         R, t = mediapipe_head(matrices)
-        pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, base.pivot_offset,
-                                        absolute_pose)
+        t = pivot_translation(R, t, fit_lever(R, t) if lever is None else lever)
+        pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
     return expr, pose.astype(np.float32), trans.astype(np.float32)
 
 
