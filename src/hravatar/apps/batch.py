@@ -324,12 +324,20 @@ def _finish_attempt(job: Job, stage: str, status: str) -> None:
     atomic_write_text(path, json.dumps({**_read_json(path), "state": status, "ended": time.time()}))
 
 
-def _run_preprocess(job: Job, settings: dict[str, Any]) -> dict[str, Any]:
+def _threads(cpus: float) -> None:
+    """torch's intra-op threads = the task's declared CPUs (imported only when a stage computes)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _run_preprocess(job: Job, settings: dict[str, Any], cpus: float) -> dict[str, Any]:
     if job.kind == "subject":
         return {"status": "input", "note": "the input is a subject folder"}
     man = _read_json(job.subject / "manifest.json")
     if man.get("complete"):
         return {"status": "skipped", "frames": man.get("num_frames") or man.get("frames")}
+    _threads(cpus)
     func, _ = _command("preprocess")
     func(stage_config("preprocess", settings, {"video": job.input, "output": str(job.subject)}))
     return {"status": "done"}
@@ -342,6 +350,7 @@ def _run_train(job: Job, settings: dict[str, Any], cpus: float) -> dict[str, Any
         res: dict[str, Any] = {"status": "skipped"}
     else:
         res = {"status": "done"}
+        _threads(cpus)
         resume = (av / "checkpoint.pt").is_file()
         if resume:
             import torch
@@ -361,12 +370,13 @@ def _run_train(job: Job, settings: dict[str, Any], cpus: float) -> dict[str, Any
     return res
 
 
-def _run_evaluate(job: Job, settings: dict[str, Any]) -> dict[str, Any]:
+def _run_evaluate(job: Job, settings: dict[str, Any], cpus: float) -> dict[str, Any]:
     out = job.avatar / "eval"
     mpath = out / "metrics.json"
     if _mtime(mpath) >= _mtime(job.avatar / "avatar.safetensors") > 0:
         res: dict[str, Any] = {"status": "skipped"}
     else:
+        _threads(cpus)
         func, _ = _command("evaluate")
         func(stage_config("evaluate", settings, {"avatar": str(job.avatar), "output": str(out)}))
         res = {"status": "done"}
@@ -375,10 +385,11 @@ def _run_evaluate(job: Job, settings: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def _run_render(job: Job, settings: dict[str, Any]) -> dict[str, Any]:
+def _run_render(job: Job, settings: dict[str, Any], cpus: float) -> dict[str, Any]:
     av_time = _mtime(job.avatar / "avatar.safetensors")
     if min(_mtime(job.video), _mtime(job.thumbnail)) >= av_time > 0:
         return {"status": "skipped", "video": str(job.video)}
+    _threads(cpus)
     func, _ = _command("render")
     func(stage_config("render", settings, {"avatar": str(job.avatar), "output": str(job.video)}))
     thumb = {k: v for k, v in settings.items() if k in ("split", "use_encoder", "device")}
@@ -419,17 +430,14 @@ def run_stage(stage: str, job: dict[str, Any], settings: dict[str, Any], cpus: f
         print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {stage} of {j.name}, attempt {attempt}, "
               f"{node.get('host')} pid {node['pid']}", flush=True)
         try:
-            import torch
-
-            torch.set_num_threads(max(1, int(cpus)))
             if stage == "preprocess":
-                res = _run_preprocess(j, settings)
+                res = _run_preprocess(j, settings, cpus)
             elif stage == "train":
                 res = _run_train(j, settings, cpus)
             elif stage == "evaluate":
-                res = _run_evaluate(j, settings)
+                res = _run_evaluate(j, settings, cpus)
             else:
-                res = _run_render(j, settings)
+                res = _run_render(j, settings, cpus)
             res.setdefault("error", None)
         except HRAvatarError as e:
             res = {"status": "failed", "error": f"error: {e}"}
@@ -440,6 +448,7 @@ def run_stage(stage: str, job: dict[str, Any], settings: dict[str, Any], cpus: f
             res = {"status": "failed", "error": f"error: {j.name}: {stage} crashed ({type(e).__name__}: {first}); "
                                                 f"see {log_path}"}
         finally:
+            print(f"== {stage}: {res['status'] if 'res' in locals() else 'interrupted'}", flush=True)
             log.removeHandler(handler)
             log.setLevel(old_level)
     _finish_attempt(j, stage, res["status"])
