@@ -104,7 +104,7 @@ def _stage_cell(st: dict[str, Any]) -> str:
     if st.get("seconds") is not None and status not in ("not run", "pending", "not selected"):
         lines.append(f"{st['seconds']:.1f} s")
     node = st.get("node") or {}
-    if node.get("node_id"):
+    if node.get("node_id") and status != "not run":
         lines.append(f"<span class=n>{html.escape(str(node.get('node_ip')))} {html.escape(node['node_id'][:8])}</span>")
     if (st.get("attempt") or 1) > 1:
         lines.append(f"attempt {st['attempt']}")
