@@ -70,6 +70,11 @@ def write_gaussian_ply(
             raise ValueError(f"{name} must be {list(shape)}, got {list(arr.shape)}")
     if opac.shape != (n,):
         raise ValueError(f"opacities must be [{n}], got {list(opac.shape)}")
+    for name, arr in (("positions", means), ("scales", scales), ("rotations", quats), ("opacities", opac),
+                      ("colours", rgb)):
+        if not np.isfinite(arr).all():
+            raise HRAvatarError(f"{path}: the Gaussians' {name} contain NaN or Inf; nothing written "
+                                "(use finite, moderate expression/pose values)")
     cols: list[tuple[str, np.ndarray]] = [("x", means[:, 0]), ("y", means[:, 1]), ("z", means[:, 2])]
     nrm = np.zeros((n, 3), np.float32) if normals is None else _np(normals)
     cols += [("nx", nrm[:, 0]), ("ny", nrm[:, 1]), ("nz", nrm[:, 2])]
