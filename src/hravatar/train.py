@@ -885,9 +885,8 @@ class TrainedAvatar:
 
 def load_trained(path: str | Path, device: torch.device | str | None = None) -> TrainedAvatar:
     """Load ``AVATAR/`` written by ``hravatar train`` (avatar, learned lighting, encoder, config)."""
-    from safetensors.torch import load_file
-
     from hravatar.config import load_config
+    from hravatar.io.state import load_state_file, read_safetensors
     from hravatar.shading.lighting import LearnableLighting
 
     root = Path(path)
@@ -900,19 +899,28 @@ def load_trained(path: str | Path, device: torch.device | str | None = None) -> 
     cfg = load_config(TrainConfig, root / "train_config.yaml")
     avatar = GaussianHead.load(root / "avatar.safetensors", device=dev)
     lighting = LearnableLighting().to(dev)
-    lighting.load_state_dict(load_file(str(root / "lighting.safetensors"), device=str(dev)))
+    load_state_file(lighting, root / "lighting.safetensors", "lighting", dev)
     enc = None
     if (root / "encoder.safetensors").is_file():
-        from safetensors import safe_open
-
         from hravatar.encoder import ExpressionEncoder
 
-        with safe_open(str(root / "encoder.safetensors"), framework="pt") as f:
-            md = f.metadata() or {}
-        enc = ExpressionEncoder(int(md.get("num_expr", avatar.num_expr)), backbone=md.get("backbone", cfg.encoder),
-                                width_mult=float(md.get("width", cfg.encoder_width)), pretrained=False,
-                                input_size=int(md.get("input_size", cfg.encoder_input_size))).to(dev)
-        enc.load_state_dict(load_file(str(root / "encoder.safetensors"), device=str(dev)))
+        ef = root / "encoder.safetensors"
+        _, md = read_safetensors(ef, "encoder")
+        try:
+            n_expr = int(md.get("num_expr", avatar.num_expr))
+            if n_expr != avatar.num_expr:
+                raise ValueError(f"{n_expr} expressions, the avatar has {avatar.num_expr}")
+            enc = ExpressionEncoder(n_expr, backbone=md.get("backbone", cfg.encoder),
+                                    width_mult=float(md.get("width", cfg.encoder_width)), pretrained=False,
+                                    input_size=int(md.get("input_size", cfg.encoder_input_size))).to(dev)
+        except (ValueError, TypeError, KeyError) as e:
+            raise HRAvatarError(f"{ef}: damaged encoder metadata ({e}); retrain") from None
+        load_state_file(enc, root / "encoder.safetensors", "encoder", dev)
         enc.eval()
-    info = json.loads((root / "training.json").read_text()) if (root / "training.json").is_file() else {}
+    info: Any = {}
+    if (root / "training.json").is_file():
+        try:
+            info = json.loads((root / "training.json").read_bytes())
+        except ValueError:
+            raise HRAvatarError(f"{root / 'training.json'}: damaged (not valid JSON); retrain or restore it") from None
     return TrainedAvatar(avatar, lighting, enc, cfg, info)

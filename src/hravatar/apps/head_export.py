@@ -55,7 +55,6 @@ def head_export(cfg: HeadExportConfig) -> int:
     from hravatar.head import load_head_model
     from hravatar.head.export import write_mesh
     from hravatar.head.preview import preview_png, region_colors
-
     from hravatar.io.atomic import check_writable
     from hravatar.validate import MAX_ANGLE, MAX_COEFF, number
 
@@ -93,7 +92,8 @@ def head_export(cfg: HeadExportConfig) -> int:
         verts = m(shape=shape, expression=expr, pose=pose).vertices[0].cpu().numpy()
     faces = m.faces.cpu().numpy()
     if not np.isfinite(verts).all():
-        raise HRAvatarError(f"{cfg.out}: the posed mesh has non-finite vertices; use smaller --expression/--pose values")
+        raise HRAvatarError(f"{cfg.out}: the posed mesh has non-finite vertices; "
+                            "use smaller --expression/--pose values")
     colors = region_colors(m.num_vertices, m.regions)
     write_mesh(cfg.out, verts, faces, colors)
     log.info("wrote %s (%d vertices, %d triangles)", cfg.out, len(verts), len(faces))

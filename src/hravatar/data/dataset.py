@@ -351,7 +351,8 @@ def load_subject(
     if man_path.is_file():
         man = _read_json(man_path, "manifest")
         if not isinstance(man, dict):
-            raise HRAvatarError(f"{man_path}: damaged manifest (not a JSON object); re-run preprocessing with --overwrite")
+            raise HRAvatarError(f"{man_path}: damaged manifest (not a JSON object); "
+                                "re-run preprocessing with --overwrite")
         if man.get("format") == FORMAT_NAME and not man.get("complete", False):
             raise HRAvatarError(f"{root}: subject folder is incomplete; re-run preprocessing")
     tp = _read_json(tp_path, "tracking file")
