@@ -214,6 +214,12 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
     else:
         raise HRAvatarError(f"{path}: unknown PLY format {fmt!r}")
 
+    for group in (("f_dc_0", "f_dc_1", "f_dc_2"), ("nx", "ny", "nz")):
+        have = [k for k in group if k in names]
+        if have and len(have) != len(group):
+            absent = ", ".join(k for k in group if k not in names)
+            raise HRAvatarError(f"{path}: PLY has {have[0]} but not {absent}; the file is damaged or not a 3DGS PLY")
+
     def col(*ks: str) -> np.ndarray:
         return np.stack([data[k].astype(np.float32) for k in ks], -1)
 
@@ -230,11 +236,14 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
     means = col("x", "y", "z")
     if not np.isfinite(means).all():
         raise HRAvatarError(f"{path}: PLY positions contain NaN or Inf")
+    with np.errstate(over="ignore"):  # huge logits / log-scales saturate to 0, 1 or inf as intended
+        scales = np.exp(col("scale_0", "scale_1", "scale_2").astype(np.float64)).astype(np.float32)
+        opacities = (1.0 / (1.0 + np.exp(-opacity_logit))).astype(np.float32)
     return {
         "means": means,
-        "scales": np.exp(col("scale_0", "scale_1", "scale_2").astype(np.float64)).astype(np.float32),
+        "scales": scales,
         "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
-        "opacities": (1.0 / (1.0 + np.exp(-opacity_logit))).astype(np.float32),
+        "opacities": opacities,
         "colors": colors,
         "sh_rest": sh_rest,
         "normals": normals,
