@@ -408,6 +408,34 @@ def _pad(x: Tensor, n: int) -> Tensor:
     return F.pad(x, (0, max(0, n - x.shape[-1])))[..., :n]
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse out-of-range settings before any work (one line naming the option)."""
+    c = cfg
+    pos = {"--scene-scale": c.scene_scale, "--lighting-lr": c.lighting_lr, "--encoder-lr": c.encoder_lr,
+           "--encoder-warmup-lr": c.encoder_warmup_lr, "--encoder-width": c.encoder_width,
+           "--checkpoint-minutes": c.checkpoint_minutes}
+    nonneg = {f"--lr.{f.name.replace('_', '-')}": getattr(c.lr, f.name) for f in dataclasses.fields(c.lr)}
+    ints = {"--epochs": (c.epochs, 1), "--iterations": (c.iterations, 0), "--max-iterations": (c.max_iterations, 0),
+            "--reference-iterations": (c.reference_iterations, 1), "--downscale": (c.downscale, 1),
+            "--points-per-face": (c.points_per_face, 1), "--albedo-warmup": (c.albedo_warmup, 0),
+            "--encoder-input-size": (c.encoder_input_size, 32), "--encoder-warmup-steps": (c.encoder_warmup_steps, 0),
+            "--encoder-warmup-batch": (c.encoder_warmup_batch, 1), "--threads": (c.threads, 0),
+            "--log-every": (c.log_every, 1), "--stop-after": (c.stop_after, 0), "--max-bad-steps": (c.max_bad_steps, 1)}
+    if c.test_frames is not None:
+        ints["--test-frames"] = (c.test_frames, 0)
+    for opt, v in pos.items():
+        if not (math.isfinite(v) and v > 0):
+            raise HRAvatarError(f"{opt}: {v} is out of range; use a positive number")
+    for opt, v in nonneg.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise HRAvatarError(f"{opt}: {v} is out of range; use 0 or a positive number")
+    for opt, (v, lo) in ints.items():
+        if v < lo:
+            raise HRAvatarError(f"{opt}: {v} is out of range; use {lo} or more")
+    if c.resume and c.overwrite:
+        raise HRAvatarError("--resume and --overwrite contradict each other; pass one of them")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read ``checkpoint.pt`` (tensors only: ``weights_only``); a damaged or foreign file is one
     :class:`HRAvatarError` line that suggests ``--overwrite``."""
@@ -513,6 +541,7 @@ class Trainer:
         """A trainer for ``cfg``: resumed from ``OUTPUT/checkpoint.pt`` with ``--resume``."""
         from hravatar.io.atomic import check_writable
 
+        check_config(cfg)
         out = Path(cfg.output)
         check_writable(out, "folder")
         ck = out / "checkpoint.pt"
