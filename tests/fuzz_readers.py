@@ -125,15 +125,15 @@ def _subject_seed(name: str) -> Callable[[Path], tuple[Path, Callable[[Path], ob
 
 
 def _avatar_seed(root: Path) -> tuple[Path, Callable[[Path], object]]:
-    from hravatar.gaussians import AvatarConfig, GaussianHead
-    from hravatar.gaussians.testing import synthetic_head
+    from helpers.synthetic_head import synthetic_head
+    from hravatar.gaussians import AvatarConfig, GaussianHead, load_gaussians, save_gaussians
 
     av = GaussianHead.from_head_model(synthetic_head(subdivisions=0), AvatarConfig(points_per_face=1))
     p = root / "seed.safetensors"
-    av.save(p)
+    save_gaussians(av, p)
 
     def read(path: Path) -> object:
-        a = GaussianHead.load(path)
+        a = load_gaussians(path)
         with torch.no_grad():
             return a.deform(None, None, None, None)
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.cli import run
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.cli import run
 from hravatar.evaluate import EvaluateConfig, evaluate_avatar
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,9 +29,9 @@ def trained(tmp_path_factory):
 def test_evaluate_cli_outputs(trained, tmp_path):
     import torch
 
+    from hravatar.avatar import load_avatar
     from hravatar.data import load_subject
     from hravatar.metrics import lmse, normal_cosine, psnr
-    from hravatar.train import load_trained
 
     subj, out = trained
     assert run(["evaluate", str(out), "--images", "2", "--no-lpips"]) == 0
@@ -44,18 +44,18 @@ def test_evaluate_cli_outputs(trained, tmp_path):
     for k in ("psnr", "albedo_lmse", "normal_cosine"):
         assert m[k] == pytest.approx(sum(float(r[k]) for r in rows) / 2, rel=1e-6), k
     # frame 00008 recomputed here through the encoder: the same image, albedo and normal numbers
-    ta = load_trained(out)
+    ta = load_avatar(out, None)
     ds = load_subject(subj, "test")
     fr = ds[0]
     with torch.no_grad():
-        r = ta.render(fr)  # use_encoder=True
-    assert float(psnr(r["image"][0].clamp(0, 1), fr.image)[0]) == pytest.approx(float(rows[0]["psnr"]), abs=1e-4)
+        r = ta.render_frame(fr)  # use_encoder=True
+    assert float(psnr(r.image[0].clamp(0, 1), fr.image)[0]) == pytest.approx(float(rows[0]["psnr"]), abs=1e-4)
     gm = ds.gt_map(0, "mask")
-    alb = float(lmse(r["albedo"][0].clamp(0, 1), ds.gt_map(0, "albedo"), gm)[0])
+    alb = float(lmse(r.albedo[0].clamp(0, 1), ds.gt_map(0, "albedo"), gm)[0])
     assert alb == pytest.approx(float(rows[0]["albedo_lmse"]), rel=1e-4)  # of the albedo map, not the image
-    assert float(lmse(r["image"][0].clamp(0, 1), ds.gt_map(0, "albedo"), gm)[0]) != pytest.approx(alb, rel=1e-2)
-    n_cam = torch.einsum("ij,hwj->hwi", fr.viewmat[:3, :3], r["normal"][0])
-    cos = float(normal_cosine(n_cam, ds.gt_map(0, "normal"), gm * (r["alpha"][0] > 0.5))[0])
+    assert float(lmse(r.image[0].clamp(0, 1), ds.gt_map(0, "albedo"), gm)[0]) != pytest.approx(alb, rel=1e-2)
+    n_cam = torch.einsum("ij,hwj->hwi", fr.viewmat[:3, :3], r.normal[0])
+    cos = float(normal_cosine(n_cam, ds.gt_map(0, "normal"), gm * (r.alpha[0] > 0.5))[0])
     assert cos == pytest.approx(float(rows[0]["normal_cosine"]), rel=1e-4)
     # the trained normals face the ground truth's (camera frame); a frame mix-up gives about -0.7
     assert m["normal_cosine"] > 0.6
