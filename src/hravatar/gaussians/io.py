@@ -149,7 +149,7 @@ def check_avatar_tensors(path: Path, params: dict[str, Tensor], buffers: dict[st
             else:
                 bad = dims.setdefault(want, d) != d
         if bad or x.numel() == 0 and name == "means":
-            want = "[" + ",".join(str(w if isinstance(w, int) else dims.get(w, w)) for w in shape) + "]"
+            want = "[" + ", ".join(str(w if isinstance(w, int) else dims.get(w, w)) for w in shape) + "]"
             raise HRAvatarError(f"{path}: tensor {kind}.{name} has shape {list(x.shape)}, expected {want}; "
                                 "the avatar file is damaged")
         if name in _INTEGER:
