@@ -324,3 +324,17 @@ def test_checkpoint_never_holds_non_finite_state(world, tmp_path, caplog):
     assert t.non_finite_state() == ["avatar.albedo"]
     assert t.save_checkpoint() is None and "previous checkpoint is kept" in caplog.text
     assert (tmp_path / "av" / "checkpoint.pt").read_bytes() == good
+
+
+def test_old_configs_with_the_retired_test_hook_still_load(tmp_path):
+    """``inject_nan_at`` left the user config (tests inject NaN with monkeypatch); saved configs that
+    still hold it load, while other unknown settings stay an error."""
+    from hravatar.config import load_config
+    from hravatar.errors import HRAvatarError
+
+    p = tmp_path / "train_config.yaml"
+    p.write_text("subject: s\ninject_nan_at: []\niterations: 7\n")
+    assert load_config(TrainConfig, p).iterations == 7
+    p.write_text("subject: s\nbogus_setting: 1\n")
+    with pytest.raises(HRAvatarError, match="bogus_setting"):
+        load_config(TrainConfig, p)
