@@ -244,7 +244,7 @@ def test_different_video_into_finished_subject(tmp_path, capsys):
     b.write_bytes(b"video B" * 100)
     s = _finished_subject(tmp_path / "s", a)
     before = _snapshot(s)
-    _fails(capsys, ["preprocess", str(b), "-o", str(s)], str(s), "another video", "--overwrite")
+    _fails(capsys, ["preprocess", str(b), "-o", str(s)], str(s), "another input", "--overwrite")
     assert _snapshot(s) == before
     assert run(["preprocess", str(a), "-o", str(s)]) == 0  # the same video: already complete, untouched
     assert _snapshot(s) == before

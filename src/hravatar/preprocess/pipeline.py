@@ -390,18 +390,18 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
 
 def _check_same_input(output: Path, manifest: dict, video: Path) -> None:
     """A finished subject is only reused for the video it was made from (same size and SHA-256; for
-    older manifests without them, the same path)."""
+    older manifests without them, the same file name)."""
     src = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
     if not video.is_file():
         raise HRAvatarError(f"{video}: no such file; give the path of a video (mp4, mov, webm, ...)")
     if "sha256" in src:
         same = src.get("bytes") == video.stat().st_size and src["sha256"] == file_digest(video)
-    else:
-        same = str(src.get("video")) == str(video)
+    else:  # written before the digest was stored: the file name is all there is to compare
+        same = Path(str(src.get("video", ""))).name == video.name
     if not same:
-        raise HRAvatarError(f"{output}: already holds a finished subject made from another video "
-                            f"({src.get('video')}); pass --overwrite to replace it with {video.name}, "
-                            "or choose another -o")
+        raise HRAvatarError(f"{output}: already holds a finished subject made from another input "
+                            f"({src.get('video', 'unknown source')}); pass --overwrite to replace it with "
+                            f"{video.name}, or choose another -o")
 
 
 def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSettings | None = None) -> Path:
