@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hravatar.apps.evaluate:evaluate", "test-frame metrics (PSNR, SSIM, LPIPS, MAE*), images"),
     "synth": ("hravatar.apps.synth:synth", "built-in synthetic talking head with ground truth"),
     "demo": ("hravatar.apps.demo:demo", "synthetic subject -> train -> evaluate -> relight -> HTML report"),
+    "batch": ("hravatar.apps.batch:batch", "many subjects at once on Ray: preprocess, train, evaluate, render"),
 }
 
 
