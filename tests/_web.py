@@ -84,11 +84,15 @@ class Page:
               "translation": params.translation[0].tolist()}
         jc = {"viewmat": cam.viewmat.flatten().tolist(), "K": cam.K.flatten().tolist(), "width": cam.width,
               "height": cam.height}
-        self.page.evaluate("([p, c, o]) => window.hravatar.render(p, c, o)", [js, jc, opts or {}])
-        return self.pixels(cam.height, cam.width)
+        # one evaluate (atomic in the page): the page's own redraw loop cannot run in between
+        js_fn = "([p, c, o]) => { const h = window.hravatar; h.render(p, c, o); return h.pixelsBase64(); }"
+        b = self.page.evaluate(js_fn, [js, jc, opts or {}])
+        return np.frombuffer(base64.b64decode(b), np.uint8).reshape(cam.height, cam.width, 3)
 
-    def pixels(self, h: int, w: int) -> np.ndarray:
-        b = base64.b64decode(self.page.evaluate("window.hravatar.pixelsBase64()"))
+    def draw(self, h: int, w: int) -> np.ndarray:
+        """Draw the page's current state (its controls) now and read the frame back (atomically)."""
+        b = base64.b64decode(self.page.evaluate("(() => { window.hravatar.drawNow(); "
+                                                "return window.hravatar.pixelsBase64(); })()"))
         return np.frombuffer(b, np.uint8).reshape(h, w, 3)
 
 

@@ -46,7 +46,7 @@ def tiny_avatar(tmp_path_factory):
 
 def _read(bundle_dir: Path, header: dict, name: str) -> np.ndarray:
     a = header["arrays"][name]
-    dt = {"f32": "<f4", "f16": "<f2", "u32": "<u4"}[a["dtype"]]
+    dt = {"f32": "<f4", "f16": "<f2", "u32": "<u4", "i8": "i1"}[a["dtype"]]
     n = int(np.prod(a["shape"]))
     raw = (bundle_dir / a["file"]).read_bytes()
     return np.frombuffer(raw, dt, count=n, offset=a["offset"]).reshape(a["shape"]).astype(np.float64)
@@ -74,9 +74,11 @@ def test_export_web_bundle_reproduces_deformation(tiny_avatar):
     assert N == la.avatar.num_points and E == la.avatar.num_expr and K4 == math.ceil((E + P) / 4)
     assert h["sequence"]["frames"] == 6 and h["expr_names"] == la.expr_names
     mo = _read(out, h, "means_opacity").reshape(-1, 4)[:N]
-    basis = _read(out, h, "basis").reshape(-1, 4)[: N * 3 * K4].reshape(N, 3, K4 * 4)
-    w = np.concatenate([_read(out, h, "weights0").reshape(-1, 4)[:N],
-                        _read(out, h, "weights1").reshape(-1, 4)[:N, :1]], 1)
+    assert h["basis_dtype"] == "i8"
+    basis = _read(out, h, "basis").reshape(-1, 4)[: N * 3 * K4].reshape(N, 3, K4 * 4) / 127.0
+    basis *= _read(out, h, "basis_scale").reshape(-1, 4)[:N, :3, None]
+    w = np.concatenate([_read(out, h, "weights").reshape(-1, 4)[:N],
+                        _read(out, h, "extra").reshape(-1, 4)[:N, 1:2]], 1)
     # a strong expression and pose
     g = torch.Generator().manual_seed(0)
     p = la.reference.params.clone()

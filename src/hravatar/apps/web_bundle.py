@@ -12,8 +12,12 @@ uploads to the GPU as they are (no parsing, no build step)::
 
 The identity is baked in (``X + S beta`` and ``J(beta)``), so the page only applies the expression
 bases, the pose correctives and linear blend skinning. Expression and pose-corrective bases are
-stored together as float16 ``[N, 3, K4, 4]`` (``K = E + 36`` coefficients padded to a multiple of
-four): the page's deformation pass computes ``offset[c] = sum_t dot(basis[p, c, t], coef[t])``.
+stored together as ``[N, 3, K4, 4]`` (``K = E + 36`` coefficients padded to a multiple of four),
+by default as int8 with one scale per point and axis (``basis_scale [N, 3]``): the page's
+deformation pass computes ``offset[c] = basis_scale[p, c] * sum_t dot(basis[p, c, t] / 127, coef[t])``.
+Per point: 16 B centre + opacity (float32), 8 B each for rotation, scale, material (albedo,
+roughness), skinning weights and extra (F0, fifth weight) (float16), 16 B basis scales and
+``12 K4`` B of bases: 328 B for the open model's 52 expressions.
 
 Lights keep the exact lookup of :mod:`hravatar.shading.cubemap`: every cube map is stored with its
 one-texel seam border (:func:`~hravatar.shading.cubemap.pad_cube`) and read bilinearly by the page;
@@ -72,7 +76,8 @@ class _Packer:
 
     def add(self, name: str, a: np.ndarray, **extra: Any) -> None:
         a = np.ascontiguousarray(a)
-        dt = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.uint32): "u32"}[a.dtype]
+        dt = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.uint32): "u32",
+              np.dtype(np.int8): "i8"}[a.dtype]
         pad = (-self.size) % 16
         if pad:
             self.parts.append(b"\0" * pad)
@@ -169,14 +174,15 @@ def _joints(av: Any, shape: Tensor) -> Tensor:
 
 @torch.no_grad()
 def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = True, max_frames: int = 0,
-                 basis_dtype: str = "f16") -> WebBundle:
+                 basis_dtype: str = "i8") -> WebBundle:
     """Build the web bundle of a loaded avatar (:func:`hravatar.apps.common.load_avatar`).
 
     Args:
         envmaps: extra lights ``[(name, EnvironmentLighting), ...]`` (prefiltered, auto-exposed).
         sequence: include the subject's per-frame parameters (for playback) when its folder exists.
         max_frames: at most this many frames of the sequence (0: all).
-        basis_dtype: ``"f16"`` (default) or ``"f32"`` for the expression/pose bases.
+        basis_dtype: the expression/pose bases as ``"i8"`` (default: int8 with one float32 scale per
+            point and axis, 4x smaller than float32), ``"f16"`` or ``"f32"``.
     """
     from hravatar.apps.common import frame_indices
     from hravatar.gaussians.deform import normalized_weights
@@ -207,26 +213,37 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
     K4 = math.ceil(K / 4)
     basis = torch.cat([p["exprdirs"], p["posedirs"]], -1)  # [N,3,K]
     basis = torch.nn.functional.pad(basis, (0, 4 * K4 - K)).reshape(N * 3 * K4, 4)
-    bdt = np.float16 if basis_dtype == "f16" else np.float32
 
     pk = _Packer("avatar.bin")
     tw = POINT_TEX_WIDTH
     tex, th = _as_texture(np.concatenate([_np(means), _np(opac)[:, None]], 1), tw)
     pk.add("means_opacity", tex)
-    pk.add("quats", _as_texture(_np(quats), tw)[0])
-    pk.add("scales", _as_texture(_np(scales), tw)[0])
-    pk.add("material0", _as_texture(_np(mat[:, :4]), tw)[0].astype(np.float16))  # albedo, roughness
-    pk.add("material1", _as_texture(_np(mat[:, 4:5]), tw)[0].astype(np.float16))  # f0
-    pk.add("weights0", _as_texture(_np(w[:, :4]), tw)[0].astype(np.float16))
-    pk.add("weights1", _as_texture(_np(w[:, 4:5]), tw)[0].astype(np.float16))
-    btex, bh = _as_texture(_np(basis).astype(bdt), BASIS_TEX_WIDTH)
-    pk.add("basis", btex)
+    pk.add("quats", _as_texture(_np(quats), tw)[0].astype(np.float16))
+    pk.add("scales", _as_texture(_np(scales), tw)[0].astype(np.float16))
+    pk.add("material", _as_texture(_np(mat[:, :4]), tw)[0].astype(np.float16))  # albedo, roughness
+    pk.add("weights", _as_texture(_np(w[:, :4]), tw)[0].astype(np.float16))
+    b = basis.reshape(N, 3, 4 * K4)
+    if basis_dtype == "i8":
+        # int8 per point and axis: b = s[p,c] * q/127 (the page reads q/127 from an RGBA8_SNORM texture)
+        bs = b.abs().amax(-1).clamp_min(1e-30)  # [N,3]
+        q = torch.round(b / bs[..., None] * 127).clamp(-127, 127).to(torch.int8)
+        pk.add("basis", _as_texture(q.reshape(-1, 4).cpu().numpy(), BASIS_TEX_WIDTH)[0])
+        bscale = bs
+    else:
+        bdt = np.float16 if basis_dtype == "f16" else np.float32
+        pk.add("basis", _as_texture(_np(b.reshape(-1, 4)).astype(bdt), BASIS_TEX_WIDTH)[0])
+        bscale = torch.ones(N, 3, device=b.device)
+    # f0, the fifth skinning weight and the basis scales: [N, 8] as two RGBA textures
+    extra = torch.cat([mat[:, 4:5], w[:, 4:5], torch.zeros(N, 2, device=b.device)], -1)
+    pk.add("extra", _as_texture(_np(extra), tw)[0].astype(np.float16))
+    pk.add("basis_scale", _as_texture(_np(bscale), tw)[0].astype(np.float32))
+    bh = pk.index["basis"]["shape"][0]
 
     cam = ref.camera
     header: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "mode": la.mode,
         "num_points": N, "num_expr": E, "num_pose_features": P, "basis_texels": K4,
-        "point_tex": [tw, th], "basis_tex": [BASIS_TEX_WIDTH, bh],
+        "point_tex": [tw, th], "basis_tex": [BASIS_TEX_WIDTH, bh], "basis_dtype": basis_dtype,
         "expr_names": la.expr_names,
         "joints": _np(_joints(av, shape)).tolist(), "parents": [-1, 0, 1, 1, 1],
         "camera": {"viewmat": _np(cam.viewmat).tolist(), "K": _np(cam.K).tolist(),

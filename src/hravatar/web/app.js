@@ -92,7 +92,8 @@ function drawFrame() {
   while (frameTimes.length > 1 && now - frameTimes[0][0] > 2000) frameTimes.shift();
   const ms = frameTimes.reduce((a, b) => a + b[1], 0) / frameTimes.length;
   api.frameMs = ms;
-  $('fps').textContent = `${ms.toFixed(1)} ms/frame (${(1000 / ms).toFixed(0)} fps max)`;
+  const fps = 1000 / ms;
+  $('fps').textContent = `${ms.toFixed(1)} ms/frame (${fps >= 10 ? fps.toFixed(0) : fps.toFixed(2)} fps)`;
 }
 
 let lastPlay = 0;
@@ -185,7 +186,10 @@ api.state = st;
 api.currentParams = () => currentParams();
 api.render = (params, cam, opts) => R.render(params, cam, opts || {});
 api.pixelsBase64 = () => { const px = R.pixels(); let s = ''; for (let i = 0; i < px.length; i += 32768) s += String.fromCharCode.apply(null, px.subarray(i, i + 32768)); return btoa(s); };
-api.set = (patch) => { Object.assign(st, patch); st.dirty = true; };
+api.set = (patch) => {
+  Object.assign(st, patch); st.dirty = true;
+  for (const k of ['azimuth', 'elevation', 'jaw', 'yaw', 'pitch', 'roll']) if (k in patch && $('sl_' + k)) $('sl_' + k).value = patch[k];
+};
 api.drawNow = () => drawFrame();
 
 api.ready = (async () => {

@@ -10,7 +10,7 @@ in vec2 a_pos; void main(){ gl_Position = vec4(a_pos, 0.0, 1.0); }`;
 
 const DEFORM_FS = `#version 300 es
 precision highp float; precision highp int; precision highp sampler2D;
-uniform sampler2D u_means, u_quats, u_w0, u_w1, u_basis;
+uniform sampler2D u_means, u_quats, u_w0, u_w1, u_basis, u_bscale;
 uniform int u_n, u_texw, u_K4, u_bw;
 uniform vec4 u_coef[40];
 uniform vec4 u_A[15];      // 5 joints x 3 rows of [R|t]
@@ -51,8 +51,8 @@ void main(){
     off.y += dot(bfetch(base + u_K4 + t), u_coef[t]);
     off.z += dot(bfetch(base + 2 * u_K4 + t), u_coef[t]);
   }
-  vec3 xe = mo.xyz + off;
-  vec4 w0 = texelFetch(u_w0, pc, 0); float w4 = texelFetch(u_w1, pc, 0).x;
+  vec3 xe = mo.xyz + off * texelFetch(u_bscale, pc, 0).xyz;
+  vec4 w0 = texelFetch(u_w0, pc, 0); float w4 = texelFetch(u_w1, pc, 0).y;
   float ws[5] = float[5](w0.x, w0.y, w0.z, w0.w, w4);
   float deficit = 1.0 - (w0.x + w0.y + w0.z + w0.w + w4);
   vec4 r0 = vec4(deficit, 0.0, 0.0, 0.0), r1 = vec4(0.0, deficit, 0.0, 0.0), r2 = vec4(0.0, 0.0, deficit, 0.0);
@@ -356,12 +356,14 @@ export class AvatarRenderer {
     const n = a.shape.reduce((x, y) => x * y, 1);
     if (a.dtype === 'f32') return new Float32Array(buf, a.offset, n);
     if (a.dtype === 'f16') return new Uint16Array(buf, a.offset, n);
+    if (a.dtype === 'i8') return new Int8Array(buf, a.offset, n);
     return new Uint32Array(buf, a.offset, n);
   }
 
   _arrayTex(name) {
     const gl = this.gl; const a = this.h.arrays[name]; const [hh, ww] = a.shape;
     if (a.dtype === 'f32') return this._tex(gl.RGBA32F, gl.RGBA, gl.FLOAT, ww, hh, this._array(name));
+    if (a.dtype === 'i8') return this._tex(gl.RGBA8_SNORM, gl.RGBA, gl.BYTE, ww, hh, this._array(name));
     return this._tex(gl.RGBA16F, gl.RGBA, gl.HALF_FLOAT, ww, hh, this._array(name));
   }
 
@@ -370,7 +372,7 @@ export class AvatarRenderer {
     this.N = h.num_points;
     [this.tw, this.th] = h.point_tex;
     this.tex = {};
-    for (const k of ['means_opacity', 'quats', 'scales', 'material0', 'material1', 'weights0', 'weights1', 'basis']) this.tex[k] = this._arrayTex(k);
+    for (const k of ['means_opacity', 'quats', 'scales', 'material', 'weights', 'extra', 'basis', 'basis_scale']) this.tex[k] = this._arrayTex(k);
     // deformation targets
     this.posed0 = this._tex(gl.RGBA32F, gl.RGBA, gl.FLOAT, this.tw, this.th, null);
     this.posed1 = this._tex(gl.RGBA32F, gl.RGBA, gl.FLOAT, this.tw, this.th, null);
@@ -448,8 +450,8 @@ export class AvatarRenderer {
     gl.disable(gl.BLEND);
     gl.useProgram(pr.p);
     this._bind(pr, 'u_means', this.tex.means_opacity, 0); this._bind(pr, 'u_quats', this.tex.quats, 1);
-    this._bind(pr, 'u_w0', this.tex.weights0, 2); this._bind(pr, 'u_w1', this.tex.weights1, 3);
-    this._bind(pr, 'u_basis', this.tex.basis, 4);
+    this._bind(pr, 'u_w0', this.tex.weights, 2); this._bind(pr, 'u_w1', this.tex.extra, 3);
+    this._bind(pr, 'u_basis', this.tex.basis, 4); this._bind(pr, 'u_bscale', this.tex.basis_scale, 5);
     gl.uniform1i(pr.u.u_n, this.N); gl.uniform1i(pr.u.u_texw, this.tw); gl.uniform1i(pr.u.u_K4, K4);
     gl.uniform1i(pr.u.u_bw, h.basis_tex[0]);
     gl.uniform4fv(pr.u.u_coef, coef);
@@ -475,7 +477,8 @@ export class AvatarRenderer {
     const t0 = performance.now();
     const W = cam.width, H = cam.height;
     if (this.canvas.width !== W || this.canvas.height !== H) { this.canvas.width = W; this.canvas.height = H; }
-    this.deformPass(params);
+    const key = JSON.stringify(params);
+    if (key !== this._deformedKey) { this.deformPass(params); this._deformedKey = key; } // orbit/light only: no redeform
     const V = cam.viewmat;
     this.sortPass(V);
     const t1 = performance.now();
@@ -488,8 +491,8 @@ export class AvatarRenderer {
     gl.enable(gl.BLEND); gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
     const pr = this.splat; gl.useProgram(pr.p);
     this._bind(pr, 'u_posed0', this.posed0, 0); this._bind(pr, 'u_posed1', this.posed1, 1);
-    this._bind(pr, 'u_scales', this.tex.scales, 2); this._bind(pr, 'u_mat0', this.tex.material0, 3);
-    this._bind(pr, 'u_mat1', this.tex.material1, 4);
+    this._bind(pr, 'u_scales', this.tex.scales, 2); this._bind(pr, 'u_mat0', this.tex.material, 3);
+    this._bind(pr, 'u_mat1', this.tex.extra, 4);
     gl.uniform1i(pr.u.u_texw, this.tw);
     // column-major upload of the row-major OpenCV matrix
     const colMajor = [V[0], V[4], V[8], V[12], V[1], V[5], V[9], V[13], V[2], V[6], V[10], V[14], V[3], V[7], V[11], V[15]];
@@ -531,7 +534,9 @@ export class AvatarRenderer {
     gl.uniform2i(sp.u.u_lutsize, this.lutSize[0], this.lutSize[1]);
     gl.bindVertexArray(this.quadVao); gl.drawArrays(gl.TRIANGLES, 0, 3);
     gl.bindVertexArray(null);
-    gl.finish();
+    // wait for this frame (a 1-pixel readback; gl.finish does not wait in every browser), so that
+    // the frame time reported is the real one, not the time to queue the commands
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, this._px1 || (this._px1 = new Uint8Array(4)));
     const t2 = performance.now();
     this.lastTimes = { deformSort: t1 - t0, total: t2 - t0 };
     return this.lastTimes;
