@@ -61,8 +61,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "web_viewer.json")
     args = ap.parse_args()
     from _web import Page, browser, psnr, python_render, serve_bundle
-    from hravatar.apps.common import load_avatar
     from hravatar.apps.web_bundle import build_bundle
+    from hravatar.avatar import load_avatar
 
     load_before = os.getloadavg()
     calib = _calibration()

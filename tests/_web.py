@@ -100,12 +100,12 @@ def python_render(la, params, cam, lighting=None, f0_scale: float = 1.0) -> np.n
     """The Python reference frame (uint8 ``[H,W,3]``, black background) through the public API.
 
     The one place the browser tests call the Python renderer (adapt here when the API moves)."""
-    from hravatar.apps.common import render, to_uint8
+    from hravatar.apps.common import to_uint8
 
     mats = None
     if f0_scale != 1.0:
-        mats = {"f0": (la.avatar.f0 * f0_scale).clamp(0, 1)}
-    return to_uint8(render(la, params, cam, lighting=lighting, materials=mats)["image"][0])
+        mats = {"f0": (la.gaussians.f0 * f0_scale).clamp(0, 1)}
+    return to_uint8(la.render(params, cam, lighting=lighting, materials=mats).image[0])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.apps.view import BadQuery, make_server, parse_render_query
 from hravatar.apps.web_bundle import WebBundle
 from hravatar.cli import run
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -53,14 +53,14 @@ def _read(bundle_dir: Path, header: dict, name: str) -> np.ndarray:
 
 
 def _rodrigues(aa: np.ndarray) -> np.ndarray:
-    from hravatar.head.lbs import axis_angle_to_matrix
+    from hravatar.geometry import axis_angle_to_matrix
 
     return axis_angle_to_matrix(torch.as_tensor(aa, dtype=torch.float64)).numpy()
 
 
 def test_export_web_bundle_reproduces_deformation(tiny_avatar):
     """Decode the bundle like the page does (numpy here) and compare with GaussianHead.deform."""
-    from hravatar.apps.common import load_avatar
+    from hravatar.avatar import load_avatar
     from hravatar.head.lbs import kinematic_chain
 
     av, root = tiny_avatar
@@ -71,7 +71,7 @@ def test_export_web_bundle_reproduces_deformation(tiny_avatar):
     h = json.loads((out / "avatar.json").read_text())
     la = load_avatar(av, "cpu")
     N, E, P, K4 = h["num_points"], h["num_expr"], h["num_pose_features"], h["basis_texels"]
-    assert N == la.avatar.num_points and E == la.avatar.num_expr and K4 == math.ceil((E + P) / 4)
+    assert N == la.gaussians.num_points and E == la.gaussians.num_expr and K4 == math.ceil((E + P) / 4)
     assert h["sequence"]["frames"] == 6 and h["expr_names"] == la.expr_names
     mo = _read(out, h, "means_opacity").reshape(-1, 4)[:N]
     assert h["basis_dtype"] == "i8"
@@ -94,11 +94,11 @@ def test_export_web_bundle_reproduces_deformation(tiny_avatar):
                         torch.tensor(h["parents"]))[0, :, :3].numpy()
     T = np.einsum("nj,jxy->nxy", w, A) + (1 - w.sum(1))[:, None, None] * np.eye(3, 4)
     posed = np.einsum("nxy,ny->nx", T[..., :3], xe) + T[..., 3] + p.translation[0].double().numpy()
-    ref = la.avatar.deform(p.shape, p.expression, p.pose, p.translation).means[0].double().numpy()
+    ref = la.gaussians.deform(p.shape, p.expression, p.pose, p.translation).means[0].double().numpy()
     err = np.abs(posed - ref).max()
     scale = np.abs(ref).max()
     assert err < 2e-3 * scale, f"bundle deformation off by {err:.2e} m"
-    np.testing.assert_allclose(mo[:, 3], la.avatar.opacities.numpy(), atol=1e-6)
+    np.testing.assert_allclose(mo[:, 3], la.gaussians.opacities.numpy(), atol=1e-6)
     # the driver mapping is the tracker's: ARKit names -> expression indices, jaw gain in radians
     d = h["driver"]
     assert d["jaw_from"] == "jawOpen" and d["jaw_gain"] > 0

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from _web import Page, browser, chromium_path, psnr, python_render, serve_bundle
-from hravatar.apps.common import FrameParams, load_avatar, load_environment
+from helpers.tiny_subject import make_tiny_subject
+from hravatar.apps.common import load_environment
 from hravatar.apps.render import orbit_viewmats
 from hravatar.apps.web_bundle import build_bundle
+from hravatar.avatar import FrameParams, load_avatar
 from hravatar.io.envmap import write_envmap
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 96
@@ -39,7 +40,7 @@ def viewer(tmp_path_factory):
     la = load_avatar(av, "cpu")
     # the synthetic head's random pose correctives move every point a little with the jaw; without the
     # jaw's columns the jaw acts exactly where its skinning weights are (a clean region to test)
-    la.avatar.params["posedirs"].data[:, :, 9:18] = 0
+    la.gaussians.params["posedirs"].data[:, :, 9:18] = 0
     light = load_environment(write_envmap(root / "light.hdr", env), la)
     bundle = build_bundle(la, [("light.hdr", light)])
     with serve_bundle(bundle) as url, browser() as br:
@@ -53,10 +54,10 @@ def test_page_loads_bundle_without_errors(viewer):
     assert page.ready, page.page.evaluate("window.hravatar.errors")
     assert page.console_errors == []
     h = page.page.evaluate("window.hravatar.header")
-    assert h["num_points"] == la.avatar.num_points
+    assert h["num_points"] == la.gaussians.num_points
     assert [x["name"] for x in h["lights"]] == ["learned light", "light.hdr"]
     # the UI was built: a slider per expression, the light choice, the FPS counter shows a frame time
-    assert page.page.locator("input[id^=sl_expr_]").count() == la.avatar.num_expr
+    assert page.page.locator("input[id^=sl_expr_]").count() == la.gaussians.num_expr
     page.page.wait_for_function("document.getElementById('fps').textContent.includes('ms/frame')", timeout=20000)
 
 
@@ -111,8 +112,8 @@ def test_environment_and_expression_change_the_image(viewer):
 
 def _moving_region(la, p0: FrameParams, p1: FrameParams, cam) -> np.ndarray:
     """Pixels that any Gaussian moved between ``p0`` and ``p1`` can touch (3-sigma discs, both poses)."""
-    g0 = la.avatar.deform(p0.shape, p0.expression, p0.pose, p0.translation)
-    g1 = la.avatar.deform(p1.shape, p1.expression, p1.pose, p1.translation)
+    g0 = la.gaussians.deform(p0.shape, p0.expression, p0.pose, p0.translation)
+    g1 = la.gaussians.deform(p1.shape, p1.expression, p1.pose, p1.translation)
     moved = (g1.means[0] - g0.means[0]).norm(dim=-1) > 1e-5
     mask = np.zeros((cam.height, cam.width), bool)
     yy, xx = np.mgrid[0:cam.height, 0:cam.width] + 0.5

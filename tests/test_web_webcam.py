@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from _web import Page, browser, chromium_path, serve_bundle
-from hravatar.apps.common import load_avatar
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
+from hravatar.avatar import load_avatar
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIDE = 224  # synthetic frames
@@ -67,9 +67,9 @@ def clip(tmp_path_factory):
 
     if asset_path("face_landmarker.task", required=False) is None:
         pytest.skip("face_landmarker.task not in the asset cache; run scripts/fetch_assets.py")
+    from hravatar.avatar import Camera, FrameParams, render
     from hravatar.synth.curves import JAW_RAD_PER_JAWOPEN
     from hravatar.synth.subject import SynthConfig, rebuild_gt, synthesize
-    from hravatar.train import render_frame
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -88,10 +88,10 @@ def clip(tmp_path_factory):
         for i in range(FRAMES):
             pose = gt["pose"][0:1].clone()
             pose[0, 2, 0] = JAW_RAD_PER_JAWOPEN * float(truth[i])
-            out = render_frame(gt["avatar"], light, gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose,
-                               gt["translation"][0:1], gt["viewmat"], gt["K"], SIDE, SIDE, "pbr",
-                               background=torch.full((3,), 0.55))
-            rgb = out["image"][0].clamp(0, 1).numpy()
+            p = FrameParams(gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose, gt["translation"][0:1])
+            out = render(gt["avatar"], light, p, Camera(gt["viewmat"], gt["K"], SIDE, SIDE), "pbr",
+                         background=torch.full((3,), 0.55))
+            rgb = out.image[0].clamp(0, 1).numpy()
             canvas = np.full((FRAME_H, FRAME_W, 3), 140, np.uint8)
             canvas[16:16 + SIDE, x0:x0 + SIDE] = (rgb * 255 + 0.5).astype(np.uint8)
             strip = canvas[FRAME_H - BLOCK // 2:]

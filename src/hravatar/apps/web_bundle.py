@@ -188,7 +188,7 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
     from hravatar.gaussians.deform import normalized_weights
     from hravatar.shading.brdf_lut import default_lut
 
-    av = la.avatar
+    av = la.gaussians
     if av.rig != "blendshape":
         raise HRAvatarError(f"{la.path}: only blendshape-rigged avatars can be exported for the web viewer "
                             f"(this one is {av.rig!r})")
