@@ -437,11 +437,107 @@ Scene make_scene(int C, int N, int D, int W, int H, const GP* gp, const float* c
     return s;
 }
 
+
+// ---- fused projection + depth sort + binning (inference entry point hr_render) ---------------
+
+// The per-Gaussian projection of hravatar.render.projection.project_gaussians (one camera).
+struct Proj {
+    float mx, my, ca, cb, cc, depth;
+    int32_t rx, ry;
+    bool keep;
+};
+
+inline Proj project_one(const float* mean, const float* quat, const float* scale, float op, const float* vm,
+                        const float* Kp, int W, int H, float near_plane, float far_plane, float eps2d,
+                        float radius_clip) {
+    Proj r;
+    // rotation of the Gaussian, M = R diag(s), cov = M M^T
+    float qw = quat[0], qx = quat[1], qy = quat[2], qz = quat[3];
+    float qn = std::sqrt(qw * qw + qx * qx + qy * qy + qz * qz);
+    float qi = 1.0f / std::fmax(qn, 1e-12f);
+    qw *= qi; qx *= qi; qy *= qi; qz *= qi;
+    float R[3][3] = {{1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)},
+                     {2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)},
+                     {2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)}};
+    // camera-frame M_c = Rv R diag(s); cov_c = M_c M_c^T
+    float Mc[3][3];
+    for (int i = 0; i < 3; ++i)
+        for (int k = 0; k < 3; ++k)
+            Mc[i][k] = (vm[i * 4 + 0] * R[0][k] + vm[i * 4 + 1] * R[1][k] + vm[i * 4 + 2] * R[2][k]) * scale[k];
+    float mc[3];
+    for (int i = 0; i < 3; ++i)
+        mc[i] = vm[i * 4 + 0] * mean[0] + vm[i * 4 + 1] * mean[1] + vm[i * 4 + 2] * mean[2] + vm[i * 4 + 3];
+    const float fx = Kp[0], fy = Kp[4], cx = Kp[2], cy = Kp[5];
+    float tz = mc[2];
+    const bool in_depth = tz >= near_plane && tz <= far_plane;
+    if (!in_depth) tz = 1.0f;
+    const float tan_fovx = 0.5f * W / fx, tan_fovy = 0.5f * H / fy;
+    const float lim_x_pos = (W - cx) / fx + 0.3f * tan_fovx, lim_x_neg = cx / fx + 0.3f * tan_fovx;
+    const float lim_y_pos = (H - cy) / fy + 0.3f * tan_fovy, lim_y_neg = cy / fy + 0.3f * tan_fovy;
+    const float u = mc[0] / tz, v = mc[1] / tz;
+    const float tx = tz * std::fmin(std::fmax(u, -lim_x_neg), lim_x_pos);
+    const float ty = tz * std::fmin(std::fmax(v, -lim_y_neg), lim_y_pos);
+    const float j00 = fx / tz, j02 = -fx * tx / (tz * tz), j11 = fy / tz, j12 = -fy * ty / (tz * tz);
+    // JM = J M_c (2x3); cov2d = JM JM^T
+    float JM[2][3];
+    for (int k = 0; k < 3; ++k) {
+        JM[0][k] = j00 * Mc[0][k] + j02 * Mc[2][k];
+        JM[1][k] = j11 * Mc[1][k] + j12 * Mc[2][k];
+    }
+    const float a = JM[0][0] * JM[0][0] + JM[0][1] * JM[0][1] + JM[0][2] * JM[0][2] + eps2d;
+    const float b = JM[0][0] * JM[1][0] + JM[0][1] * JM[1][1] + JM[0][2] * JM[1][2];
+    const float c = JM[1][0] * JM[1][0] + JM[1][1] * JM[1][1] + JM[1][2] * JM[1][2] + eps2d;
+    const float det = a * c - b * b;
+    const bool good_det = det > 0.0f;
+    const float ds = good_det ? det : 1.0f;
+    r.ca = c / ds;
+    r.cb = -b / ds;
+    r.cc = a / ds;
+    r.mx = fx * u + cx;
+    r.my = fy * v + cy;
+    float opc = op > ALPHA_THRESHOLD ? op : ALPHA_THRESHOLD;
+    float extend = std::sqrt(2.0f * std::log(opc / ALPHA_THRESHOLD));
+    extend = std::fmin(extend, 3.33f);
+    const float rx = std::ceil(extend * std::sqrt(std::fmax(a, 0.0f)));
+    const float ry = std::ceil(extend * std::sqrt(std::fmax(c, 0.0f)));
+    bool keep = in_depth && good_det && op >= ALPHA_THRESHOLD && (rx > radius_clip || ry > radius_clip);
+    keep = keep && (r.mx + rx > 0) && (r.mx - rx < W) && (r.my + ry > 0) && (r.my - ry < H);
+    keep = keep && std::isfinite(r.mx) && std::isfinite(r.my) && std::isfinite(r.ca) && std::isfinite(r.cb) &&
+           std::isfinite(r.cc);
+    r.keep = keep;
+    r.rx = keep ? (int32_t)rx : 0;
+    r.ry = keep ? (int32_t)ry : 0;
+    r.depth = keep ? mc[2] : 0.0f;
+    if (!keep) r.mx = r.my = r.ca = r.cb = r.cc = 0.0f;
+    return r;
+}
+
+// Stable LSD radix sort of non-negative float keys (their bit patterns order like the values).
+void radix_sort(std::vector<uint32_t>& keys, std::vector<int32_t>& vals) {
+    const size_t n = keys.size();
+    std::vector<uint32_t> k2(n);
+    std::vector<int32_t> v2(n);
+    for (int pass = 0; pass < 4; ++pass) {
+        const int sh = pass * 8;
+        size_t cnt[257] = {0};
+        for (size_t i = 0; i < n; ++i) cnt[((keys[i] >> sh) & 255u) + 1]++;
+        if (cnt[1] == n || cnt[((keys[0] >> sh) & 255u) + 1] == n) continue;  // all equal digits
+        for (int i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+        for (size_t i = 0; i < n; ++i) {
+            const size_t d = (keys[i] >> sh) & 255u;
+            const size_t o = cnt[d]++;
+            k2[o] = keys[i];
+            v2[o] = vals[i];
+        }
+        keys.swap(k2);
+        vals.swap(v2);
+    }
+}
 }  // namespace
 
 extern "C" {
 
-int hr_version() { return 1; }
+int hr_version() { return 2; }
 int hr_max_channels() { return DMAX; }
 
 // Smallest compiled channel count >= D (0 if D > DMAX).
@@ -524,6 +620,120 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
     for (int j = 0; j < K; ++j)
         for (int64_t i = 0; i < n_isect; ++i) out[(int64_t)list[i] * K + j] += slots[i * K + j];
     return 0;
+}
+
+
+// Inference render of N world-frame Gaussians into one pinhole camera: projection (as
+// project_gaussians), depth sort, tile binning and the forward pass in one call (no autograd).
+// means [N,3], quats [N,4] (w,x,y,z), scales [N,3] linear, opac [N], colors [N,D], viewmat [4,4]
+// world-to-camera (row-major), K [3,3]; bg [D] or null (colour channels only).
+// depth_mode: 0 = no depth channel, 1 = accumulated depth appended, 2 = expected depth (/alpha).
+// Outputs: out_color [H,W,D(+1)], out_alpha [H,W]; optional (null = skip): out_means2d [N,2],
+// out_radii [N,2] int32, out_depths [N]. Returns the number of tile intersections (>= 0) or -1
+// when the channel count has no compiled kernel.
+int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, const float* quats,
+                  const float* scales, const float* opac, const float* colors, const float* viewmat,
+                  const float* Kp, float near_plane, float far_plane, float eps2d, float radius_clip,
+                  int depth_mode, const float* bg, float* out_color, float* out_alpha, float* out_means2d,
+                  int32_t* out_radii, float* out_depths) {
+    const int Dout = D + (depth_mode ? 1 : 0);
+    const int Dc = hr_channels_for(Dout);
+    if (Dc == 0 || D < 0) return -1;
+    const int TW = (W + TS - 1) / TS, TH = (H + TS - 1) / TS;
+    const int64_t TT = (int64_t)TW * TH;
+    std::vector<float> m2((size_t)N * 2), con((size_t)N * 3), dep(N), feats((size_t)N * Dc);
+    std::vector<int32_t> rect((size_t)N * 4);
+    std::vector<uint8_t> keep(N);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int n = 0; n < N; ++n) {
+        Proj p = project_one(means + 3 * (int64_t)n, quats + 4 * (int64_t)n, scales + 3 * (int64_t)n, opac[n],
+                             viewmat, Kp, W, H, near_plane, far_plane, eps2d, radius_clip);
+        m2[2 * n] = p.mx; m2[2 * n + 1] = p.my;
+        con[3 * n] = p.ca; con[3 * n + 1] = p.cb; con[3 * n + 2] = p.cc;
+        dep[n] = p.depth;
+        keep[n] = p.keep;
+        if (out_means2d) { out_means2d[2 * n] = p.mx; out_means2d[2 * n + 1] = p.my; }
+        if (out_radii) { out_radii[2 * n] = p.rx; out_radii[2 * n + 1] = p.ry; }
+        if (out_depths) out_depths[n] = p.depth;
+        // tile rectangle (gsplat's isect_tiles rule, as projection.tile_bounds)
+        const float mx = p.mx / TS, my = p.my / TS, rxf = (float)p.rx / TS, ryf = (float)p.ry / TS;
+        int x0 = std::min(std::max((int)std::floor(mx - rxf), 0), TW);
+        int y0 = std::min(std::max((int)std::floor(my - ryf), 0), TH);
+        int x1 = std::min(std::max((int)std::ceil(mx + rxf), 0), TW);
+        int y1 = std::min(std::max((int)std::ceil(my + ryf), 0), TH);
+        if (!p.keep) { x1 = x0; y1 = y0; }
+        rect[4 * n] = x0; rect[4 * n + 1] = y0; rect[4 * n + 2] = x1; rect[4 * n + 3] = y1;
+        float* f = feats.data() + (int64_t)n * Dc;
+        for (int d = 0; d < D; ++d) f[d] = colors[(int64_t)n * D + d];
+        for (int d = D; d < Dc; ++d) f[d] = 0.0f;
+        if (depth_mode) f[D] = p.depth;
+    }
+    // depth order of the kept Gaussians (stable: ties keep index order)
+    std::vector<uint32_t> keys;
+    std::vector<int32_t> order;
+    keys.reserve(N);
+    order.reserve(N);
+    for (int n = 0; n < N; ++n)
+        if (keep[n]) {
+            float d = dep[n] > 0.0f ? dep[n] : 0.0f;
+            uint32_t k;
+            std::memcpy(&k, &d, 4);
+            keys.push_back(k);
+            order.push_back(n);
+        }
+    if (!order.empty()) radix_sort(keys, order);
+    // binning: counts, prefix sums, fill in depth order
+    std::vector<int64_t> offsets(TT + 1, 0);
+    for (int32_t n : order) {
+        const int32_t* rc = rect.data() + 4 * (int64_t)n;
+        for (int y = rc[1]; y < rc[3]; ++y)
+            for (int x = rc[0]; x < rc[2]; ++x) offsets[1 + (int64_t)y * TW + x]++;
+    }
+    for (int64_t i = 0; i < TT; ++i) offsets[i + 1] += offsets[i];
+    const int64_t total = offsets[TT];
+    std::vector<int32_t> list(std::max<int64_t>(total, 1));
+    {
+        std::vector<int64_t> cur(offsets.begin(), offsets.end() - 1);
+        for (int32_t n : order) {
+            const int32_t* rc = rect.data() + 4 * (int64_t)n;
+            for (int y = rc[1]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[2]; ++x) list[cur[(int64_t)y * TW + x]++] = n;
+        }
+    }
+    std::vector<float> bgc;
+    if (bg) {
+        bgc.assign(Dc, 0.0f);
+        for (int d = 0; d < D; ++d) bgc[d] = bg[d];
+    }
+    std::vector<GP> gp(N);
+    std::vector<float> opac_kept(N);
+    for (int n = 0; n < N; ++n) opac_kept[n] = opac[n];
+    prepare(m2.data(), con.data(), opac_kept.data(), N, gp.data(), nthreads);
+    Scene s = make_scene(1, N, Dc, W, H, gp.data(), feats.data(), bg ? bgc.data() : nullptr, offsets.data(),
+                         list.data());
+    const int64_t P = (int64_t)W * H;
+    std::vector<float> T(P), tmp;
+    std::vector<int32_t> last(P);
+    float* col = out_color;
+    if (Dc != Dout) {
+        tmp.resize((size_t)P * Dc);
+        col = tmp.data();
+    }
+    dispatch().f[Dc](s, col, out_alpha, T.data(), last.data(), nthreads);
+    if (Dc != Dout || depth_mode == 2) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (int64_t p = 0; p < P; ++p) {
+            const float* src = col + p * Dc;
+            float* dst = out_color + p * Dout;
+            if (Dc != Dout)
+                for (int d = 0; d < Dout; ++d) dst[d] = src[d];
+            if (depth_mode == 2) {
+                const float a = out_alpha[p];
+                dst[D] = dst[D] / (a > 1e-10f ? a : 1e-10f);
+            }
+        }
+    }
+    return total;
 }
 
 }  // extern "C"
