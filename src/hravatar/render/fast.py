@@ -5,7 +5,7 @@ Two entry points, each with a PyTorch reference it is tested against (``tests/te
 * :func:`fast_deform`: blendshapes + linear blend skinning + rotation + normals of a
   blendshape-rigged :class:`~hravatar.gaussians.GaussianHead` in one C++ pass
   (``csrc/deform.cpp``). Reference: ``GaussianHead.deform`` + ``DeformedGaussians.normals``.
-* :func:`rasterize_gbuffer`: projection, depth sort, tile binning and the forward compositing
+* :func:`rasterize_fast`: projection, depth sort, tile binning and the forward compositing
   in one C++ call (``hr_render`` in ``csrc/rasterize.cpp``, the training rasterizer's own
   forward pass). Reference: :func:`hravatar.render.rasterize` with ``render_mode="RGB+ED"``.
 
@@ -180,7 +180,7 @@ def fast_deform(
 
 
 @torch.no_grad()
-def rasterize_gbuffer(
+def rasterize_fast(
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
@@ -215,15 +215,15 @@ def rasterize_gbuffer(
     """
     modes = {"none": 0, "accumulated": 1, "expected": 2}
     if depth not in modes:
-        raise ValueError(f"rasterize_gbuffer: depth must be one of {tuple(modes)}, got {depth!r}")
+        raise ValueError(f"rasterize_fast: depth must be one of {tuple(modes)}, got {depth!r}")
     if means.device.type != "cpu":
-        raise ValueError("rasterize_gbuffer: CPU tensors only")
+        raise ValueError("rasterize_fast: CPU tensors only")
     lib = cpu.load()
     N, D = int(means.shape[0]), int(colors.shape[-1])
     W, H = int(width), int(height)
     Dout = D + (1 if modes[depth] else 0)
     if lib.hr_channels_for(Dout) == 0:
-        raise ValueError(f"rasterize_gbuffer: {Dout} channels; at most {lib.hr_max_channels()}")
+        raise ValueError(f"rasterize_fast: {Dout} channels; at most {lib.hr_max_channels()}")
     out = torch.empty(1, H, W, Dout)
     alpha = torch.empty(1, H, W, 1)
     m2 = torch.empty(1, N, 2)
@@ -241,3 +241,46 @@ def rasterize_gbuffer(
     meta = {"means2d": m2, "radii": radii, "depths": deps, "n_isect": int(n), "width": W, "height": H,
             "backend": "cpu-fused"}
     return out, alpha, meta
+
+
+@torch.no_grad()
+def fast_gbuffer(
+    avatar: Any,
+    shape: Tensor | None,
+    expression: Tensor | None,
+    pose: Tensor | None,
+    translation: Tensor | None,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    mode: str = "pbr",
+    materials: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Deform + rasterize the avatar's G-buffer for one parameter set and one camera (no autograd).
+
+    The inference twin of the differentiable deform -> ``rasterize(..., render_mode="RGB+ED")``
+    path: :func:`fast_deform` then :func:`rasterize_fast`.
+
+    Args:
+        avatar: blendshape-rigged :class:`~hravatar.gaussians.GaussianHead` on the CPU.
+        shape ``[1,S']``, expression ``[1,E']``, pose ``[1,5,3]``, translation ``[1,3]``: as
+            ``avatar.deform``; viewmat ``[4,4]``, K ``[3,3]``, width, height: the camera.
+        mode: ``"color"``: features are the per-point colours ``[N,3]``; otherwise the G-buffer
+            layout albedo 3, roughness 1, F0 1, camera-facing normal 3.
+        materials: per-point overrides ``{"albedo" [N,3], "roughness" [N,1], "f0" [N,1],
+            "colors" [N,3]}`` (activated values).
+    Returns:
+        ``(features [1,H,W,D+1] with the expected depth last, alpha [1,H,W,1], meta)``.
+    """
+    mats = materials or {}
+    vm = viewmat.detach().float()
+    centre = -(vm[:3, :3].T @ vm[:3, 3])
+    g = fast_deform(avatar, shape, expression, pose, translation, centre)
+    if mode == "color":
+        feats = mats["colors"] if "colors" in mats else avatar.colors
+    else:
+        feats = torch.cat([mats["albedo"] if "albedo" in mats else avatar.albedo,
+                           mats["roughness"] if "roughness" in mats else avatar.roughness,
+                           mats["f0"] if "f0" in mats else avatar.f0, g.normals], -1)
+    return rasterize_fast(g.means, g.quats, g.scales, g.opacities, feats, vm, K, width, height)
