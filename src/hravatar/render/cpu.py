@@ -7,6 +7,8 @@ first calls are safe: compilation holds a file lock and writes to a temporary fi
 atomically renamed. The library is loaded after ``torch`` (imported above), so it binds to the
 OpenMP runtime torch already loaded (one runtime per process). Set ``HRAVATAR_CXX=none`` to
 disable the kernel (the reference backend is then used after a warning).
+``HRAVATAR_KERNEL_FLAGS`` appends compiler flags (part of the cache key), e.g. ``-mno-avx512f``
+to measure on an AVX-512 machine what an AVX2-only machine runs.
 
 ``OMP_WAIT_POLICY=PASSIVE`` is put into the environment by :mod:`hravatar.render` when the user
 has not set it; the OpenMP runtime reads it only once, when it starts (``import torch``), so it
@@ -86,7 +88,8 @@ def _flags(cxx: str, cpu_flags: str) -> list[str]:
             flags.append("-mprefer-vector-width=512")
     else:
         flags.append("-mcpu=native")
-    return flags
+    extra = os.environ.get("HRAVATAR_KERNEL_FLAGS", "").split()
+    return flags + extra
 
 
 def kernel_path(src: Path = _SRC) -> tuple[Path, list[str], str]:

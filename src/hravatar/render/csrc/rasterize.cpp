@@ -27,6 +27,9 @@
 #include <cstring>
 #include <vector>
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -438,6 +441,177 @@ Scene make_scene(int C, int N, int D, int W, int H, const GP* gp, const float* c
 }
 
 
+
+// ---- inference forward over 8-pixel row segments ----------------------------------------------
+// The same per-pixel arithmetic as forward_tile (eval_alpha's formulas, the same exp polynomial,
+// the same thresholds and termination), but a 16x16 tile is walked as 32 segments of 8 pixels
+// (one 256-bit vector: native on AVX2, where 16-float vectors are split and partly scalarised),
+// each with its own culled Gaussian list. Used by hr_render only (no backward needs its state).
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+HR_INLINE vf8 splat8(float x) { return vf8{} + x; }
+HR_INLINE vi8 splati8(int32_t x) { return vi8{} + x; }
+HR_INLINE bool any8(vi8 m) {
+#if defined(__AVX2__) || defined(__AVX512F__)
+    __m256i a;
+    std::memcpy(&a, &m, 32);
+    return !_mm256_testz_si256(a, a);
+#else
+    int32_t r = 0;
+    for (int i = 0; i < 8; ++i) r |= m[i];
+    return r != 0;
+#endif
+}
+HR_INLINE vf8 vmin8(vf8 a, vf8 b) { return a < b ? a : b; }
+HR_INLINE vf8 vmax8(vf8 a, vf8 b) { return a > b ? a : b; }
+
+HR_INLINE vf8 vexp_neg8(vf8 x) {
+    x = vmax8(vmin8(x, splat8(0.0f)), splat8(-87.0f));
+    vf8 t = x * 1.44269504088896341f - 0.5f;
+    vi8 n = __builtin_convertvector(t, vi8);
+    vf8 nf = __builtin_convertvector(n, vf8);
+    vf8 r = x - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    vf8 p = splat8(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf8 e = (p * (r * r) + r) + 1.0f;
+    vi8 bits = (n + 127) << 23;
+    vf8 scale;
+    std::memcpy(&scale, &bits, 32);
+    return e * scale;
+}
+
+// Bit mask over the 32 segments (row r, half h -> bit 2r+h) the Gaussian may touch.
+HR_INLINE uint32_t seg_mask(const GP& g, int x0, int y0, int nrows, int ncols) {
+    const int nh = ncols > 8 ? 2 : 1;
+    if (!(g.ey >= 0.0f)) {
+        uint32_t m = 0;
+        for (int r = 0; r < nrows; ++r) m |= (nh == 2 ? 3u : 1u) << (2 * r);
+        return m;
+    }
+    float ylo = g.my - g.ey - (float)y0 - 0.5f;
+    float yhi = g.my + g.ey - (float)y0 - 0.5f;
+    int r0 = std::max(0, (int)std::ceil(ylo));
+    int r1 = std::min(nrows - 1, (int)std::floor(yhi));
+    if (r0 > r1) return 0u;
+    const float xlo0 = (float)x0 + 0.5f, xhi0 = (float)x0 + (float)std::min(ncols, 8) - 0.5f;
+    const float xlo1 = (float)x0 + 8.5f, xhi1 = (float)x0 + (float)ncols - 0.5f;
+    uint32_t m = 0;
+    for (int r = r0; r <= r1; ++r) {
+        float dy = g.my - ((float)(y0 + r) + 0.5f);
+        float rem = g.thr - 0.5f * g.schur * dy * dy;
+        float wx = std::sqrt(std::max(0.0f, rem * g.inv_ca2)) * (1.0f + 1e-4f) + 0.01f;
+        float xc = g.mx + g.k_x * dy;
+        if (xc - wx <= xhi0 && xc + wx >= xlo0) m |= 1u << (2 * r);
+        if (nh == 2 && xc - wx <= xhi1 && xc + wx >= xlo1) m |= 2u << (2 * r);
+    }
+    return m;
+}
+
+template <int D>
+void forward8_tile(const Scene& s, int64_t tile, std::vector<int32_t>& rl, float* out_color, float* out_alpha) {
+    const int TT = s.TW * s.TH;
+    const int c = (int)(tile / TT);
+    const int t = (int)(tile % TT);
+    const int tx = t % s.TW, ty = t / s.TW;
+    const int x0 = tx * TS, y0 = ty * TS;
+    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
+    const int64_t beg = s.offsets[tile], end = s.offsets[tile + 1];
+    const int64_t len = end - beg;
+    if ((int64_t)rl.size() < len * 32) rl.resize(len * 32);
+    int32_t cnt[32] = {0};
+    for (int64_t k = 0; k < len; ++k) {
+        const GP& g = s.gp[s.list[beg + k]];
+        uint32_t m = seg_mask(g, x0, y0, nrows, ncols);
+        while (m) {
+            int sg = __builtin_ctz(m);
+            m &= m - 1;
+            rl[(int64_t)sg * len + cnt[sg]++] = (int32_t)k;
+        }
+    }
+    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+    for (int sg = 0; sg < 2 * nrows; ++sg) {
+        const int r = sg >> 1, h = sg & 1;
+        const int xs = x0 + 8 * h;
+        const int nc = std::min(8, ncols - 8 * h);
+        if (nc <= 0) continue;
+        vf8 px;
+        vi8 lane_ok;
+        for (int i = 0; i < 8; ++i) {
+            px[i] = (float)(xs + i) + 0.5f;
+            lane_ok[i] = i < nc ? -1 : 0;
+        }
+        const float py = (float)(y0 + r) + 0.5f;
+        vf8 T = splat8(1.0f);
+        vf8 acc[D];
+        for (int d = 0; d < D; ++d) acc[d] = splat8(0.0f);
+        vi8 active = lane_ok;
+        const int32_t* segl = rl.data() + (int64_t)sg * len;
+        for (int j = 0; j < cnt[sg]; ++j) {
+            const GP& g = s.gp[s.list[beg + segl[j]]];
+            const int32_t gid = s.list[beg + segl[j]];
+            vf8 dx = g.mx - px;
+            float dy = g.my - py;
+            float half_ca = 0.5f * g.ca;
+            float cbdy = g.cb * dy;
+            float c0 = 0.5f * g.cc * dy * dy;
+            vf8 sigma = dx * (half_ca * dx + cbdy) + c0;
+            vf8 vis = vexp_neg8(-sigma);
+            vf8 alpha = vmin8(g.op * vis, splat8(ALPHA_MAX));
+            vi8 valid = active & (sigma >= 0.0f) & (alpha >= ALPHA_THRESHOLD);
+            if (!any8(valid)) continue;
+            vf8 nT = T * (1.0f - alpha);
+            vi8 stop = valid & (nT <= T_MIN);
+            vi8 contrib = valid & ~stop;
+            vf8 w = contrib ? alpha * T : splat8(0.0f);
+            const float* col = s.colors + (int64_t)gid * D;
+            for (int d = 0; d < D; ++d) acc[d] += w * col[d];
+            T = contrib ? nT : T;
+            if (any8(stop)) {
+                active &= ~stop;
+                if (!any8(active)) break;
+            }
+        }
+        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + xs;
+        for (int i = 0; i < nc; ++i) {
+            float* o = out_color + (pix0 + i) * D;
+            for (int d = 0; d < D; ++d) o[d] = acc[d][i] + (bgc ? T[i] * bgc[d] : 0.0f);
+            out_alpha[pix0 + i] = 1.0f - T[i];
+        }
+    }
+}
+
+template <int D>
+void forward8_all(const Scene& s, float* out_color, float* out_alpha, int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<int32_t> rl;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < ntiles; ++tile) forward8_tile<D>(s, tile, rl, out_color, out_alpha);
+    }
+}
+
+typedef void (*fwd8_fn)(const Scene&, float*, float*, int);
+template <int... Ds>
+struct Table8 {
+    static void fill(fwd8_fn* f) { ((f[Ds] = &forward8_all<Ds>), ...); }
+};
+const fwd8_fn* dispatch8() {
+    static fwd8_fn f[33] = {nullptr};
+    static bool init = [] {
+        Table8<1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 16, 17, 24, 32>::fill(f);
+        return true;
+    }();
+    (void)init;
+    return f;
+}
+
 // ---- fused projection + depth sort + binning (inference entry point hr_render) ---------------
 
 // The per-Gaussian projection of hravatar.render.projection.project_gaussians (one camera).
@@ -636,6 +810,9 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
                   const float* Kp, float near_plane, float far_plane, float eps2d, float radius_clip,
                   int depth_mode, const float* bg, float* out_color, float* out_alpha, float* out_means2d,
                   int32_t* out_radii, float* out_depths) {
+    const bool prof = std::getenv("HR_PROFILE") != nullptr;
+    auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+    double t0 = now();
     const int Dout = D + (depth_mode ? 1 : 0);
     const int Dc = hr_channels_for(Dout);
     if (Dc == 0 || D < 0) return -1;
@@ -668,6 +845,7 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
         for (int d = D; d < Dc; ++d) f[d] = 0.0f;
         if (depth_mode) f[D] = p.depth;
     }
+    double t1 = now();
     // depth order of the kept Gaussians (stable: ties keep index order)
     std::vector<uint32_t> keys;
     std::vector<int32_t> order;
@@ -682,6 +860,7 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
             order.push_back(n);
         }
     if (!order.empty()) radix_sort(keys, order);
+    double t2 = now();
     // binning: counts, prefix sums, fill in depth order
     std::vector<int64_t> offsets(TT + 1, 0);
     for (int32_t n : order) {
@@ -700,6 +879,7 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
                 for (int x = rc[0]; x < rc[2]; ++x) list[cur[(int64_t)y * TW + x]++] = n;
         }
     }
+    double t3 = now();
     std::vector<float> bgc;
     if (bg) {
         bgc.assign(Dc, 0.0f);
@@ -712,14 +892,15 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
     Scene s = make_scene(1, N, Dc, W, H, gp.data(), feats.data(), bg ? bgc.data() : nullptr, offsets.data(),
                          list.data());
     const int64_t P = (int64_t)W * H;
-    std::vector<float> T(P), tmp;
-    std::vector<int32_t> last(P);
+    std::vector<float> tmp;
     float* col = out_color;
     if (Dc != Dout) {
         tmp.resize((size_t)P * Dc);
         col = tmp.data();
     }
-    dispatch().f[Dc](s, col, out_alpha, T.data(), last.data(), nthreads);
+    double t4 = now();
+    dispatch8()[Dc](s, col, out_alpha, nthreads);
+    double t5 = now();
     if (Dc != Dout || depth_mode == 2) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
         for (int64_t p = 0; p < P; ++p) {
@@ -733,6 +914,9 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
             }
         }
     }
+    if (prof)
+        std::fprintf(stderr, "hr_render: project %.1f sort %.1f bin %.1f prepare %.1f forward %.1f finish %.1f ms (isect %lld)\n",
+                     t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, now() - t5, (long long)total);
     return total;
 }
 
