@@ -27,7 +27,7 @@
 #include <cstring>
 #include <vector>
 #include <algorithm>
-#include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -81,9 +81,30 @@ HR_INLINE float hsum(vf v) {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-HR_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
-HR_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
-HR_INLINE vf vabs(vf a) { return a < 0.0f ? -a : a; }
+// Comparisons of 16-float vectors. Without AVX-512, GCC lowers a 512-bit vector comparison to
+// 16 scalar compares; done as two 256-bit halves they stay vector instructions (same results).
+typedef float vh __attribute__((vector_size(32)));
+typedef int32_t vih __attribute__((vector_size(32)));
+#if defined(__AVX512F__)
+HR_INLINE vi lt(vf a, vf b) { return a < b; }
+HR_INLINE vi le(vf a, vf b) { return a <= b; }
+HR_INLINE vi ile(vi a, vi b) { return a <= b; }
+#else
+HR_INLINE vh lo(vf a) { return __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7); }
+HR_INLINE vh hi(vf a) { return __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15); }
+HR_INLINE vih loi(vi a) { return __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7); }
+HR_INLINE vih hii(vi a) { return __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15); }
+HR_INLINE vi cat(vih a, vih b) {
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+HR_INLINE vi lt(vf a, vf b) { return cat(lo(a) < lo(b), hi(a) < hi(b)); }
+HR_INLINE vi le(vf a, vf b) { return cat(lo(a) <= lo(b), hi(a) <= hi(b)); }
+HR_INLINE vi ile(vi a, vi b) { return cat(loi(a) <= loi(b), hii(a) <= hii(b)); }
+#endif
+
+HR_INLINE vf vmin(vf a, vf b) { return lt(a, b) ? a : b; }
+HR_INLINE vf vmax(vf a, vf b) { return lt(b, a) ? a : b; }
+HR_INLINE vf vabs(vf a) { return lt(a, splat(0.0f)) ? -a : a; }
 
 // exp(x) for x <= 0 (inputs are clamped to [-87, 0]).
 HR_INLINE vf vexp_neg(vf x) {
@@ -246,10 +267,10 @@ void forward_tile(const Scene& s, int64_t tile, std::vector<int32_t>& rl, float*
             const int32_t gid = s.list[beg + k];
             const GP& g = s.gp[gid];
             Alpha a = eval_alpha(g, px, py);
-            vi valid = active & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
+            vi valid = active & le(splat(0.0f), a.sigma) & le(splat(ALPHA_THRESHOLD), a.alpha);
             if (!any(valid)) continue;
             vf nT = T * (1.0f - a.alpha);
-            vi stop = valid & (nT <= T_MIN);
+            vi stop = valid & le(nT, splat(T_MIN));
             vi contrib = valid & ~stop;
             vf w = contrib ? a.alpha * T : splat(0.0f);
             const float* col = s.colors + (int64_t)gid * D;
@@ -337,7 +358,7 @@ void backward_tile(const Scene& s, int64_t tile, const float* T_final, const int
             m &= m - 1;
             const float py = (float)(y0 + r) + 0.5f;
             Alpha a = eval_alpha(g, px, py);
-            vi valid = (splati(k) <= last[r]) & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
+            vi valid = ile(splati(k), last[r]) & le(splat(0.0f), a.sigma) & le(splat(ALPHA_THRESHOLD), a.alpha);
             if (!any(valid)) continue;
             touched = true;
             vf ra = 1.0f / (1.0f - a.alpha);
@@ -352,7 +373,7 @@ void backward_tile(const Scene& s, int64_t tile, const float* T_final, const int
             }
             va += ra * vbgA[r];
             vf ov = g.op * a.vis;
-            vi use = valid & (ov <= ALPHA_MAX);
+            vi use = valid & le(ov, splat(ALPHA_MAX));
             va = use ? va : splat(0.0f);
             vf vsig = -ov * va;
             gop += a.vis * va;
@@ -811,7 +832,11 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
                   int depth_mode, const float* bg, float* out_color, float* out_alpha, float* out_means2d,
                   int32_t* out_radii, float* out_depths) {
     const bool prof = std::getenv("HR_PROFILE") != nullptr;
-    auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+    auto now = [] {  // process CPU time (stable on a loaded machine; with one thread = the work)
+        timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    };
     double t0 = now();
     const int Dout = D + (depth_mode ? 1 : 0);
     const int Dc = hr_channels_for(Dout);
