@@ -44,6 +44,7 @@ STAGES = ("deform", "rasterize", "shade")
 def _shade_foreground():
     try:  # the avatar runtime's (G-buffer layout argument)
         from hravatar.avatar.render import GBUFFER_LAYOUT
+
         from hravatar.shading.shade import shade_foreground
 
         return lambda *a: shade_foreground(a[0], a[1], GBUFFER_LAYOUT, *a[2:])

@@ -68,7 +68,7 @@ class _Timer:
 
 def bench(args: argparse.Namespace, work: Path) -> dict:
     import hravatar.train as train_mod
-    from hravatar.train import Trainer, TrainConfig
+    from hravatar.train import TrainConfig, Trainer
 
     subject = args.subject or synthetic_subject(work, args.size, args.frames)
     cfg = TrainConfig(subject=Path(subject), output=work / "avatar", head_model=args.head_model,
