@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
+from helpers.synthetic_head import synthetic_head
+from hravatar.avatar import Camera, FrameParams
+from hravatar.avatar.render import render, use_fast_path
 from hravatar.gaussians import AvatarConfig, GaussianHead
-from hravatar.gaussians.testing import synthetic_head
 from hravatar.render import rasterize
 from hravatar.render.fast import fast_available, fast_deform, fast_gbuffer, rasterize_fast
 from hravatar.shading.fast import fast_shading_available, prepare_lighting, shade_foreground_fast
@@ -231,20 +233,42 @@ def test_prepared_lighting_follows_parameter_updates() -> None:
     assert not fast_shading_available(object())
 
 
-def test_fast_gbuffer_and_shading_match_the_reference_render(avatar: GaussianHead) -> None:
-    """deform -> rasterize -> shade through the fast kernels equals the differentiable path."""
-    from hravatar.train import render_frame
-
+@pytest.mark.parametrize("mode", ["pbr", "albedo", "color"])
+def test_runtime_render_fast_equals_reference(avatar: GaussianHead, mode: str) -> None:
+    """The runtime's render(): the C++ inference path equals the differentiable one (same image)."""
     size = 40
     vm, K = _camera(size, 0.5)
     p = _params(avatar, CASES[1], 11)
+    fp = FrameParams(p["shape"], p["expression"], p["pose"], p["translation"])
+    cam = Camera(vm, K, size, size)
     light = _learnable(6)
+    bg = torch.tensor([0.2, 0.3, 0.4])
     with torch.no_grad():
-        ref = render_frame(avatar, light, p["shape"], p["expression"], p["pose"], p["translation"], vm, K, size, size,
-                           backend="cpu")
-    feats, alpha, _ = fast_gbuffer(avatar, p["shape"], p["expression"], p["pose"], p["translation"], vm, K, size,
-                                   size)
-    img = shade_foreground_fast(feats, alpha, vm[None], K[None], light, None)
-    torch.testing.assert_close(alpha, ref["alpha"], atol=5e-5, rtol=0)
-    torch.testing.assert_close(img, ref["image"], atol=2e-4, rtol=0)
-    assert ref["alpha"].max() > 0.5 and math.isfinite(float(img.sum()))
+        assert use_fast_path(avatar) and not use_fast_path(avatar, backend="reference")
+        ref = render(avatar, light, fp, cam, mode, background=bg, fast=False)
+        new = render(avatar, light, fp, cam, mode, background=bg)  # fast by default without autograd
+    assert new.meta["backend"] == "cpu-fused" and ref.meta["backend"] == "cpu"
+    assert not use_fast_path(avatar)  # autograd on: the differentiable path
+    torch.testing.assert_close(new.alpha, ref.alpha, atol=5e-5, rtol=0)
+    torch.testing.assert_close(new.image, ref.image, atol=2e-4, rtol=0)
+    if mode != "color":
+        torch.testing.assert_close(new.albedo, ref.albedo, atol=5e-5, rtol=0)
+        covered = ref.alpha[..., 0] > 1e-2
+        torch.testing.assert_close(new.normal[covered], ref.normal[covered], atol=2e-3, rtol=0)
+    assert ref.alpha.max() > 0.5 and math.isfinite(float(new.image.sum()))
+    # environment lighting goes through the C++ shading too
+    env = _env(20.0, 0.3)
+    with torch.no_grad():
+        a = render(avatar, env, fp, cam, "pbr", fast=False).image
+        b = render(avatar, env, fp, cam, "pbr").image
+    torch.testing.assert_close(b, a, atol=5e-4, rtol=0)
+
+
+def test_fast_gbuffer_materials_override(avatar: GaussianHead) -> None:
+    vm, K = _camera(32, 0.5)
+    red = torch.zeros(avatar.num_points, 3)
+    red[:, 0] = 1.0
+    feats, alpha, _ = fast_gbuffer(avatar, None, None, None, None, vm, K, 32, 32, materials={"albedo": red})
+    covered = alpha[..., 0] > 0.1
+    torch.testing.assert_close(feats[..., 0][covered], alpha[..., 0][covered], atol=1e-5, rtol=0)
+    assert feats[..., 1:3].abs().max() < 1e-6

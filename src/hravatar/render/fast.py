@@ -103,7 +103,8 @@ def joint_inputs(avatar: Any, shape: Tensor | None, expression: Tensor | None, p
     """Per-frame small inputs of the fused deformation, computed with the reference's own torch code:
     ``(beta [S], psi [E], pose_feature [36], A [5,3,4])`` (joint transforms of the kinematic chain)."""
     from hravatar.gaussians.deform import NUM_JOINTS, pad_coeffs  # noqa: PLC0415
-    from hravatar.head.lbs import axis_angle_to_matrix, kinematic_chain, pose_feature  # noqa: PLC0415
+    from hravatar.geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+    from hravatar.head.lbs import kinematic_chain, pose_feature  # noqa: PLC0415
 
     p = avatar.params
     like = p["means"].detach().float()
