@@ -14,7 +14,9 @@ over black. Two paths are timed:
 
 The avatar is either initialised on the open head model as the trainer does (default: about 75k
 Gaussians, ``points_per_face = round(75000 / faces)``, initial opacity 0.1) or a trained avatar
-folder (``--avatar``). Timings are medians over ``--iters`` frames after one warm-up frame.
+folder (``--avatar``). Timings are medians over ``--iters`` frames after one warm-up frame: wall time (what the user
+sees) and process CPU time (all threads summed; on a machine shared with other work it is far
+less noisy than wall time, and with ``--threads 1`` it approximates the idle single-core time).
 
     python benchmarks/render.py [--sizes 256 512] [--iters 15] [--avatar AVATAR] [--json out.json]
 
@@ -42,25 +44,19 @@ STAGES = ("deform", "rasterize", "shade")
 
 
 def _shade_foreground():
-    try:  # the avatar runtime's (G-buffer layout argument)
-        from hravatar.avatar.render import GBUFFER_LAYOUT
+    from hravatar.avatar.render import GBUFFER_LAYOUT
+    from hravatar.shading.shade import shade_foreground
 
-        from hravatar.shading.shade import shade_foreground
-
-        return lambda *a: shade_foreground(a[0], a[1], GBUFFER_LAYOUT, *a[2:])
-    except ImportError:
-        from hravatar.train import shade_foreground
-
-        return shade_foreground
+    return lambda *a: shade_foreground(a[0], a[1], GBUFFER_LAYOUT, *a[2:])
 
 
 def build_scene(avatar_dir: Path | None, target_points: int):
     """``(avatar, lighting, description)`` on the CPU."""
     if avatar_dir is not None:
-        from hravatar.train import load_trained
+        from hravatar.avatar import load_avatar
 
-        tr = load_trained(avatar_dir, "cpu")
-        return tr.avatar, tr.lighting, f"trained avatar {avatar_dir}"
+        la = load_avatar(avatar_dir, "cpu")
+        return la.gaussians, la.lighting, f"trained avatar {avatar_dir}"
     from hravatar.gaussians import AvatarConfig, GaussianHead
     from hravatar.head import load_head_model
     from hravatar.shading.lighting import LearnableLighting
@@ -109,23 +105,28 @@ def time_fast(avatar, lighting, size: int, iters: int) -> dict:
     times = {k: [] for k in (*STAGES, "total")}
     cover = 0.0
     n_isect = 0
+    cpu = {k: [] for k in (*STAGES, "total")}
     for it in range(iters + 1):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         g = fast_deform(avatar, p["shape"], p["expression"], p["pose"], p["translation"], centre)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         feats = torch.cat([avatar.albedo, avatar.roughness, avatar.f0, g.normals], -1)
         gb, alpha, meta = rasterize_fast(g.means, g.quats, g.scales, g.opacities, feats, vm, K, size, size)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         img = shade_foreground_fast(gb, alpha, vm[None], K[None], lighting, None)
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         if it == 0:  # warm-up (kernel build, lighting preparation, shape cache)
             cover = float((alpha > 0).float().mean())
             n_isect = meta["n_isect"]
             continue
         for k, v in zip((*STAGES, "total"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
             times[k].append(1000 * v)
+        for k, v in zip((*STAGES, "total"), (c1 - c0, c2 - c1, c3 - c2, c3 - c0), strict=True):
+            cpu[k].append(1000 * v)
     assert torch.isfinite(img).all()
-    return _summary(times) | {"coverage": round(cover, 3), "n_isect": n_isect}
+    cpu_med = {f"cpu_{k}_ms": round(statistics.median(v), 2) for k, v in cpu.items()}
+    return _summary(times) | cpu_med | {"coverage": round(cover, 3), "n_isect": n_isect}
 
 
 @torch.no_grad()
@@ -140,8 +141,10 @@ def time_reference(avatar, lighting, size: int, iters: int, device: torch.device
     p = {k: v.to(device) for k, v in params(avatar).items()}
     centre = -(vm[:3, :3].T @ vm[:3, 3])
     times = {k: [] for k in (*STAGES, "total")}
+    cpu = []
     for it in range(iters + 1):
         _sync(device)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         g = av.deform(p["shape"], p["expression"], p["pose"], p["translation"])
         n = g.normals(centre[None])[0]
@@ -157,12 +160,13 @@ def time_reference(avatar, lighting, size: int, iters: int, device: torch.device
         t3 = time.perf_counter()
         if it == 0:
             continue
+        cpu.append(1000 * (time.process_time() - c0))
         for k, v in zip((*STAGES, "total"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
             times[k].append(1000 * v)
     assert torch.isfinite(img).all()
     avatar.to("cpu")
     lighting.to("cpu")
-    return _summary(times)
+    return _summary(times) | {"cpu_total_ms": round(statistics.median(cpu), 2)}
 
 
 def _summary(times: dict) -> dict:
@@ -221,13 +225,13 @@ def main() -> None:
           f"{result['machine']['loadavg_before']} / {result['machine']['loadavg_after']}; wrote {args.json}")
 
 
-HEAD = ("| image | path | device | deform ms | rasterize ms | shade ms | total ms | FPS |\n"
-        "|---|---|---|---|---|---|---|---|")
+HEAD = ("| image | path | device | deform ms | rasterize ms | shade ms | total ms | FPS | CPU ms (all threads) |\n"
+        "|---|---|---|---|---|---|---|---|---|")
 
 
 def _row(r: dict) -> str:
     return (f"| {r['size']}^2 | {r['path']} | {r['device']} | {r['deform_ms']:.1f} | {r['rasterize_ms']:.1f} | "
-            f"{r['shade_ms']:.1f} | {r['total_ms']:.1f} | {r['fps']:.1f} |")
+            f"{r['shade_ms']:.1f} | {r['total_ms']:.1f} | {r['fps']:.1f} | {r.get('cpu_total_ms', 0):.1f} |")
 
 
 def table(result: dict) -> str:

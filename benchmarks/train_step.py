@@ -10,7 +10,8 @@ the non-finite guard, the Adam steps and the densification bookkeeping.
 
 The per-stage split comes from timing wrappers around the trainer's own calls (nothing else
 changes): ``data`` (``dataset[i]`` + downscale), ``encoder`` (forward), ``render`` (forward of
-deform + rasterize + shade), ``backward`` (the whole backward pass, every stage), ``optimizer``
+deform + rasterize + shade: ``hravatar.avatar.render``, the differentiable path), ``backward``
+(the whole backward pass, every stage), ``optimizer``
 (the Adam steps); ``other`` is the rest (losses, guard, densification statistics).
 
     python benchmarks/train_step.py [--size 512] [--iters 5] [--subject DIR] [--json out.json]
@@ -41,11 +42,8 @@ STAGES = ("data", "encoder", "render", "backward", "optimizer", "other")
 
 def synthetic_subject(root: Path, size: int, frames: int) -> Path:
     """A synthetic subject folder (rendered from a small test head) at ``size`` px."""
-    try:
-        from hravatar.train_testing import make_tiny_subject
-    except ImportError:  # test helpers moved under tests/
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from helpers.train import make_tiny_subject  # type: ignore[no-redef]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers.tiny_subject import make_tiny_subject
     return make_tiny_subject(root / "subject", size=size, frames=frames, points_per_face=2)
 
 
@@ -85,8 +83,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     ds_cls.__getitem__ = timer.wrap("data", orig_getitem)
     orig_down = train_mod.downscale_frame
     train_mod.downscale_frame = timer.wrap("data", orig_down)
-    orig_render = train_mod.render_frame
-    train_mod.render_frame = timer.wrap("render", orig_render)
+    orig_render = train_mod.render
+    train_mod.render = timer.wrap("render", orig_render)
     orig_backward = torch.Tensor.backward
     torch.Tensor.backward = timer.wrap("backward", orig_backward)
     if tr.encoder is not None:
@@ -113,7 +111,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     finally:
         ds_cls.__getitem__ = orig_getitem
         train_mod.downscale_frame = orig_down
-        train_mod.render_frame = orig_render
+        train_mod.render = orig_render
         torch.Tensor.backward = orig_backward
     med = {f"{k}_s": round(statistics.median(r[k] for r in rows), 3) for k in ("total", *STAGES)}
     return {"size": tr.width, "height": tr.height, "points": points[0], "points_last": points[-1],
