@@ -12,7 +12,8 @@ The per-stage split comes from timing wrappers around the trainer's own calls (n
 changes): ``data`` (``dataset[i]`` + downscale), ``encoder`` (forward), ``render`` (forward of
 deform + rasterize + shade: ``hravatar.avatar.render``, the differentiable path), ``backward``
 (the whole backward pass, every stage), ``optimizer``
-(the Adam steps); ``other`` is the rest (losses, guard, densification statistics).
+(the Adam steps); ``other`` is the rest (losses, guard, densification statistics). ``CPU s/it``
+is the process CPU time of the step (all threads), less noisy than wall time on a shared machine.
 
     python benchmarks/train_step.py [--size 512] [--iters 5] [--subject DIR] [--json out.json]
 
@@ -98,14 +99,15 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         for k in range(args.iters + 1):
             timer.acc = dict.fromkeys(STAGES, 0.0)
             n0 = tr.avatar.num_points
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             rec = tr.step(start + k)
             total = time.perf_counter() - t
+            cpu_total = time.process_time() - c
             if k == 0:
                 continue  # warm-up (allocator, kernel build)
             acc = dict(timer.acc)
             acc["other"] = total - sum(acc.values())
-            rows.append({"total": total, **acc, "points": n0, "finite": rec is not None,
+            rows.append({"total": total, **acc, "cpu_total": cpu_total, "points": n0, "finite": rec is not None,
                          "mode": None if rec is None else rec["mode"]})
             points.append(n0)
     finally:
@@ -113,7 +115,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         train_mod.downscale_frame = orig_down
         train_mod.render = orig_render
         torch.Tensor.backward = orig_backward
-    med = {f"{k}_s": round(statistics.median(r[k] for r in rows), 3) for k in ("total", *STAGES)}
+    med = {f"{k}_s": round(statistics.median(r[k] for r in rows), 3) for k in ("total", *STAGES, "cpu_total")}
     return {"size": tr.width, "height": tr.height, "points": points[0], "points_last": points[-1],
             "setup_s": round(setup_s, 1), "modes": sorted({str(r["mode"]) for r in rows}),
             **med, "samples_s": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
@@ -149,11 +151,11 @@ def main() -> None:
 
 def table(result: dict) -> str:
     """Markdown table of a result dict (as written to the JSON file)."""
-    head = ("| image | Gaussians | s/it | data | encoder | render fwd | backward | optimizer | other |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| image | Gaussians | s/it | data | encoder | render fwd | backward | optimizer | other | CPU s/it |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     rows = [f"| {r['size']}x{r['height']} | {r['points']} | {r['total_s']:.2f} | {r['data_s']:.3f} | "
             f"{r['encoder_s']:.3f} | {r['render_s']:.3f} | {r['backward_s']:.3f} | {r['optimizer_s']:.3f} | "
-            f"{r['other_s']:.3f} |" for r in result["rows"]]
+            f"{r['other_s']:.3f} | {r.get('cpu_total_s', 0):.2f} |" for r in result["rows"]]
     return "\n".join([head, *rows])
 
 
