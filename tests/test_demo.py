@@ -24,10 +24,15 @@ def test_miniature_demo(tmp_path, capsys):
     assert 10 < sr["psnr"] < 60 and 0 < sr["ssim"] <= 1
     _assert_relighting_follows_environment(out / "figures", ("sunset", "cool"))
     assert 0 <= m["albedo"]["lmse"] < 1 and 0 < m["normal"]["cosine"] <= 1
+    h = m["headline"]  # raw numbers first (issue 18)
+    rl = m["relighting"]
+    assert h["relit_psnr_raw"] == pytest.approx((rl["sunset"]["psnr"] + rl["cool"]["psnr"]) / 2)
+    assert 5 < h["albedo_psnr_raw"] == m["albedo"]["psnr"] and 0 <= h["albedo_chroma_error_deg"] < 90
     html = (out / "report.html").read_text()
     imgs = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
     assert len(imgs) > 30  # grids, strips, curves, timings: all embedded
     assert 'src="http' not in html and 'src="file' not in html and 'src="figures' not in html
+    assert "albedo chromaticity error (degrees)" in html and "relighting PSNR, raw (dB)" in html
     for section in ("Summary", "Training", "Relighting under unseen environments", "Rotating light",
                     "Material edit", "Novel views", "Timings"):
         assert section in html, section

@@ -530,6 +530,8 @@ class Trainer:
             terms["albedo"] = albedo_prior_loss(out.albedo[0], fr.albedo, fr.mask, w.albedo)
         if mode == "pbr" and w.roughness_tv:
             terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
+        if mode != "color" and fr.albedo is None:
+            terms.update(colour_prior_terms(w, self.lighting, out, fr.mask, mode))
         loss = sum(terms.values())
         opts = [o for o in (self.opt, self.light_opt, self.enc_opt) if o is not None]
         for o in opts:
@@ -673,6 +675,29 @@ class Trainer:
         atomic_write_text(self.out / "training.json", json.dumps(info, indent=1))
         log.info("trained %d iterations in %.0f s: %d points, PSNR %.2f dB (train frames, last logs) -> %s",
                  self.iteration, self.elapsed, self.avatar.num_points, info["final_psnr"] or math.nan, self.out)
+
+
+def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:
+    """The albedo / light colour priors of :mod:`hravatar.light_priors` with non-zero weight in ``w``.
+
+    Light priors act in the ``pbr`` mode only (the warm-up does not use the light); the skin prior
+    on the albedo also during the warm-up. ``out``: the render; ``mask [H,W,1]``: the foreground.
+    """
+    from hravatar import light_priors as lp
+
+    terms: dict[str, Tensor] = {}
+    if mode == "pbr" and (w.light_exposure or w.light_neutral or w.light_specular_wb):
+        e = lp.mean_front_irradiance(lighting)
+        if w.light_exposure:
+            terms["exposure"] = lp.exposure_loss(e, weight=w.light_exposure)
+        if w.light_neutral:
+            terms["neutral"] = lp.neutral_light_loss(e, w.light_neutral)
+        if w.light_specular_wb:
+            terms["spec_wb"] = lp.specular_white_balance_loss(e, lp.mean_front_specular(lighting), w.light_specular_wb)
+    if w.skin_albedo:
+        a = lp.mean_albedo(out.albedo[0], mask * (out.alpha[0] > 0.5), out.alpha[0])
+        terms["skin"] = lp.skin_albedo_loss(a, w.skin_albedo)
+    return terms
 
 
 def train(cfg: TrainConfig) -> int:
