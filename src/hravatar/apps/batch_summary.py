@@ -47,7 +47,7 @@ class Summary:
         for j in jobs:
             rec = {**dataclasses.asdict(j), "status": "running", "error": None, "psnr": None, "ssim": None,
                    "lpips": None, "points": None, "thumbnail": None,
-                   "stages": {s: {"status": "pending" if s in stages else "not selected"} for s in STAGES}}
+                   "stages": {s: {"status": "pending" if s in stages else "not selected"} for s in all_stages}}
             self.subjects.append(rec)
         self._by_name = {r["name"]: r for r in self.subjects}
 
