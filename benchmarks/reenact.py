@@ -94,7 +94,8 @@ def prepare(work: Path, real: Path | None, iterations: int) -> dict[str, Path]:
 
 # ---- helpers -------------------------------------------------------------------------------------
 def _render_all(la, drv, size: int = 0) -> list[np.ndarray]:
-    from hravatar.apps.common import FrameParams, render, to_uint8
+    from hravatar.apps.common import to_uint8
+    from hravatar.avatar import FrameParams
 
     cam, ref, dev = la.camera(size), la.reference, la.device
     out = []
@@ -104,7 +105,7 @@ def _render_all(la, drv, size: int = 0) -> list[np.ndarray]:
 
         p = FrameParams(ref.shape, f(drv.expression[t]), f(drv.pose[t]), f(drv.translation[t]))
         with torch.no_grad():
-            out.append(to_uint8(render(la, p, cam)["image"][0]))
+            out.append(to_uint8(la.render(p, cam).image[0]))
     return out
 
 
@@ -116,7 +117,7 @@ def _driver(signal: str, driver: Path, la, work: Path):
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from hravatar.drive import matrix_to_rotvec, rotvec_to_matrix
+    from hravatar.avatar.drive import matrix_to_rotvec, rotvec_to_matrix
 
     return np.degrees(np.linalg.norm(matrix_to_rotvec(rotvec_to_matrix(a) @ np.swapaxes(rotvec_to_matrix(b), -1, -2)),
                                      axis=-1))
@@ -124,13 +125,12 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ---- 1. synthetic ground truth -------------------------------------------------------------------
 def synthetic(p: dict[str, Path], la, work: Path) -> tuple[dict, dict, list]:
+    from hravatar.avatar import Camera, FrameParams
+    from hravatar.avatar.drive import avatar_base, drive_tracked
     from hravatar.data import load_subject
-    from hravatar.drive import avatar_base, drive_tracked
     from hravatar.metrics import lpips, lpips_available, psnr, ssim
-    from hravatar.synth.appearance import random_identity
-    from hravatar.synth.envmaps import TRAIN_ENV, make_lighting
-    from hravatar.synth.render import build_gt_avatar, render_gbuffer, shade_gbuffer
-    from hravatar.synth.subject import load_head
+    from hravatar.synth.render import shade_maps, surface_maps
+    from hravatar.synth.subject import rebuild_gt
 
     dsB = load_subject(p["B"], "all")
     eB, pB, tB, vB = (x.numpy() for x in (dsB.expression, dsB.pose, dsB.translation, dsB.viewmats))
@@ -138,21 +138,17 @@ def synthetic(p: dict[str, Path], la, work: Path) -> tuple[dict, dict, list]:
     gt_base = avatar_base(la)
     gt_base.neutral[:], gt_base.neutral_jaw = 0.0, 0.0
     gt_e, gt_p, gt_t = drive_tracked(gt_base, eB, pB, tB, vB, relative=False)
-    # ground-truth frames: A's ground-truth avatar with those parameters, A's camera and light
-    manA = json.loads((p["A"] / "manifest.json").read_text())["synthetic"]["settings"]
-    head = load_head(manA["head_model"])
-    shape = random_identity(head, manA["seed"])
-    gt_av, _ = build_gt_avatar(head, shape, seed=manA["seed"], points_per_face=manA["points_per_face"])
-    _, light = make_lighting(TRAIN_ENV, manA["env_height"], cache_dir=str(work / ".envcache"))
+    # ground-truth frames: A's ground-truth avatar with those parameters, A's camera and training light
+    gtA = rebuild_gt(p["A"])
+    light = gtA["lights"][gtA["info"]["train_env"]]
     cam = la.camera(0)
-    vm, K = cam.viewmat[None].cpu(), cam.K[None].cpu()
+    gcam = Camera(cam.viewmat.cpu(), cam.K.cpu(), cam.width, cam.height)
     gt_frames = []
     with torch.no_grad():
         for t in range(len(gt_e)):
-            gb = render_gbuffer(gt_av, vm, K, cam.width, cam.height, shape[None], torch.as_tensor(gt_e[t:t + 1]),
-                                torch.as_tensor(gt_p[t:t + 1]), torch.as_tensor(gt_t[t:t + 1]))
-            rgb = shade_gbuffer(gb, vm, K, light)["color"][0].clamp(0, 1) * gb.alpha[0]
-            gt_frames.append(rgb)
+            fp = FrameParams(gtA["shape"][None], torch.as_tensor(gt_e[t:t + 1]), torch.as_tensor(gt_p[t:t + 1]),
+                             torch.as_tensor(gt_t[t:t + 1]))
+            gt_frames.append(shade_maps(surface_maps(gtA["avatar"], fp, gcam), gcam, light)["image"][0].clamp(0, 1))
     names = base.expr_names
     driven = [j for j, n in enumerate(names) if np.abs(gt_e[:, j]).max() > 1e-3]
     runs = {"oracle": drive_tracked(base, eB, pB, tB, vB)}
@@ -197,14 +193,14 @@ def _yaw_pitch(mats: np.ndarray) -> np.ndarray:
     """``[T,2]`` yaw, pitch (degrees) of the head relative to the first frame, camera frame."""
     from scipy.spatial.transform import Rotation
 
-    from hravatar.drive import mediapipe_head
+    from hravatar.avatar.drive import mediapipe_head
 
     R, _ = mediapipe_head(mats)
     return np.degrees(Rotation.from_matrix(R @ R[0].T).as_euler("YXZ")[:, :2])
 
 
 def real(p: dict[str, Path], la, video: Path, work: Path, size: int, max_frames: int) -> tuple[dict, dict]:
-    from hravatar.drive import mediapipe_signal
+    from hravatar.avatar.drive import mediapipe_signal
     from hravatar.head.arkit import ARKIT_NAMES
     from hravatar.io.video import read_video
 
@@ -287,7 +283,7 @@ def main() -> None:
     ap.add_argument("--strip", type=Path, default=None, help="write a side-by-side strip PNG here")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    from hravatar.apps.common import load_avatar
+    from hravatar.avatar import load_avatar
 
     load_before = os.getloadavg()
     t0 = time.time()

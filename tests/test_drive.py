@@ -1,4 +1,4 @@
-"""Driver -> avatar mapping (hravatar.drive): units, and a synthetic avatar A driven by identity B."""
+"""Driver -> avatar mapping (hravatar.avatar.drive): units, and a synthetic avatar A driven by identity B."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hravatar.drive import (
+from hravatar.avatar.drive import (
     AvatarBase,
     calibrate_neutral,
     drive_mediapipe,
@@ -184,8 +184,8 @@ def a_and_b(tmp_path_factory):
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_driven_by_b_transfers_jaw_and_expressions(a_and_b):
-    from hravatar.apps.common import FrameParams, load_avatar, render
     from hravatar.apps.reenact import ReenactConfig, load_driver
+    from hravatar.avatar import FrameParams, load_avatar
     from hravatar.data import load_subject
 
     _, b, av, root = a_and_b
@@ -210,7 +210,7 @@ def test_a_driven_by_b_transfers_jaw_and_expressions(a_and_b):
         e, tr = torch.as_tensor(d.expression[lo][None]), torch.as_tensor(d.translation[lo][None])
         fp = FrameParams(ref.shape, e, p, tr)
         with torch.no_grad():
-            return render(la, fp, cam)["alpha"][0, ..., 0].numpy()
+            return la.render(fp, cam).alpha[0, ..., 0].numpy()
 
     diff = np.abs(img(hi) - img(lo))
     H = diff.shape[0]

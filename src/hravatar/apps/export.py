@@ -11,14 +11,13 @@ import torch
 import tyro
 
 from hravatar.apps.common import (
-    FrameParams,
-    LoadedAvatar,
     apply_assignments,
-    load_avatar,
     load_environment,
     parse_assignments,
 )
+from hravatar.avatar import Avatar, FrameParams, load_avatar
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians import export_ply
 from hravatar.render import camera_centers
 
 
@@ -40,6 +39,12 @@ class ExportConfig:
     """colours = albedo (default for PBR avatars is the learned light, shaded from the reference camera)"""
     canonical: Path | None = None
     """also copy the canonical avatar (points + blendshape bases + skinning weights, safetensors) here"""
+    web: Path | None = None
+    """write a web bundle (avatar + lights + the WebGL viewer) into this folder; serve it with any static server"""
+    envmap: list[Path] = field(default_factory=list)
+    """--web: environment maps (.hdr/.exr/.safetensors) offered besides the learned light, prefiltered here"""
+    max_frames: int = 0
+    """--web: frames of the tracked sequence included for playback (0: all)"""
     subject: Path | None = None
     """the subject folder, if it moved since training"""
     device: str = "auto"
@@ -47,11 +52,11 @@ class ExportConfig:
 
 
 @torch.no_grad()
-def point_colors(la: LoadedAvatar, p: FrameParams, lighting=None) -> torch.Tensor:
+def point_colors(la: Avatar, p: FrameParams, lighting=None) -> torch.Tensor:
     """``[N,3]`` per-point colours shaded by ``lighting`` (default: learned) seen from the reference camera."""
     from hravatar.shading import shade
 
-    av = la.avatar
+    av = la.gaussians
     if la.mode != "pbr":
         return av.colors.clamp(0, 1)
     g = av.deform(p.shape, p.expression, p.pose, p.translation)
@@ -67,10 +72,24 @@ def point_colors(la: LoadedAvatar, p: FrameParams, lighting=None) -> torch.Tenso
 
 def export_cmd(cfg: ExportConfig) -> int:
     """Write the PLY and/or the canonical avatar."""
-    if cfg.ply is None and cfg.canonical is None:
-        raise HRAvatarError("nothing to export: give --ply OUT.ply and/or --canonical OUT.safetensors")
+    if cfg.ply is None and cfg.canonical is None and cfg.web is None:
+        raise HRAvatarError("nothing to export: give --ply OUT.ply, --canonical OUT.safetensors and/or --web DIR")
+    if cfg.web is not None:
+        from hravatar.apps.web_bundle import check_web_dest
+
+        check_web_dest(cfg.web)
+    for p in cfg.envmap:
+        if not Path(p).is_file():
+            raise HRAvatarError(f"--envmap {p}: file not found")
     if cfg.ply is not None and Path(cfg.ply).suffix.lower() != ".ply":
         raise HRAvatarError(f"{cfg.ply}: the PLY output must end in .ply")
+    from hravatar.io.atomic import check_writable
+
+    for out in (cfg.ply, cfg.canonical):
+        if out is not None:
+            check_writable(out)
+    if cfg.canonical is not None and Path(cfg.canonical).suffix != ".safetensors":
+        raise HRAvatarError(f"{cfg.canonical}: the canonical avatar is written as .safetensors")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.ply is not None:
         ref = la.reference.params
@@ -79,11 +98,11 @@ def export_cmd(cfg: ExportConfig) -> int:
                               torch.zeros_like(ref.translation))
         p = apply_assignments(la, ref, parse_assignments(cfg.expression, la.expr_names))
         if cfg.albedo:
-            colors = la.avatar.albedo if la.mode == "pbr" else la.avatar.colors
+            colors = la.gaussians.albedo if la.mode == "pbr" else la.gaussians.colors
         else:
             light = load_environment(cfg.shaded, la) if cfg.shaded else None
             colors = point_colors(la, p, light)
-        la.avatar.export_ply(cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
+        export_ply(la.gaussians, cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
                              shape=p.shape[0], translation=p.translation[0])
         print(cfg.ply)
     if cfg.canonical is not None:
@@ -95,4 +114,11 @@ def export_cmd(cfg: ExportConfig) -> int:
         with atomic_path(dest) as tmp:
             shutil.copyfile(la.path / "avatar.safetensors", tmp)
         print(dest)
+    if cfg.web is not None:
+        from hravatar.apps.web_bundle import build_bundle, write_bundle
+
+        envs = [(Path(p).name, load_environment(p, la)) for p in cfg.envmap]
+        bundle = build_bundle(la, envs, max_frames=cfg.max_frames)
+        write_bundle(bundle, cfg.web)
+        print(f"{cfg.web} ({bundle.size_bytes / 1e6:.1f} MB; view it with `python -m http.server -d {cfg.web}`)")
     return 0

@@ -1,6 +1,6 @@
 """``hravatar reenact``: cross-reenactment, a driver's expressions and head motion on the avatar.
 
-The mapping from the driver's signal to the avatar's parameters lives in :mod:`hravatar.drive`.
+The mapping from the driver's signal to the avatar's parameters lives in :mod:`hravatar.avatar.drive`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,8 @@ import numpy as np
 import torch
 import tyro
 
-from hravatar.apps.common import (
-    FrameParams,
-    LoadedAvatar,
-    check_output,
-    frame_indices,
-    hstack,
-    load_avatar,
-    render,
-    subject_fps,
-    to_uint8,
-    write_frames,
-)
+from hravatar.apps.common import check_output, frame_indices, hstack, to_uint8, write_frames
+from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log, progress
 
@@ -92,8 +82,8 @@ class Driver:
     fps: float
 
 
-def _mediapipe_driver(cfg: ReenactConfig, la: LoadedAvatar) -> Driver:
-    from hravatar.drive import avatar_base, drive_mediapipe, mediapipe_signal
+def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
+    from hravatar.avatar.drive import avatar_base, drive_mediapipe, mediapipe_signal
 
     drv = Path(cfg.driver)
     if drv.is_dir():
@@ -126,9 +116,9 @@ def _mediapipe_driver(cfg: ReenactConfig, la: LoadedAvatar) -> Driver:
     return Driver(frames, e, p, t, fps)
 
 
-def _tracked_driver(cfg: ReenactConfig, la: LoadedAvatar, out: Path) -> Driver:
+def _tracked_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
+    from hravatar.avatar.drive import avatar_base, drive_tracked
     from hravatar.data import load_subject
-    from hravatar.drive import avatar_base, drive_tracked
 
     ds = load_subject(_driver_subject(cfg, out), "all")
     idx = frame_indices(len(ds), cfg.max_frames)
@@ -141,9 +131,9 @@ def _tracked_driver(cfg: ReenactConfig, la: LoadedAvatar, out: Path) -> Driver:
             js.append(j[0].cpu().numpy())
         expr, pose = np.stack(es), pose.copy()
         pose[:, 2] = np.stack(js)
-    elif expr.shape[1] != la.avatar.num_expr:
+    elif expr.shape[1] != la.num_expr:
         raise HRAvatarError(f"{cfg.driver}: driver has {expr.shape[1]} expression components, the avatar "
-                            f"{la.avatar.num_expr}; use --expressions mediapipe (or a driver tracked with the "
+                            f"{la.num_expr}; use --expressions mediapipe (or a driver tracked with the "
                             "same head model)")
     e, p, t = drive_tracked(avatar_base(la), expr, pose, ds.translation[idx].numpy(), ds.viewmats[idx].numpy(),
                             relative=cfg.relative, head=cfg.head_motion, absolute_pose=cfg.absolute_pose)
@@ -151,7 +141,7 @@ def _tracked_driver(cfg: ReenactConfig, la: LoadedAvatar, out: Path) -> Driver:
     return Driver(frames, e, p, t, subject_fps(ds))
 
 
-def load_driver(cfg: ReenactConfig, la: LoadedAvatar, out: Path) -> Driver:
+def load_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
     """The driver's frames and avatar-space parameters for ``cfg.expressions``."""
     drv = Path(cfg.driver)
     if not drv.exists():
@@ -182,7 +172,7 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
 
     def frames():
         for t in progress(range(len(d.frames)), desc="reenact"):
-            img = to_uint8(render(la, params(t), cam)["image"][0])
+            img = to_uint8(la.render(params(t), cam).image[0])
             if cfg.side_by_side:
                 img = hstack([d.frames[t], img], height=img.shape[0])
             yield img

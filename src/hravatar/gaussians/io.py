@@ -1,6 +1,6 @@
 """Saving, loading and exporting :class:`~hravatar.gaussians.head_avatar.GaussianHead` avatars.
 
-* :func:`save_avatar` / :func:`load_avatar`: one safetensors file; tensors ``param.<name>`` (the
+* :func:`save_gaussians` / :func:`load_gaussians`: one safetensors file; tensors ``param.<name>`` (the
   per-point parameters, raw) and ``buffer.<name>``; JSON metadata (format, version, head-model
   name, expression names, sizes, :class:`AvatarConfig`, frozen parameters, free-form meta).
   Never pickle. Save -> load reproduces :meth:`GaussianHead.deform` bit for bit.
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead
 
 #: ``format`` value in the metadata of avatar files.
 FORMAT = "hravatar-gaussian-head"
@@ -26,7 +27,7 @@ FORMAT = "hravatar-gaussian-head"
 VERSION = 1
 
 
-def save_avatar(avatar: Any, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
+def save_gaussians(avatar: GaussianHead, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
     """Write ``avatar`` (a :class:`GaussianHead`) to ``path`` (safetensors), atomically.
 
     Args:
@@ -57,8 +58,8 @@ def save_avatar(avatar: Any, path: str | Path, extra_meta: dict[str, Any] | None
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_avatar(path: str | Path, device: torch.device | str | None = None) -> Any:
-    """Read an avatar written by :func:`save_avatar`.
+def load_gaussians(path: str | Path, device: torch.device | str | None = None) -> GaussianHead:
+    """Read an avatar written by :func:`save_gaussians`.
 
     Args:
         path: the safetensors file.
@@ -71,7 +72,6 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
     from safetensors import safe_open
 
     from hravatar.config import from_dict
-    from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead
 
     path = Path(path)
     if not path.is_file():
@@ -85,25 +85,89 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
         raise HRAvatarError(f"{path}: not a safetensors avatar file ({e})") from None
     if md.get("format") != FORMAT:
         raise HRAvatarError(f"{path}: not a hravatar Gaussian avatar (format {md.get('format')!r})")
-    if int(md.get("version", "0")) > VERSION:
-        raise HRAvatarError(f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade")
-    cfg = from_dict(AvatarConfig, json.loads(md["config"]))
+    try:
+        version = int(md.get("version", "0"))
+        cfg = from_dict(AvatarConfig, json.loads(md["config"]))
+        expr_names = json.loads(md.get("expr_names", "[]"))
+        meta = json.loads(md.get("meta", "{}"))
+        frozen = json.loads(md.get("frozen", "[]"))
+        if not (isinstance(expr_names, list) and isinstance(meta, dict) and isinstance(frozen, list)):
+            raise ValueError("metadata of the wrong type")
+        expr_names, frozen = [str(x) for x in expr_names], tuple(str(x) for x in frozen)
+    except (KeyError, ValueError, TypeError, HRAvatarError) as e:
+        raise HRAvatarError(f"{path}: damaged avatar metadata ({type(e).__name__}); train or export it again") from None
+    if version > VERSION:
+        raise HRAvatarError(f"{path}: avatar file version {version} is newer than this hravatar; upgrade")
     params = {k[len("param.") :]: v for k, v in t.items() if k.startswith("param.")}
     buffers = {k[len("buffer.") :]: v for k, v in t.items() if k.startswith("buffer.")}
-    avatar = GaussianHead(
-        params,
-        buffers,
-        cfg,
-        md.get("head_model", "unknown"),
-        json.loads(md.get("expr_names", "[]")),
-        json.loads(md.get("meta", "{}")),
-        frozen=tuple(json.loads(md.get("frozen", "[]"))),
-    )
+    check_avatar_tensors(path, params, buffers, cfg.rig)
+    avatar = GaussianHead(params, buffers, cfg, str(md.get("head_model", "unknown")), expr_names, meta, frozen=frozen)
     return avatar.to(device) if device is not None else avatar
 
 
+#: expected shapes (symbols: N points, S shape and E expression components, V vertices, F triangles)
+_COMMON = {"means": ("N", 3), "quats": ("N", 4), "scales": ("N", 3), "opacities": ("N",), "albedo": ("N", 3),
+           "roughness": ("N", 1), "f0": ("N", 1)}
+_OPTIONAL = {"colors": ("N", 3)}
+_RIG_PARAMS = {
+    "blendshape": {"shapedirs": ("N", 3, "S"), "exprdirs": ("N", 3, "E"), "posedirs": ("N", 3, 36),
+                   "lbs_weights": ("N", 6)},
+    "triangle": {"binding": ("N",)},
+}
+_BUFFERS = {"joint_template": (5, 3), "joint_shapedirs": (5, 3, "S")}
+_MESH = {"mesh_v_template": ("V", 3), "mesh_faces": ("F", 3), "mesh_shapedirs": ("V", 3, "S"),
+         "mesh_exprdirs": ("V", 3, "E"), "mesh_posedirs": ("V", 3, 36), "mesh_j_regressor": (5, "V"),
+         "mesh_lbs_weights": ("V", 5)}
+_INTEGER = ("binding", "mesh_faces")
+
+
+def check_avatar_tensors(path: Path, params: dict[str, Tensor], buffers: dict[str, Tensor], rig: str) -> None:
+    """Check an avatar file's tensors before use: every required tensor present, shapes consistent
+    (one N, S, E, ... throughout), floating tensors finite, indices in range. One
+    :class:`HRAvatarError` naming the file and the tensor otherwise."""
+    if rig not in _RIG_PARAMS:
+        raise HRAvatarError(f"{path}: unknown rig {rig!r} in the avatar metadata; the file is damaged")
+    dims: dict[str, int] = {}
+    specs = [("param", k, v, True) for k, v in {**_COMMON, **_RIG_PARAMS[rig]}.items()]
+    specs += [("param", k, v, False) for k, v in _OPTIONAL.items()]
+    specs += [("buffer", k, v, True) for k, v in _BUFFERS.items()]
+    if rig == "triangle":
+        specs += [("buffer", k, v, True) for k, v in _MESH.items()]
+    for kind, name, shape, required in specs:
+        src = params if kind == "param" else buffers
+        if name not in src:
+            if required:
+                raise HRAvatarError(f"{path}: tensor {kind}.{name} is missing; the avatar file is damaged")
+            continue
+        x = src[name]
+        bad = x.dim() != len(shape)
+        for d, want in zip(x.shape, shape, strict=False):
+            if bad:
+                break
+            if isinstance(want, int):
+                bad = d != want
+            else:
+                bad = dims.setdefault(want, d) != d
+        if bad or x.numel() == 0 and name == "means":
+            want = "[" + ", ".join(str(w if isinstance(w, int) else dims.get(w, w)) for w in shape) + "]"
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} has shape {list(x.shape)}, expected {want}; "
+                                "the avatar file is damaged")
+        if name in _INTEGER:
+            if x.is_floating_point() or x.dtype == torch.bool:
+                raise HRAvatarError(f"{path}: tensor {kind}.{name} must hold integers; the avatar file is damaged")
+        elif not x.is_floating_point():
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} must be floating point; the avatar file is damaged")
+        elif not bool(torch.isfinite(x).all()):
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} contains NaN or Inf; the avatar file is damaged")
+    for name, bound in (("binding", "F"), ("mesh_faces", "V")):
+        x = params.get(name, buffers.get(name))
+        if x is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= dims[bound]):
+            raise HRAvatarError(f"{path}: tensor {name} indexes outside 0..{dims[bound] - 1}; "
+                                "the avatar file is damaged")
+
+
 def export_ply(
-    avatar: Any,
+    avatar: GaussianHead,
     path: str | Path,
     expression: Tensor | None = None,
     pose: Tensor | None = None,

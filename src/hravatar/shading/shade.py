@@ -20,13 +20,13 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from hravatar.geometry.cameras import ray_directions, ray_directions_at
 from hravatar.shading.brdf_lut import BrdfLut, default_lut, fresnel_ks
-from hravatar.shading.envmap_tools import camera_ray_directions
 from hravatar.shading.lighting import Lighting
 
 Tensor = torch.Tensor
 
-__all__ = ["view_directions", "shade", "unpremultiply"]
+__all__ = ["view_directions", "shade", "shade_foreground", "unpremultiply"]
 
 
 def view_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
@@ -35,7 +35,7 @@ def view_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Te
     ``viewmats [C, 4, 4]`` world-to-camera (OpenCV), ``Ks [C, 3, 3]`` in pixels, pixel centres at
     +0.5. For a pinhole camera this is minus the pixel's viewing ray, whatever the depth.
     """
-    return -camera_ray_directions(viewmats, Ks, height, width)
+    return -ray_directions(viewmats, Ks, height, width)
 
 
 def unpremultiply(gbuffer: Mapping[str, Tensor], eps: float = 1e-6) -> dict[str, Tensor]:
@@ -117,3 +117,51 @@ def shade(
         "n_dot_v": c,
         "alpha": alpha,
     }
+
+
+def shade_foreground(
+    features: Tensor,
+    alphas: Tensor,
+    layout: Mapping[str, slice],
+    viewmats: Tensor,
+    Ks: Tensor,
+    lighting: Lighting,
+    background: Tensor | float | None = None,
+) -> Tensor:
+    """:func:`shade` (``premultiplied=True``) of the covered pixels only, composited over ``background``.
+
+    Args:
+        features: packed alpha-accumulated G-buffer ``[C,H,W,D]``; ``layout`` maps ``albedo``,
+            ``roughness``, ``f0`` and ``normal`` to their channel slices (other channels are
+            ignored). alphas: ``[C,H,W,1]``.
+        viewmats ``[C,4,4]`` (OpenCV world-to-camera), Ks ``[C,3,3]`` (pixels); lighting: a
+            :class:`~hravatar.shading.lighting.Lighting`; background: ``[C,H,W,3]``, ``[3]``, a
+            scalar or ``None`` (black).
+    Returns:
+        the image ``[C,H,W,3]``: :func:`shade`'s ``image`` up to float round-off. Pixels with alpha
+        0 have no contributing Gaussian, so there the image is the background and no parameter gets
+        a gradient from them: they are not shaded at all (one gather of the covered pixels, one
+        scatter back).
+    """
+    C, H, W, D = features.shape
+    idx = torch.nonzero(alphas.reshape(-1) > 0).squeeze(1)  # [P] covered pixels
+    g = features.reshape(-1, D).index_select(0, idx)
+    a = alphas.reshape(-1, 1).index_select(0, idx)
+    v = (-ray_directions_at(viewmats, Ks, W, H, idx)).to(features.dtype)
+    bg_full = None
+    if background is not None and torch.is_tensor(background) and background.dim() > 1:
+        bg_full = background.to(features).expand(C, H, W, 3).reshape(-1, 3)
+        bg_fg = bg_full.index_select(0, idx)
+    else:
+        bg_fg = background
+    gb = {k: g[:, layout[k]] for k in ("albedo", "roughness", "f0", "normal")}
+    gb["alpha"] = a
+    img_fg = shade(gb, v, lighting, background=bg_fg, premultiplied=True)["image"]  # [P,3]
+    if bg_full is None:
+        if background is None:
+            base = features.new_zeros(C * H * W, 3)
+        else:
+            base = torch.as_tensor(background, dtype=features.dtype, device=features.device).expand(C * H * W, 3)
+    else:
+        base = bg_full
+    return base.index_copy(0, idx, img_fg).reshape(C, H, W, 3)
