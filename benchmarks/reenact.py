@@ -124,7 +124,7 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---- 1. synthetic ground truth -------------------------------------------------------------------
-def synthetic(p: dict[str, Path], la, work: Path) -> tuple[dict, dict, list]:
+def synthetic(p: dict[str, Path], la, work: Path, max_frames: int = 0) -> tuple[dict, dict, list]:
     from hravatar.avatar import Camera, FrameParams
     from hravatar.avatar.drive import avatar_base, drive_tracked
     from hravatar.data import load_subject
@@ -138,6 +138,8 @@ def synthetic(p: dict[str, Path], la, work: Path) -> tuple[dict, dict, list]:
     gt_base = avatar_base(la)
     gt_base.neutral[:], gt_base.neutral_jaw = 0.0, 0.0
     gt_e, gt_p, gt_t = drive_tracked(gt_base, eB, pB, tB, vB, relative=False)
+    n = max_frames or len(gt_e)
+    gt_e, gt_p, gt_t = gt_e[:n], gt_p[:n], gt_t[:n]
     # ground-truth frames: A's ground-truth avatar with those parameters, A's camera and training light
     gtA = rebuild_gt(p["A"])
     light = gtA["lights"][gtA["info"]["train_env"]]
@@ -151,11 +153,11 @@ def synthetic(p: dict[str, Path], la, work: Path) -> tuple[dict, dict, list]:
             gt_frames.append(shade_maps(surface_maps(gtA["avatar"], fp, gcam), gcam, light)["image"][0].clamp(0, 1))
     names = base.expr_names
     driven = [j for j, n in enumerate(names) if np.abs(gt_e[:, j]).max() > 1e-3]
-    runs = {"oracle": drive_tracked(base, eB, pB, tB, vB)}
+    runs = {"oracle": tuple(x[:n] for x in drive_tracked(base, eB, pB, tB, vB))}
     res: dict = {"frames": len(gt_e), "driven_expressions": [names[j] for j in driven], "signals": {}}
     for sig, drv in (("mediapipe", p["B"]), ("tracked", p["B_tracked"]), ("encoder", p["B_tracked"])):
         d = _driver(sig, drv, la, work)
-        runs[sig] = (d.expression, d.pose, d.translation)
+        runs[sig] = (d.expression[:n], d.pose[:n], d.translation[:n])
     use_lpips = lpips_available()
     strips = {}
     for sig, (e, po, tr) in runs.items():
@@ -279,6 +281,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=800, help="training iterations of avatar A")
     ap.add_argument("--size", type=int, default=256, help="render size for the real-driver measurement")
     ap.add_argument("--max-frames", type=int, default=0, help="real driver: first N frames (0 = all)")
+    ap.add_argument("--synthetic-frames", type=int, default=0, help="synthetic driver: first N frames (0 = all)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "reenact.json")
     ap.add_argument("--strip", type=Path, default=None, help="write a side-by-side strip PNG here")
     a = ap.parse_args()
@@ -291,7 +294,7 @@ def main() -> None:
     t_prep = time.time() - t0
     la = load_avatar(p["avatar"], "cpu")
     t1 = time.time()
-    syn, syn_imgs, gt = synthetic(p, la, a.work)
+    syn, syn_imgs, gt = synthetic(p, la, a.work, a.synthetic_frames)
     rec: dict = {"benchmark": "reenact", "command": " ".join(sys.argv), "machine": machine(),
                  "avatar": {"subject": "hravatar synth --seed 0 --size 128 --frames 120",
                             "iterations": a.iterations, "encoder_input": 96},
