@@ -135,7 +135,7 @@ def test_mediapipe_matrix_to_opencv_and_drive():
     M = np.repeat(np.eye(4)[None], 2, 0)
     M[1, :3, :3] = _rot(1, 0.25)  # a turn about MediaPipe's (OpenGL) y = up
     M[1, :3, 3] = [0.0, 1.0, -50.0]  # 1 cm up, 50 cm away
-    R, t = mediapipe_head(M)
+    R, t = mediapipe_head(M * np.array([1.3, 1.3, 1.3, 1.0])[None, None])  # a scaled transform: scale dropped
     assert np.allclose(matrix_to_rotvec(R[1]), [0, -0.25, 0], atol=1e-6)  # OpenCV y points down
     assert np.allclose(t[1], [0.0, -0.01, 0.5])
     V = np.eye(4)

@@ -246,7 +246,9 @@ def mediapipe_head(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe facial transformation matrices ``[T,4,4]`` (cm, OpenGL camera) -> head rotation
     ``[T,3,3]`` and translation ``[T,3]`` (metres) in the OpenCV camera frame."""
     M = np.asarray(matrices, np.float64)
-    return GL_TO_CV @ M[:, :3, :3] @ GL_TO_CV, (M[:, :3, 3] @ GL_TO_CV.T) * 0.01
+    U, _, Vt = np.linalg.svd(M[:, :3, :3])  # the nearest rotation (drops any scale of the transform)
+    R = U @ Vt
+    return GL_TO_CV @ R @ GL_TO_CV, (M[:, :3, 3] @ GL_TO_CV.T) * 0.01
 
 
 def fit_lever(rot_cam: np.ndarray, trans_cam: np.ndarray, first: int = 0, ridge: float = 0.1) -> np.ndarray:
