@@ -155,10 +155,20 @@ def driver_mapping(la: Any) -> dict[str, Any]:
             jaw_names = list(tr.get("frozen_expressions", []))
         except HRAvatarError:
             pass
+    if gain is None or not jaw_names:
+        # not recorded by the tracker (e.g. a synthetic subject): what the tracker would compute
+        try:
+            from hravatar.preprocess.tracking import jaw_calibration
+
+            model = la.head_model()
+            if gain is None:
+                gain = jaw_calibration(model)
+            if not jaw_names:
+                jaw_names = [n for n in (getattr(model, "meta", {}) or {}).get("jaw_expressions", []) if n in names]
+        except Exception as e:  # noqa: BLE001 - the head model is optional here
+            log.debug("driver mapping: head model unavailable (%s); defaults used", e)
     if gain is None:
-        gain = 0.3  # the tracker's fallback for models without a jawOpen expression
-    if not jaw_names:
-        jaw_names = [n for n in ("jawOpen", "jawLeft", "jawRight", "jawForward") if n in names]
+        gain = 0.3  # the tracker's value for models without a jawOpen expression
     table = {n: names.index(n) for n in MEDIAPIPE_ARKIT_NAMES if n in names and n not in jaw_names}
     return {"expression_index": table, "jaw_gain": float(gain), "jaw_from": "jawOpen",
             "frozen": jaw_names, "note": "expression[index[name]] = score; pose.jaw.x = jaw_gain * score[jaw_from]; "
