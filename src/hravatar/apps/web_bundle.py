@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from hravatar.errors import HRAvatarError
-from hravatar.progress import log
+from hravatar.progress import log, progress
 
 #: texture width (texels) of the per-point textures and of the basis texture
 POINT_TEX_WIDTH = 1024
@@ -273,7 +273,7 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
         ds = la.subject("all")
         idx = frame_indices(len(ds), max_frames)
         rows = []
-        for i in idx:
+        for i in progress(idx, desc="web bundle: sequence parameters", disable=len(idx) < 50):
             fp = la.frame_params(la.frame(ds, i))
             rows.append(np.concatenate([_np(fp.expression[0]), _np(fp.pose[0]).reshape(-1),
                                         _np(fp.translation[0])]))
