@@ -26,7 +26,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION+cpu"
   fi
 fi
-EXTRAS="dev,anny"
+EXTRAS="dev,anny,cluster"
 if .venv/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   EXTRAS="$EXTRAS,gpu"
 fi

@@ -83,6 +83,13 @@ def export_cmd(cfg: ExportConfig) -> int:
             raise HRAvatarError(f"--envmap {p}: file not found")
     if cfg.ply is not None and Path(cfg.ply).suffix.lower() != ".ply":
         raise HRAvatarError(f"{cfg.ply}: the PLY output must end in .ply")
+    from hravatar.io.atomic import check_writable
+
+    for out in (cfg.ply, cfg.canonical):
+        if out is not None:
+            check_writable(out)
+    if cfg.canonical is not None and Path(cfg.canonical).suffix != ".safetensors":
+        raise HRAvatarError(f"{cfg.canonical}: the canonical avatar is written as .safetensors")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.ply is not None:
         ref = la.reference.params
