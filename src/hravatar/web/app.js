@@ -177,7 +177,7 @@ function buildUI() {
     if (!drag) return;
     st.azimuth = ((st.azimuth + (e.clientX - drag[0]) * 0.5 + 540) % 360) - 180;
     st.elevation = Math.max(-60, Math.min(60, st.elevation + (e.clientY - drag[1]) * 0.3));
-    drag = [e.clientX, e.clientY]; $('sl_azimuth').value = st.azimuth; $('sl_elevation').value = st.elevation; st.dirty = true;
+    drag = [e.clientX, e.clientY]; api.set({ azimuth: st.azimuth, elevation: st.elevation });
   };
 }
 
@@ -188,7 +188,11 @@ api.render = (params, cam, opts) => R.render(params, cam, opts || {});
 api.pixelsBase64 = () => { const px = R.pixels(); let s = ''; for (let i = 0; i < px.length; i += 32768) s += String.fromCharCode.apply(null, px.subarray(i, i + 32768)); return btoa(s); };
 api.set = (patch) => {
   Object.assign(st, patch); st.dirty = true;
-  for (const k of ['azimuth', 'elevation', 'jaw', 'yaw', 'pitch', 'roll']) if (k in patch && $('sl_' + k)) $('sl_' + k).value = patch[k];
+  for (const k of ['azimuth', 'elevation', 'jaw', 'yaw', 'pitch', 'roll']) {
+    const el = $('sl_' + k); if (!(k in patch) || !el) continue;
+    el.value = patch[k]; el.nextSibling.textContent = (+patch[k]).toFixed(2);
+  }
+  if ('size' in patch) { const o = [...document.querySelectorAll('select option')].find((x) => x.value === String(patch.size) && x.textContent.endsWith('px')); if (o) o.selected = true; }
 };
 api.drawNow = () => drawFrame();
 
