@@ -155,3 +155,21 @@ def test_frame_time_reported(viewer):
     _, _, page = viewer
     ms = page.page.evaluate("window.hravatar.frameMs")
     assert ms is not None and math.isfinite(ms) and ms > 0
+
+
+def test_sequence_playback_frame_matches_python(viewer):
+    """The page's sequence (the tracked frames with the encoder's expressions) is what Python renders."""
+    la, _, page = viewer
+    pg = page.page
+    n = pg.evaluate("window.hravatar.header.sequence.frames")
+    ds = la.subject("all")
+    assert n == len(ds)
+    k = n // 2
+    cam = la.camera(SIZE)
+    pg.evaluate("s => window.hravatar.set(s)", {"size": SIZE, "background": [0, 0, 0], "frame": k, "jaw": 0,
+                                                 "azimuth": 0, "elevation": 0})
+    web = page.draw(cam.height, cam.width)
+    ref = python_render(la, la.frame_params(la.frame(ds, k)), cam)
+    assert psnr(web, ref) >= 30.0
+    assert psnr(web, python_render(la, la.reference.params, cam)) < 30  # another frame than the reference
+    pg.evaluate("window.hravatar.set({frame: -1})")
