@@ -136,7 +136,12 @@ def test_jaw_slider_changes_only_the_mouth(viewer):
     before = page.draw(cam.height, cam.width)
     move = "v => { const s = document.getElementById('sl_jaw'); s.value = v; s.dispatchEvent(new Event('input')); }"
     pg.evaluate(move, "0.35")  # as a drag of the slider does
+    # the page's own loop redraws (its depth sort in a worker, a second redraw when it arrives)
+    pg.wait_for_timeout(1500)
+    looped = page.read(cam.height, cam.width)
+    assert pg.evaluate("!!window.hravatar.renderer.worker"), "the sort worker is running"
     after = page.draw(cam.height, cam.width)
+    assert psnr(looped, after) >= 40, "the interactive redraw (worker sort) equals a synchronous one"
     p0 = la.reference.params
     p1 = p0.clone()
     p1.pose[0, 2, 0] += 0.35

@@ -86,8 +86,8 @@ function renderOpts() {
 
 // ---- FPS ----------------------------------------------------------------------------------------
 const frameTimes = [];
-function drawFrame() {
-  const t = R.render(currentParams(), currentCamera(), renderOpts());
+function drawFrame(asyncSort = false) {
+  const t = R.render(currentParams(), currentCamera(), { ...renderOpts(), asyncSort });
   const now = performance.now(); frameTimes.push([now, t.total]);
   while (frameTimes.length > 1 && now - frameTimes[0][0] > 2000) frameTimes.shift();
   const ms = frameTimes.reduce((a, b) => a + b[1], 0) / frameTimes.length;
@@ -103,7 +103,7 @@ function loop(now) {
     if (now - lastPlay >= 1000 / fps) { st.frame = (st.frame + 1) % H.sequence.frames; lastPlay = now; st.dirty = true; const f = $('sl_frame'); if (f) f.value = st.frame; }
   }
   if (st.webcam && st.webcam.fresh) { st.webcam.fresh = false; st.dirty = true; }
-  if (st.dirty) { st.dirty = false; try { drawFrame(); } catch (e) { fail(e); return; } }
+  if (st.dirty) { st.dirty = false; try { drawFrame(true); } catch (e) { fail(e); return; } }
   requestAnimationFrame(loop);
 }
 
@@ -202,6 +202,7 @@ api.ready = (async () => {
     H = b.header;
     if (H.arrays.sequence) { const a = H.arrays.sequence; seq = new Float32Array(b.files[a.file], a.offset, a.shape[0] * a.shape[1]); }
     R = new AvatarRenderer($('view'), b);
+    R.onSorted = () => { st.dirty = true; };  // the interactive loop sorts in a worker
     api.header = H; api.renderer = R;
     buildUI();
     $('msg').textContent = `${H.num_points} Gaussians, ${H.num_expr} expressions${R.floatBlend ? '' : ' (16-bit G-buffer)'}`;
