@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--screenshot-only", action="store_true", help="only the screenshot (no timing, no JSON)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "web_viewer.json")
     args = ap.parse_args()
-    from _web import Page, browser, psnr, python_render, serve_bundle
+    from helpers.web_browser import Page, browser, psnr, python_render, serve_bundle
     from hravatar.apps.web_bundle import build_bundle
     from hravatar.avatar import load_avatar
 

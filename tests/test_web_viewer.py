@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from _web import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from helpers.tiny_subject import make_tiny_subject
+from helpers.web_browser import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from hravatar.apps.common import load_environment
 from hravatar.apps.render import orbit_viewmats
 from hravatar.apps.web_bundle import build_bundle

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from _web import Page, browser, chromium_path, serve_bundle
 from helpers.tiny_subject import make_tiny_subject
+from helpers.web_browser import Page, browser, chromium_path, serve_bundle
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
 from hravatar.avatar import load_avatar
