@@ -34,8 +34,8 @@ class ReenactConfig:
     """output .mp4 (or .png); default AVATAR/reenact_<driver>.mp4"""
     expressions: str = "mediapipe"
     """driver signal: mediapipe (MediaPipe's ARKit blendshape scores and head transform of the driver,
-    any face; measured best), tracked (our tracker's parameters of the driver; same head model) or
-    encoder (the avatar's own expression encoder on the driver's face crops)"""
+    any face; best on the synthetic ground truth, see README), tracked (our tracker's parameters of the
+    driver; same head model) or encoder (the avatar's own expression encoder on the driver's face crops)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
