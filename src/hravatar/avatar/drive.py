@@ -25,8 +25,8 @@ The driver's neutral is the ``q``-th percentile of each score over the calibrati
 the median. Offline (``hravatar reenact``) the calibration frames are the whole clip. Live (the
 browser's webcam, :func:`live_neutral` / :func:`drive_live`, mirrored by ``web/drive.js``) they are
 the first ``live.calibration_frames`` frames since the start (or since "set neutral"): at frame ``t``
-the neutral is the percentile over the calibration frames seen so far, then it stays fixed. The avatar's neutral is the same
-percentile of its training subject's tracked expression (zero if unknown).
+the neutral is the percentile over the calibration frames seen so far, then it stays fixed. The
+avatar's neutral is the same percentile of its training subject's tracked expression (zero if unknown).
 
 The jaw ambiguity: the open head model's ``jawOpen``/``jawLeft``/``jawRight``/``jawForward``
 displace the jaw like the jaw joint does; tracking freezes them at zero and opens the jaw with the
@@ -36,8 +36,9 @@ the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what i
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
 (the avatar stays framed by its own camera). Live, the rotation is relative to the calibration's
-first frame and the translation is not followed (no clip to fit the turning point on). ``absolute`` uses the driver's rotation relative to its
-camera as the avatar's rotation relative to its camera (translation stays relative).
+first frame and the translation is not followed (no clip to fit the turning point on).
+``absolute`` uses the driver's rotation relative to its camera as the avatar's rotation relative to
+its camera (translation stays relative).
 """
 
 from __future__ import annotations
