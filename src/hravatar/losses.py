@@ -40,6 +40,15 @@ class LossWeights:
     """L1 to pseudo albedos (used only when the subject has them)"""
     roughness_tv: float = 2e-2
     """total variation of the rendered roughness map"""
+    # ---- albedo / light colour priors (hravatar.light_priors; issue 18), used without pseudo albedos ----
+    light_exposure: float = 0.0
+    """mean front irradiance of the learned light has the relighting environments' luminance"""
+    light_neutral: float = 0.0
+    """mean front irradiance of the learned light is grey (grey world)"""
+    light_specular_wb: float = 0.0
+    """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
+    skin_albedo: float = 0.0
+    """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:

@@ -55,7 +55,6 @@ __all__ = [
     "load_prefiltered",
     "rotate_equirect",
     "apply_exposure",
-    "camera_ray_directions",
     "background_image",
     "ggx_d",
 ]
@@ -308,24 +307,6 @@ def apply_exposure(x: Tensor, stops: float) -> Tensor:
     return x * (2.0**stops)
 
 
-def camera_ray_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
-    """World-space unit directions ``[C, H, W, 3]`` from the camera centre through each pixel centre.
-
-    ``viewmats [C, 4, 4]`` world-to-camera (OpenCV: +z forward, +y down), ``Ks [C, 3, 3]`` in
-    pixels, pixel centres at +0.5.
-    """
-    dev, dt = viewmats.device, viewmats.dtype
-    ys = torch.arange(height, device=dev, dtype=dt) + 0.5
-    xs = torch.arange(width, device=dev, dtype=dt) + 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    pix = torch.stack([xx, yy, torch.ones_like(xx)], -1)  # [H, W, 3]
-    kinv = torch.linalg.inv(Ks.to(dt))  # [C, 3, 3]
-    d_cam = torch.einsum("cij,hwj->chwi", kinv, pix)
-    rot = viewmats[:, :3, :3]  # world -> camera
-    d_world = torch.einsum("cji,chwj->chwi", rot, d_cam)  # R^T d
-    return F.normalize(d_world, dim=-1)
-
-
 def background_image(
     equirect: Tensor,
     viewmats: Tensor,
@@ -341,9 +322,10 @@ def background_image(
     ``blur_level`` > 0 reads coarser mip levels of the map (a defocused backdrop). Rotation and
     exposure follow :func:`rotate_equirect` and :func:`apply_exposure`.
     """
+    from hravatar.geometry.cameras import ray_directions
     from hravatar.shading.cubemap import rotation_y
 
-    d = camera_ray_directions(viewmats, Ks, height, width).to(equirect.dtype)
+    d = ray_directions(viewmats, Ks, height, width).to(equirect.dtype)
     if rotation_deg:
         d = d @ rotation_y(rotation_deg, device=d.device, dtype=d.dtype)  # R(-a) d for row vectors
     if blur_level > 0:
