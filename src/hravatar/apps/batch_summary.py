@@ -29,6 +29,9 @@ from typing import Any
 
 from hravatar.io.atomic import atomic_write_text
 
+#: The stages of a batch, in the order they run.
+STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "render")
+
 _COLORS = {"done": "#d8f5d8", "skipped": "#e4eefc", "input": "#eeeeee", "failed": "#f9d6d5", "not run": "#f3e9d2",
            "pending": "#ffffff", "not selected": "#f6f6f6"}
 
@@ -37,8 +40,6 @@ class Summary:
     """The batch's state: one record per subject and stage; :meth:`write` saves JSON and HTML."""
 
     def __init__(self, out: Path, jobs: list[Any], stages: list[str], meta: dict[str, Any]) -> None:
-        from hravatar.apps.batch import STAGES
-
         self.out = Path(out)
         self.all_stages = list(STAGES)
         self.stages = list(stages)

@@ -1,4 +1,4 @@
-"""The trainer's CPU allocator tuning."""
+"""hravatar.device: the CPU allocator tuning (used by the trainer and the benchmarks)."""
 
 from __future__ import annotations
 
