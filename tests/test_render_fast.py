@@ -310,3 +310,16 @@ def test_cpu_projection_and_its_backward_match_pytorch(n_cams: int) -> None:
         assert b.abs().sum() > 0
         err = float((a - b).abs().max() / b.abs().max())
         assert err < 1e-4, f"{name}: relative error {err}"
+
+
+def test_empty_avatar_and_empty_image(avatar: GaussianHead) -> None:
+    empty = GaussianHead({k: v.detach()[:0].clone() for k, v in avatar.params.items()},
+                         {"joint_template": avatar.joint_template, "joint_shapedirs": avatar.joint_shapedirs},
+                         avatar.config)
+    g = fast_deform(empty, expression=torch.ones(1, avatar.num_expr))
+    assert g.means.shape == (0, 3) and g.quats.shape == (0, 4) and g.normals.shape == (0, 3)
+    vm, K = _camera(16)
+    feats, alpha, meta = fast_gbuffer(empty, None, None, None, None, vm, K, 16, 16)
+    assert feats.shape == (1, 16, 16, 9) and float(alpha.abs().max()) == 0.0 and meta["n_isect"] == 0
+    img = shade_foreground_fast(feats, alpha, vm[None], K[None], _learnable(1), torch.tensor([0.1, 0.2, 0.3]))
+    torch.testing.assert_close(img, torch.tensor([0.1, 0.2, 0.3]).expand(1, 16, 16, 3))
