@@ -691,13 +691,24 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
     dispatch8().bt[D](s, T_final, last, v_color, v_alpha, slots, nthreads);
-    // deterministic reduction of slots into Gaussians: threads split the columns, every column
-    // is summed in intersection order
+    // deterministic reduction of slots into Gaussians: threads split the columns into contiguous
+    // ranges, every column is summed in intersection order (one row-wise pass per thread)
     const int K = 8 + D;
     const int64_t n_isect = offsets[(int64_t)C * s.TW * s.TH];
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int j = 0; j < K; ++j)
-        for (int64_t i = 0; i < n_isect; ++i) out[(int64_t)list[i] * K + j] += slots[i * K + j];
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+        const int nt = 1, t = 0;
+#endif
+        const int j0 = K * t / nt, j1 = K * (t + 1) / nt;
+        for (int64_t i = 0; i < n_isect; ++i) {
+            float* o = out + (int64_t)list[i] * K;
+            const float* sl = slots + i * K;
+            for (int j = j0; j < j1; ++j) o[j] += sl[j];
+        }
+    }
     return 0;
 }
 
