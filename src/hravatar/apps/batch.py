@@ -536,9 +536,9 @@ def batch(cfg: BatchConfig) -> int:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = _import_ray()
     out.mkdir(parents=True, exist_ok=True)
-    summary = Summary(out, jobs, stages, {"cpus_per_job": cfg.cpus_per_job, "gpus_per_job": cfg.gpus_per_job,
-                                          "max_retries": cfg.max_retries,
-                                          "config": str(cfg.config) if cfg.config else None})
+    meta = {"cpus_per_job": cfg.cpus_per_job, "gpus_per_job": cfg.gpus_per_job, "max_retries": cfg.max_retries,
+            "config": str(cfg.config) if cfg.config else None}
+    summary = Summary(out, jobs, list(STAGES), stages, meta)
     t_start = time.perf_counter()
     print(f"batch: {len(jobs)} subject(s) x {len(stages)} stage(s) -> {out}", flush=True)
     cluster = _start_ray(ray, cfg)

@@ -29,9 +29,6 @@ from typing import Any
 
 from hravatar.io.atomic import atomic_write_text
 
-#: The stages of a batch, in the order they run.
-STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "render")
-
 _COLORS = {"done": "#d8f5d8", "skipped": "#e4eefc", "input": "#eeeeee", "failed": "#f9d6d5", "not run": "#f3e9d2",
            "pending": "#ffffff", "not selected": "#f6f6f6"}
 
@@ -39,9 +36,10 @@ _COLORS = {"done": "#d8f5d8", "skipped": "#e4eefc", "input": "#eeeeee", "failed"
 class Summary:
     """The batch's state: one record per subject and stage; :meth:`write` saves JSON and HTML."""
 
-    def __init__(self, out: Path, jobs: list[Any], stages: list[str], meta: dict[str, Any]) -> None:
+    def __init__(self, out: Path, jobs: list[Any], all_stages: list[str], stages: list[str],
+                 meta: dict[str, Any]) -> None:
         self.out = Path(out)
-        self.all_stages = list(STAGES)
+        self.all_stages = list(all_stages)
         self.stages = list(stages)
         self.meta: dict[str, Any] = {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      "wall_seconds": None, "stages": list(stages), **meta}
@@ -49,7 +47,7 @@ class Summary:
         for j in jobs:
             rec = {**dataclasses.asdict(j), "status": "running", "error": None, "psnr": None, "ssim": None,
                    "lpips": None, "points": None, "thumbnail": None,
-                   "stages": {s: {"status": "pending" if s in stages else "not selected"} for s in STAGES}}
+                   "stages": {s: {"status": "pending" if s in stages else "not selected"} for s in all_stages}}
             self.subjects.append(rec)
         self._by_name = {r["name"]: r for r in self.subjects}
 
