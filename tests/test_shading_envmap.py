@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hravatar.geometry import ray_directions
+from hravatar.geometry import ray_directions, rotation_y
 from hravatar.shading.cubemap import (
     equirect_directions,
     equirect_solid_angles,
-    rotation_y,
     texel_directions,
     texel_solid_angles,
 )

@@ -25,6 +25,7 @@ from hravatar.geometry.rotations import (
     normalize_quat,
     quat_multiply,
     quat_to_matrix,
+    rotation_y,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "quat_to_matrix",
     "ray_directions",
     "ray_directions_at",
+    "rotation_y",
 ]

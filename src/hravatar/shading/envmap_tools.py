@@ -290,7 +290,7 @@ def load_prefiltered(path: str | Path, device: torch.device | str = "cpu") -> Pr
 def rotate_equirect(equirect: Tensor, angle_deg: float) -> Tensor:
     """The map rotated by ``angle_deg`` about +y: ``L'(d) = L(R_y(-angle) d)`` (a horizontal shift).
 
-    Same sense as :func:`hravatar.shading.cubemap.rotation_y` and the ``rotation`` of
+    Same sense as :func:`hravatar.geometry.rotation_y` and the ``rotation`` of
     :class:`hravatar.shading.lighting.EnvironmentLighting`. Fractional pixel shifts are linear.
     """
     w = equirect.shape[1]
@@ -322,8 +322,7 @@ def background_image(
     ``blur_level`` > 0 reads coarser mip levels of the map (a defocused backdrop). Rotation and
     exposure follow :func:`rotate_equirect` and :func:`apply_exposure`.
     """
-    from hravatar.geometry.cameras import ray_directions
-    from hravatar.shading.cubemap import rotation_y
+    from hravatar.geometry import ray_directions, rotation_y
 
     d = ray_directions(viewmats, Ks, height, width).to(equirect.dtype)
     if rotation_deg:

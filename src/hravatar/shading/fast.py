@@ -79,7 +79,8 @@ def fast_shading_available(lighting: Any, device: torch.device | str = "cpu") ->
 @torch.no_grad()
 def prepare_lighting(lighting: Any) -> PreparedLighting:
     """The kernel's view of ``lighting`` (cached per lighting object and parameter version)."""
-    from hravatar.shading.cubemap import pad_cube, rotation_y  # noqa: PLC0415
+    from hravatar.geometry.rotations import rotation_y  # noqa: PLC0415
+    from hravatar.shading.cubemap import pad_cube  # noqa: PLC0415
     from hravatar.shading.lighting import EnvironmentLighting, LearnableLighting  # noqa: PLC0415
 
     key = _key(lighting)

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hravatar.geometry.rotations import rotation_y
 from hravatar.shading.cubemap import (
     build_mips,
     cube_to_equirect,
-    rotation_y,
     sample_cube,
     sample_cube_mips,
     texel_directions,
