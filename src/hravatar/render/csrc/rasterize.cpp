@@ -781,19 +781,38 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
         }
     if (!order.empty()) radix_sort(keys, order);
     double t2 = now();
-    // binning: counts, prefix sums, fill in depth order
+    // binning in parallel over contiguous chunks of the depth order: per-chunk tile counts, prefix
+    // sums (chunk after chunk inside every tile), then every chunk fills its own slots; the lists
+    // are exactly the serial ones (depth order inside every tile)
+    const int nchunks = std::max(1, nthreads);
+    const int64_t nord = (int64_t)order.size();
+    std::vector<int64_t> ccount((size_t)nchunks * TT, 0);
     std::vector<int64_t> offsets(TT + 1, 0);
-    for (int32_t n : order) {
-        const int32_t* rc = rect.data() + 4 * (int64_t)n;
-        for (int y = rc[1]; y < rc[3]; ++y)
-            for (int x = rc[0]; x < rc[2]; ++x) offsets[1 + (int64_t)y * TW + x]++;
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads)
+    for (int k = 0; k < nchunks; ++k) {
+        int64_t* cc = ccount.data() + (int64_t)k * TT;
+        for (int64_t j = nord * k / nchunks; j < nord * (k + 1) / nchunks; ++j) {
+            const int32_t* rc = rect.data() + 4 * (int64_t)order[j];
+            for (int y = rc[1]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[2]; ++x) cc[(int64_t)y * TW + x]++;
+        }
     }
-    for (int64_t i = 0; i < TT; ++i) offsets[i + 1] += offsets[i];
+    for (int64_t i = 0; i < TT; ++i) {
+        int64_t run = offsets[i];
+        for (int k = 0; k < nchunks; ++k) {
+            const int64_t c = ccount[(int64_t)k * TT + i];
+            ccount[(int64_t)k * TT + i] = run;  // becomes the chunk's first slot in tile i
+            run += c;
+        }
+        offsets[i + 1] = run;
+    }
     const int64_t total = offsets[TT];
     std::vector<int32_t> list(std::max<int64_t>(total, 1));
-    {
-        std::vector<int64_t> cur(offsets.begin(), offsets.end() - 1);
-        for (int32_t n : order) {
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads)
+    for (int k = 0; k < nchunks; ++k) {
+        int64_t* cur = ccount.data() + (int64_t)k * TT;
+        for (int64_t j = nord * k / nchunks; j < nord * (k + 1) / nchunks; ++j) {
+            const int32_t n = order[j];
             const int32_t* rc = rect.data() + 4 * (int64_t)n;
             for (int y = rc[1]; y < rc[3]; ++y)
                 for (int x = rc[0]; x < rc[2]; ++x) list[cur[(int64_t)y * TW + x]++] = n;
