@@ -58,9 +58,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--frames", type=int, default=15)
     ap.add_argument("--screenshot", type=Path, default=None, help="save a screenshot of the page (512 px view)")
+    ap.add_argument("--screenshot-only", action="store_true", help="only the screenshot (no timing, no JSON)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "web_viewer.json")
     args = ap.parse_args()
-    from _web import Page, browser, psnr, python_render, serve_bundle
+    from helpers.web_browser import Page, browser, psnr, python_render, serve_bundle
     from hravatar.apps.web_bundle import build_bundle
     from hravatar.avatar import load_avatar
 
@@ -93,7 +94,7 @@ def main() -> None:
             return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER); })()""")
         result["webgl_renderer"] = gl
         p0 = la.reference.params
-        for size in args.sizes:
+        for size in [] if args.screenshot_only else args.sizes:
             cam = la.camera(size)
             web = page.render(p0, cam)
             ref = python_render(la, p0, cam)
@@ -112,12 +113,14 @@ def main() -> None:
             result["rows"].append(row)
         if args.screenshot:
             page.page.set_viewport_size({"width": 1000, "height": 640})
-            page.page.evaluate("window.hravatar.set({size: 512, azimuth: 20, jaw: 0.12, background: [0.5, 0.5, 0.5]})")
+            page.page.evaluate("window.hravatar.set({size: 512, azimuth: 20, jaw: 0.15, background: [0.5, 0.5, 0.5]})")
             page.page.evaluate("document.getElementById('sel_bg').value = 'grey'")
             page.page.evaluate("window.hravatar.drawNow()")
             page.page.wait_for_timeout(500)
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.page.screenshot(path=str(args.screenshot))
+    if args.screenshot_only:
+        return
     result["machine"]["load_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -188,21 +188,36 @@ def test_client_disconnect_mid_response_is_quiet(capfd):
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
 
 
-def test_view_serves_page_and_exits_130_on_sigint(tiny_avatar):
+def test_view_missing_envmap_one_error_line(tiny_avatar, capsys):
+    av, root = tiny_avatar
+    assert run(["view", str(av), "--envmap", str(root / "nope.hdr"), "--no-open"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --envmap") and "not found" in err[0], err
+
+
+@pytest.mark.parametrize("server_render", [False, True])
+def test_view_serves_page_and_exits_130_on_sigint(tiny_avatar, server_render):
     av, _ = tiny_avatar
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "hravatar.cli", "view", str(av), "--port", "0", "--no-open",
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [sys.executable, "-m", "hravatar.cli", "view", str(av), "--port", "0", "--no-open", "--device", "cpu"]
+    proc = subprocess.Popen(cmd + (["--server-render", "--size", "32"] if server_render else []),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("viewer at http://127.0.0.1:"), line + proc.stderr.read()  # type: ignore[union-attr]
         url = line.split()[2]
-        with urllib.request.urlopen(url, timeout=20) as r:
-            assert b"app.js" in r.read()
-        with urllib.request.urlopen(url + "avatar.json", timeout=20) as r:
-            assert json.loads(r.read())["format"] == "hravatar-web"
-        with urllib.request.urlopen(url + "renderer.js", timeout=20) as r:
-            assert r.headers["Content-Type"].startswith("text/javascript")
+        if server_render:  # the fallback page: frames rendered here
+            with urllib.request.urlopen(url, timeout=20) as r:
+                assert b"/render?" in r.read()
+            with urllib.request.urlopen(url + "render?azimuth=20&jaw=0.1", timeout=60) as r:
+                assert r.headers["Content-Type"] == "image/png" and r.read().startswith(b"\x89PNG")
+        else:
+            with urllib.request.urlopen(url, timeout=20) as r:
+                assert b"app.js" in r.read()
+            with urllib.request.urlopen(url + "avatar.json", timeout=20) as r:
+                assert json.loads(r.read())["format"] == "hravatar-web"
+            with urllib.request.urlopen(url + "renderer.js", timeout=20) as r:
+                assert r.headers["Content-Type"].startswith("text/javascript")
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=30)
     finally:

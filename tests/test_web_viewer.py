@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from _web import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from helpers.tiny_subject import make_tiny_subject
+from helpers.web_browser import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from hravatar.apps.common import load_environment
 from hravatar.apps.render import orbit_viewmats
 from hravatar.apps.web_bundle import build_bundle
@@ -136,7 +136,12 @@ def test_jaw_slider_changes_only_the_mouth(viewer):
     before = page.draw(cam.height, cam.width)
     move = "v => { const s = document.getElementById('sl_jaw'); s.value = v; s.dispatchEvent(new Event('input')); }"
     pg.evaluate(move, "0.35")  # as a drag of the slider does
+    # the page's own loop redraws (its depth sort in a worker, a second redraw when it arrives)
+    pg.wait_for_timeout(1500)
+    looped = page.read(cam.height, cam.width)
+    assert pg.evaluate("!!window.hravatar.renderer.worker"), "the sort worker is running"
     after = page.draw(cam.height, cam.width)
+    assert psnr(looped, after) >= 40, "the interactive redraw (worker sort) equals a synchronous one"
     p0 = la.reference.params
     p1 = p0.clone()
     p1.pose[0, 2, 0] += 0.35
@@ -155,3 +160,21 @@ def test_frame_time_reported(viewer):
     _, _, page = viewer
     ms = page.page.evaluate("window.hravatar.frameMs")
     assert ms is not None and math.isfinite(ms) and ms > 0
+
+
+def test_sequence_playback_frame_matches_python(viewer):
+    """The page's sequence (the tracked frames with the encoder's expressions) is what Python renders."""
+    la, _, page = viewer
+    pg = page.page
+    n = pg.evaluate("window.hravatar.header.sequence.frames")
+    ds = la.subject("all")
+    assert n == len(ds)
+    k = n // 2
+    cam = la.camera(SIZE)
+    pg.evaluate("s => window.hravatar.set(s)", {"size": SIZE, "background": [0, 0, 0], "frame": k, "jaw": 0,
+                                                 "azimuth": 0, "elevation": 0})
+    web = page.draw(cam.height, cam.width)
+    ref = python_render(la, la.frame_params(la.frame(ds, k)), cam)
+    assert psnr(web, ref) >= 30.0
+    assert psnr(web, python_render(la, la.reference.params, cam)) < 30  # another frame than the reference
+    pg.evaluate("window.hravatar.set({frame: -1})")

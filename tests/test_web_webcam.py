@@ -8,6 +8,7 @@ paired with the ground truth of that exact frame."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from _web import Page, browser, chromium_path, serve_bundle
 from helpers.tiny_subject import make_tiny_subject
+from helpers.web_browser import Page, browser, chromium_path, serve_bundle
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
 from hravatar.avatar import load_avatar
@@ -59,7 +60,7 @@ def _write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """(y4m path, ground-truth jawOpen per frame, an avatar bundle)."""
+    """(y4m path, ground-truth jawOpen and head yaw (radians) per frame, an avatar bundle, strip x)."""
     chromium_path()
     if not (mediapipe_dir() / "vision_bundle.mjs").is_file():
         pytest.skip(f"MediaPipe web files not installed ({mediapipe_dir()}); run scripts/setup_env.sh")
@@ -68,6 +69,7 @@ def clip(tmp_path_factory):
     if asset_path("face_landmarker.task", required=False) is None:
         pytest.skip("face_landmarker.task not in the asset cache; run scripts/fetch_assets.py")
     from hravatar.avatar import Camera, FrameParams, render
+    from hravatar.geometry import compose_axis_angle
     from hravatar.synth.curves import JAW_RAD_PER_JAWOPEN
     from hravatar.synth.subject import SynthConfig, rebuild_gt, synthesize
 
@@ -75,12 +77,14 @@ def clip(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("webcam")
     # the synthetic subject (identity, appearance, light, camera), its jaw driven by a known curve:
-    # three open-close cycles of different heights (jawOpen in [0, 1])
+    # three open-close cycles of different heights (jawOpen in [0, 1]); the head turns +-10 degrees
+    # (about +y, before the subject's pose) on a slower cycle
     syn = synthesize(SynthConfig(out=root / "syn", size=SIDE, frames=2, points_per_face=4, env_height=32))
     gt = rebuild_gt(syn)
     t = np.arange(FRAMES)
     amp = np.array([1.0, 0.55, 0.8])[np.minimum(t // 16, 2)]
     truth = amp * 0.5 * (1 - np.cos(2 * np.pi * t / 16))
+    yaw = np.radians(10.0) * np.sin(2 * np.pi * t / FRAMES)
     light = gt["lights"][gt["info"]["train_env"]]
     frames = []
     x0 = (FRAME_W - SIDE) // 2
@@ -88,6 +92,7 @@ def clip(tmp_path_factory):
         for i in range(FRAMES):
             pose = gt["pose"][0:1].clone()
             pose[0, 2, 0] = JAW_RAD_PER_JAWOPEN * float(truth[i])
+            pose[0, 0] = compose_axis_angle(torch.tensor([0.0, float(yaw[i]), 0.0]), pose[0, 0])
             p = FrameParams(gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose, gt["translation"][0:1])
             out = render(gt["avatar"], light, p, Camera(gt["viewmat"], gt["K"], SIDE, SIDE), "pbr",
                          background=torch.full((3,), 0.55))
@@ -107,11 +112,11 @@ def clip(tmp_path_factory):
                              encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
     bundle = build_bundle(load_avatar(root / "av", "cpu"))
     torch.set_num_threads(n)
-    return y4m, truth, bundle, x0
+    return y4m, truth, yaw, bundle, x0
 
 
 def test_webcam_jaw_follows_clip(clip):
-    y4m, truth, bundle, x0 = clip
+    y4m, truth, yaw, bundle, x0 = clip
     args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required"]
     with serve_bundle(bundle) as url, browser(args) as br:
@@ -144,5 +149,15 @@ def test_webcam_jaw_follows_clip(clip):
     print(f"webcam: jawOpen correlation {r:.3f} over {len(pairs)} frames ({len(log)} processed, "
           f"MediaPipe {np.median([e['detectMs'] for e in log]):.0f} ms/frame)")
     assert r >= 0.8, f"jawOpen correlation {r:.2f} over {len(pairs)} frames"
+    # head motion: the page's head rotation (relative to its first webcam frame, in the avatar's
+    # world) turns the same way as the clip's, by about as much
+    ided = [e for e in log if 0 <= e.get("probe", -1) < len(truth) and e.get("rotation")]
+    page_yaw = np.array([math.atan2(e["rotation"][2], e["rotation"][8]) for e in ided])
+    first = next(e["probe"] for e in log if e.get("rotation"))
+    true_yaw = np.array([yaw[e["probe"]] - yaw[first] for e in ided])
+    ry = float(np.corrcoef(true_yaw, page_yaw)[0, 1])
+    gain = float(np.polyfit(true_yaw, page_yaw, 1)[0])
+    print(f"webcam: head yaw correlation {ry:.3f}, gain {gain:.2f}")
+    assert ry >= 0.8 and 0.5 < gain < 2.0, f"head yaw correlation {ry:.2f}, gain {gain:.2f}"
     # the jaw the page applies is the tracker's mapping of the score (gain x jawOpen, radians)
     assert applied == pytest.approx(bundle.header["driver"]["jaw_gain"] * last, abs=1e-6)

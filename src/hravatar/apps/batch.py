@@ -53,9 +53,9 @@ from typing import Annotated, Any
 
 import tyro
 
-from hravatar.apps.batch_summary import STAGES
 from hravatar.errors import HRAvatarError
 
+STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "render")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg"}
 MANIFEST_SUFFIXES = {".txt", ".csv", ".lst"}
 INSTALL_HINT = "install it with `pip install 'hravatar[cluster]'` (or `pip install ray`)"

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from hravatar.errors import HRAvatarError
-from hravatar.progress import log
+from hravatar.progress import log, progress
 
 #: texture width (texels) of the per-point textures and of the basis texture
 POINT_TEX_WIDTH = 1024
@@ -155,10 +155,20 @@ def driver_mapping(la: Any) -> dict[str, Any]:
             jaw_names = list(tr.get("frozen_expressions", []))
         except HRAvatarError:
             pass
+    if gain is None or not jaw_names:
+        # not recorded by the tracker (e.g. a synthetic subject): what the tracker would compute
+        try:
+            from hravatar.preprocess.tracking import jaw_calibration
+
+            model = la.head_model()
+            if gain is None:
+                gain = jaw_calibration(model)
+            if not jaw_names:
+                jaw_names = [n for n in (getattr(model, "meta", {}) or {}).get("jaw_expressions", []) if n in names]
+        except Exception as e:  # noqa: BLE001 - the head model is optional here
+            log.debug("driver mapping: head model unavailable (%s); defaults used", e)
     if gain is None:
-        gain = 0.3  # the tracker's fallback for models without a jawOpen expression
-    if not jaw_names:
-        jaw_names = [n for n in ("jawOpen", "jawLeft", "jawRight", "jawForward") if n in names]
+        gain = 0.3  # the tracker's value for models without a jawOpen expression
     table = {n: names.index(n) for n in MEDIAPIPE_ARKIT_NAMES if n in names and n not in jaw_names}
     return {"expression_index": table, "jaw_gain": float(gain), "jaw_from": "jawOpen",
             "frozen": jaw_names, "note": "expression[index[name]] = score; pose.jaw.x = jaw_gain * score[jaw_from]; "
@@ -263,7 +273,7 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
         ds = la.subject("all")
         idx = frame_indices(len(ds), max_frames)
         rows = []
-        for i in idx:
+        for i in progress(idx, desc="web bundle: sequence parameters", disable=len(idx) < 50):
             fp = la.frame_params(la.frame(ds, i))
             rows.append(np.concatenate([_np(fp.expression[0]), _np(fp.pose[0]).reshape(-1),
                                         _np(fp.translation[0])]))

@@ -86,8 +86,8 @@ function renderOpts() {
 
 // ---- FPS ----------------------------------------------------------------------------------------
 const frameTimes = [];
-function drawFrame() {
-  const t = R.render(currentParams(), currentCamera(), renderOpts());
+function drawFrame(asyncSort = false) {
+  const t = R.render(currentParams(), currentCamera(), { ...renderOpts(), asyncSort });
   const now = performance.now(); frameTimes.push([now, t.total]);
   while (frameTimes.length > 1 && now - frameTimes[0][0] > 2000) frameTimes.shift();
   const ms = frameTimes.reduce((a, b) => a + b[1], 0) / frameTimes.length;
@@ -103,7 +103,7 @@ function loop(now) {
     if (now - lastPlay >= 1000 / fps) { st.frame = (st.frame + 1) % H.sequence.frames; lastPlay = now; st.dirty = true; const f = $('sl_frame'); if (f) f.value = st.frame; }
   }
   if (st.webcam && st.webcam.fresh) { st.webcam.fresh = false; st.dirty = true; }
-  if (st.dirty) { st.dirty = false; try { drawFrame(); } catch (e) { fail(e); return; } }
+  if (st.dirty) { st.dirty = false; try { drawFrame(true); } catch (e) { fail(e); return; } }
   requestAnimationFrame(loop);
 }
 
@@ -177,7 +177,7 @@ function buildUI() {
     if (!drag) return;
     st.azimuth = ((st.azimuth + (e.clientX - drag[0]) * 0.5 + 540) % 360) - 180;
     st.elevation = Math.max(-60, Math.min(60, st.elevation + (e.clientY - drag[1]) * 0.3));
-    drag = [e.clientX, e.clientY]; $('sl_azimuth').value = st.azimuth; $('sl_elevation').value = st.elevation; st.dirty = true;
+    drag = [e.clientX, e.clientY]; api.set({ azimuth: st.azimuth, elevation: st.elevation });
   };
 }
 
@@ -188,7 +188,11 @@ api.render = (params, cam, opts) => R.render(params, cam, opts || {});
 api.pixelsBase64 = () => { const px = R.pixels(); let s = ''; for (let i = 0; i < px.length; i += 32768) s += String.fromCharCode.apply(null, px.subarray(i, i + 32768)); return btoa(s); };
 api.set = (patch) => {
   Object.assign(st, patch); st.dirty = true;
-  for (const k of ['azimuth', 'elevation', 'jaw', 'yaw', 'pitch', 'roll']) if (k in patch && $('sl_' + k)) $('sl_' + k).value = patch[k];
+  for (const k of ['azimuth', 'elevation', 'jaw', 'yaw', 'pitch', 'roll']) {
+    const el = $('sl_' + k); if (!(k in patch) || !el) continue;
+    el.value = patch[k]; el.nextSibling.textContent = (+patch[k]).toFixed(2);
+  }
+  if ('size' in patch) { const o = [...document.querySelectorAll('select option')].find((x) => x.value === String(patch.size) && x.textContent.endsWith('px')); if (o) o.selected = true; }
 };
 api.drawNow = () => drawFrame();
 
@@ -198,6 +202,7 @@ api.ready = (async () => {
     H = b.header;
     if (H.arrays.sequence) { const a = H.arrays.sequence; seq = new Float32Array(b.files[a.file], a.offset, a.shape[0] * a.shape[1]); }
     R = new AvatarRenderer($('view'), b);
+    R.onSorted = () => { st.dirty = true; };  // the interactive loop sorts in a worker
     api.header = H; api.renderer = R;
     buildUI();
     $('msg').textContent = `${H.num_points} Gaussians, ${H.num_expr} expressions${R.floatBlend ? '' : ' (16-bit G-buffer)'}`;

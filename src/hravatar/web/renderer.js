@@ -462,12 +462,44 @@ export class AvatarRenderer {
     gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, this.readback);
   }
 
-  sortPass(view) { // back to front: descending camera z
+  // back to front: descending camera z. async: sort in a worker and keep drawing with the last
+  // order until the new one arrives (onSorted is called then); the first sort is always synchronous
+  sortPass(view, async = false) {
     const r = this.readback, n = this.N, k = this.keys;
+    const key = this._deformedKey + '|' + view.slice(8, 12).join(',');
+    if (key === this.sortedKey) return;
     const v20 = view[8], v21 = view[9], v22 = view[10], v23 = view[11];
     for (let i = 0; i < n; i++) k[i] = -(v20 * r[4 * i] + v21 * r[4 * i + 1] + v22 * r[4 * i + 2] + v23);
+    if (async && this.sortedKey !== undefined && this._sortWorker()) {
+      if (this.sortPending) return;  // the reply triggers a redraw, which asks again
+      this.sortPending = true;
+      const copy = k.slice();
+      this.worker.postMessage({ keys: copy, n, key }, [copy.buffer]);
+      return;
+    }
     sortByKey(k, n, this.order, this.tmp);
-    const gl = this.gl; gl.bindBuffer(gl.ARRAY_BUFFER, this.idxBuf); gl.bufferSubData(gl.ARRAY_BUFFER, 0, this.order);
+    this._uploadOrder(this.order, key);
+  }
+
+  _uploadOrder(order, key) {
+    const gl = this.gl; gl.bindBuffer(gl.ARRAY_BUFFER, this.idxBuf); gl.bufferSubData(gl.ARRAY_BUFFER, 0, order);
+    this.sortedKey = key;
+  }
+
+  _sortWorker() {
+    if (this.worker !== undefined) return this.worker;
+    try {
+      const src = `${sortByKey.toString()}
+onmessage = (e) => { const { keys, n, key } = e.data; const order = new Uint32Array(n);
+  sortByKey(keys, n, order, new Uint32Array(n)); postMessage({ order, key }, [order.buffer]); };`;
+      this.worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
+      this.worker.onmessage = (e) => {
+        this.sortPending = false;
+        if (e.data.key.startsWith(this._deformedKey + '|')) this._uploadOrder(e.data.order, e.data.key);
+        if (this.onSorted) this.onSorted();
+      };
+    } catch (err) { this.worker = null; }
+    return this.worker;
   }
 
   // cam: {viewmat: row-major 16 (OpenCV world-to-camera), K: row-major 9, width, height}
@@ -480,7 +512,7 @@ export class AvatarRenderer {
     const key = JSON.stringify(params);
     if (key !== this._deformedKey) { this.deformPass(params); this._deformedKey = key; } // orbit/light only: no redeform
     const V = cam.viewmat;
-    this.sortPass(V);
+    this.sortPass(V, !!opts.asyncSort);
     const t1 = performance.now();
     // G-buffer
     this._gbuffer(W, H);

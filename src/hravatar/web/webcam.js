@@ -70,7 +70,7 @@ export async function startWebcam(H, video, say) {
         }
         state.latest = { expression, jaw: d.jaw_gain * jawOpen, rotation, jawOpen };
         state.fresh = true; state.frames++;
-        const entry = { t: t0, jawOpen, jaw: state.latest.jaw, detectMs: ms };
+        const entry = { t: t0, jawOpen, jaw: state.latest.jaw, rotation, detectMs: ms };
         if (typeof api.webcamProbe === 'function') entry.probe = api.webcamProbe(grab);
         api.webcamLog.push(entry); if (api.webcamLog.length > 5000) api.webcamLog.shift();
         say(`webcam: face found, MediaPipe ${ms.toFixed(0)} ms`);

@@ -89,6 +89,11 @@ class Page:
         b = self.page.evaluate(js_fn, [js, jc, opts or {}])
         return np.frombuffer(base64.b64decode(b), np.uint8).reshape(cam.height, cam.width, 3)
 
+    def read(self, h: int, w: int) -> np.ndarray:
+        """The canvas as it is (what the page's own redraw loop drew last)."""
+        b = base64.b64decode(self.page.evaluate("window.hravatar.pixelsBase64()"))
+        return np.frombuffer(b, np.uint8).reshape(h, w, 3)
+
     def draw(self, h: int, w: int) -> np.ndarray:
         """Draw the page's current state (its controls) now and read the frame back (atomically)."""
         b = base64.b64decode(self.page.evaluate("(() => { window.hravatar.drawNow(); "
