@@ -316,7 +316,7 @@ def relight_figures(
     """
     from hravatar.avatar import Camera, load_avatar
     from hravatar.data import load_subject
-    from hravatar.render import look_at
+    from hravatar.geometry import camera_centers, look_at
     from hravatar.report.html import encode_image
     from hravatar.shading.lighting import EnvironmentLighting
     from hravatar.shading.shade import shade
@@ -378,7 +378,7 @@ def relight_figures(
             )["image"][0]
             res["f0"].append({"f0": f0, "pred": save(f"f0_{j:02d}_pred.png", p), "gt": save(f"f0_{j:02d}_gt.png", g)})
     # novel views: orbit about the head's centre at the camera's distance
-    c_world = torch.linalg.inv(fr.viewmat)[:3, 3]
+    c_world = camera_centers(fr.viewmat)
     target = torch.tensor([0.0, 0.03, 0.03]) + fr.translation
     rel = c_world - target
     dist = float(rel.norm())
