@@ -247,7 +247,7 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
     from hravatar.preprocess.crop import CropWindow
     from hravatar.preprocess.embedding import landmark_embedding
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES
-    from hravatar.preprocess.tracking import TrackingConfig, initial_focal, track
+    from hravatar.preprocess.tracking import TrackingConfig, crop_principal_point, initial_focal, track
 
     lm = np.load(work.path("landmarks.npz"))
     win = CropWindow(**json.loads(work.path("crop.json").read_text()))
@@ -265,6 +265,7 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
         blendshape_names=ARKIT_NAMES if has_bs else None,
         focal_px=f0,
         cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps),
+        principal_px=crop_principal_point((int(det["frame_hw"][0]), src_w), win.x0, win.y0, win.scale),
     )
     _save_track(work.path("track.npz"), res, emb.key)
     work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
