@@ -52,8 +52,8 @@ def _mattes(subject, head, **cfg):
                  pose=torch.tensor(gp["pose"]), translation=torch.tensor(gp["translation"])).vertices.numpy()
     vm, K = default_camera(SIZE, **TORSO_CAMERA)
     frames = [read_image(subject / "image" / f"{i:05d}.png") for i in range(FRAMES)]
-    a = head_only_mattes(iter(frames), lambda i: V[i], head.faces.numpy(), neck_boundary_vertices(head),
-                         vm.numpy(), K.numpy(), FRAMES, HeadMatteConfig(**cfg))
+    a = head_only_mattes(frames, lambda i: V[i], head.faces.numpy(), neck_boundary_vertices(head),
+                         vm.numpy(), K.numpy(), HeadMatteConfig(**cfg))
     return frames, a
 
 

@@ -29,7 +29,7 @@ The result is ``alpha_head = alpha_person * h`` with ``h`` in [0,1].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -241,88 +241,100 @@ def warp_to(mask: np.ndarray, uv_from: np.ndarray, uv_to: np.ndarray) -> np.ndar
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def _work_inputs(
+    fr: np.ndarray, mesh: np.ndarray, cut: np.ndarray, band_px: float, cfg: HeadMatteConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Work-size ``(rgb [w,w,3] uint8, seeds [w,w] uint8, person_below [w,w] bool)`` of one RGBA frame."""
+    S, w = fr.shape[0], mesh.shape[0]
+    a = fr[..., 3].astype(np.float32) / 255.0
+    rgb = np.ascontiguousarray(fr[..., :3])
+    if w != S:
+        a = cv2.resize(a, (w, w), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (w, w), interpolation=cv2.INTER_AREA)
+    yy = np.arange(w)[:, None] + 0.5
+    seeds = frame_seeds(a, mesh, cut, band_px, round(cfg.erode_frac * w))
+    return rgb, seeds, (a >= 0.5) & (yy > cut[None, :])
+
+
 def head_only_mattes(
-    frames: Iterable[np.ndarray],
+    frames: Sequence[np.ndarray],
     vertices: Callable[[int], np.ndarray],
     faces: np.ndarray,
     rim_ids: np.ndarray,
     viewmat: np.ndarray,
     K: np.ndarray,
-    num_frames: int,
     cfg: HeadMatteConfig | None = None,
     on_frame: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Head-only mattes of a clip (see the module docstring).
 
     Args:
-        frames: ``num_frames`` RGBA uint8 ``[S,S,4]`` crops (alpha = person matte), in video order.
+        frames: ``N`` RGBA uint8 ``[S,S,4]`` crops (alpha = person matte) in video order, indexable
+            (a list or a memory-mapped ``[N,S,S,4]`` array; each frame is read twice).
         vertices: ``i -> [V,3]`` posed head-mesh vertices of frame ``i`` (world, metres).
         faces: ``[F,3]`` mesh triangles.
         rim_ids: ``[B]`` neck-rim vertex ids (:func:`neck_boundary_vertices`).
         viewmat: ``[4,4]`` world-to-camera (OpenCV); ``K``: ``[3,3]`` pixel intrinsics at ``S``.
-        num_frames: number of frames.
         cfg: :class:`HeadMatteConfig`.
         on_frame: called with each frame index after its graph cut (progress).
     Returns:
-        ``[N,S,S]`` uint8 head-only alpha (0..255).
+        ``[N,S,S]`` uint8 head-only alpha (0..255). Memory: the output plus about 20 kB per frame.
     """
     cfg = cfg or HeadMatteConfig()
     vm = np.asarray(viewmat, np.float64)
     faces = np.asarray(faces, np.int64)
-    rgbs: list[np.ndarray] = []  # work-size frames, seeds and masks of the first pass
-    seeds_l: list[np.ndarray] = []
-    below_l: list[np.ndarray] = []
-    alphas: list[np.ndarray] = []
-    tracks: list[np.ndarray] = []  # projected vertices (subsampled) for motion-compensated smoothing
-    bands: list[np.ndarray] = []  # [w,w] bool: within band_m of the cut, where the graph cut decides
-    S = None
-    for i, fr in enumerate(frames):
-        if i >= num_frames:
-            break
-        S = fr.shape[0]
-        w = min(cfg.work_size, S)
-        Kw = np.asarray(K, np.float64).copy()
-        Kw[:2] *= w / S
-        v = np.asarray(vertices(i), np.float64)
-        uv, z = project(v, vm, Kw)
+    n = len(frames)
+    if n == 0:
+        return np.zeros((0, 0, 0), np.uint8)
+    S = frames[0].shape[0]
+    w = min(cfg.work_size, S)
+    Kw = np.asarray(K, np.float64).copy()
+    Kw[:2] *= w / S
+    # pass 1: geometry per frame (mesh silhouette, cut curve, band, projected vertices)
+    meshes, cuts, band_px, tracks = [], [], [], []
+    for i in range(n):
+        uv, z = project(np.asarray(vertices(i), np.float64), vm, Kw)
         mesh = rasterize_mesh(uv, z, faces, w, w, cull_backfaces=False).mask
-        cut = cut_curve(uv[rim_ids], mesh)
-        band_px = float(Kw[0, 0]) * cfg.band_m / max(float(np.median(z[rim_ids])), 1e-6)
-        a = fr[..., 3].astype(np.float32) / 255.0
-        rgb = np.ascontiguousarray(fr[..., :3])
-        if w != S:
-            a = cv2.resize(a, (w, w), interpolation=cv2.INTER_AREA)
-            rgb = cv2.resize(rgb, (w, w), interpolation=cv2.INTER_AREA)
-        yy = np.arange(w)[:, None] + 0.5
-        seeds_l.append(frame_seeds(a, mesh, cut, band_px, round(cfg.erode_frac * w)))
-        below_l.append((a >= 0.5) & (yy > cut[None, :]))
-        rgbs.append(rgb)
-        alphas.append(fr[..., 3].copy())
+        meshes.append(np.packbits(mesh))
+        cuts.append(cut_curve(uv[rim_ids], mesh))
+        band_px.append(float(Kw[0, 0]) * cfg.band_m / max(float(np.median(z[rim_ids])), 1e-6))
         tracks.append(uv[::4].astype(np.float64))
-        bands.append(np.abs(yy - cut[None, :]) <= band_px)
-    models = clip_colour_models(rgbs, seeds_l, cfg.iterations) if cfg.clip_models else None
+
+    def inputs(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mesh = np.unpackbits(meshes[i], count=w * w).reshape(w, w).astype(bool)
+        return _work_inputs(np.asarray(frames[i]), mesh, cuts[i], band_px[i], cfg)
+
+    models = None
+    if cfg.clip_models:
+        sample = np.unique(np.linspace(0, n - 1, min(12, n)).round().astype(int))
+        ins = [inputs(int(i)) for i in sample]
+        models = clip_colour_models([x[0] for x in ins], [x[1] for x in ins], cfg.iterations)
+    # pass 2: graph cut per frame
     heads = []
-    for i in range(len(rgbs)):
-        heads.append(refine_frame(rgbs[i], seeds_l[i], cfg.iterations, below_l[i], models).astype(np.float32))
+    for i in range(n):
+        rgb, seeds, below = inputs(i)
+        heads.append(np.packbits(refine_frame(rgb, seeds, cfg.iterations, below, models)))
         if on_frame is not None:
             on_frame(i)
-    if S is None:
-        return np.zeros((0, 0, 0), np.uint8)
-    n = len(heads)
+
+    def head(i: int) -> np.ndarray:
+        return np.unpackbits(heads[i], count=w * w).reshape(w, w).astype(np.float32)
+
+    # pass 3: motion-compensated temporal average near the cut, feather, upsample, apply
     out = np.zeros((n, S, S), np.uint8)
-    hs = np.stack(heads)
     r = max(0, int(cfg.temporal))
+    yy = np.arange(w)[:, None] + 0.5
     for i in range(n):
         lo, hi = max(0, i - r), min(n, i + r + 1)
-        h = hs[i]
+        h = head(i)
         if hi - lo > 1:
-            avg = np.mean([hs[j] if j == i else warp_to(hs[j], tracks[j], tracks[i]) for j in range(lo, hi)], 0)
-            h = np.where(bands[i], avg, h)
+            avg = np.mean([h if j == i else warp_to(head(j), tracks[j], tracks[i]) for j in range(lo, hi)], 0)
+            h = np.where(np.abs(yy - cuts[i][None, :]) <= band_px[i], avg, h)
         if cfg.feather_px > 0:
             h = cv2.GaussianBlur(h, (0, 0), cfg.feather_px)
         if h.shape[0] != S:
             h = cv2.resize(h, (S, S), interpolation=cv2.INTER_LINEAR)
         # a steep ramp around 0.5 keeps the cut sharp at full resolution but continuous in time
         h = np.clip((h - 0.5) * 2.0 + 0.5, 0.0, 1.0)
-        out[i] = (alphas[i].astype(np.float32) * h + 0.5).astype(np.uint8)
+        out[i] = (np.asarray(frames[i])[..., 3].astype(np.float32) * h + 0.5).astype(np.uint8)
     return out

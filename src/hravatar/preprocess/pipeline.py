@@ -365,13 +365,12 @@ def _stage_headmatte(work: Work, s: PipelineSettings, model: Any) -> None:
 
     bar = progress(total=n, desc="head-only matte")
     alpha = head_only_mattes(
-        (frames[i] for i in range(n)),
+        frames,
         vertices,
         model.faces.numpy(),
         neck_boundary_vertices(model),
         tr["viewmat"],
         tr["K"],
-        n,
         HeadMatteConfig(**s.extra.get("headmatte", {})),
         on_frame=lambda i: bar.update(1),
     )
