@@ -117,3 +117,41 @@ def test_warp_to_moves_with_the_head():
     uv = np.random.default_rng(0).uniform(0, 32, (50, 2))
     moved = warp_to(m, uv, uv + [3.0, -2.0])
     assert moved[8:18, 13:23].mean() > 0.99 and moved[18:20, 10:13].max() < 0.01
+
+
+def test_pipeline_stage_writes_head_matte_and_frames(torso_subject, head, tmp_path):
+    """The preprocessing stage on a work folder (frames + final track) and the subject frames it makes."""
+    from hravatar.preprocess.pipeline import (
+        PipelineSettings,
+        Work,
+        _headmatte_current,
+        _save_track,
+        _stage_headmatte,
+        _with_alpha,
+    )
+    from hravatar.preprocess.tracking import TrackingResult
+
+    info = json.loads((torso_subject / "gt" / "synth.json").read_text())
+    gp = info["gt_params"]
+    vm, K = default_camera(SIZE, **TORSO_CAMERA)
+    work = Work(tmp_path / ".work", {"test": 1})
+    assert work.open()
+    frames = np.stack([read_image(torso_subject / "image" / f"{i:05d}.png") for i in range(FRAMES)])
+    np.save(work.path("frames.npy"), frames)
+    res = TrackingResult(shape=torch.tensor(gp["shape"]), expression=torch.tensor(gp["expression"]),
+                         pose=torch.tensor(gp["pose"]), translation=torch.tensor(gp["translation"]), viewmat=vm, K=K,
+                         landmark_error_px=torch.zeros(FRAMES), image_size=SIZE)
+    _save_track(work.path("track.npz"), res, "test")
+    assert not _headmatte_current(work)
+    _stage_headmatte(work, PipelineSettings(size=SIZE), head)
+    assert _headmatte_current(work)
+    a = np.load(work.path("headmatte.npy"))
+    assert a.shape == (FRAMES, SIZE, SIZE)
+    clothes = _mask(torso_subject / "gt" / "clothes" / "00003.png")
+    out = _with_alpha(frames[3], a[3])
+    assert (out[..., 3] < 128)[clothes].mean() >= 0.95
+    assert (out[..., :3][out[..., 3] == 0] == 0).all()  # colour black where the matte is 0
+    # a photometric track made later is a different final track: the matte is redone
+    _save_track(work.path("photometric.npz"), res, "test")
+    work.mark("photometric")
+    assert not _headmatte_current(work)
