@@ -57,7 +57,7 @@ def main() -> None:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from hravatar.preprocess.synthetic import synthetic_clip
+        from helpers.synthetic_clip import synthetic_clip
         from test_preprocess_cli import write_video
 
         clip = synthetic_clip(load_head_model("open"), num_frames=120, size=a.size, fov_deg=30.0)
@@ -111,12 +111,12 @@ def _synthetic_eval(n: int) -> dict:
     import numpy as np
     import torch
 
+    from helpers.synthetic_clip import synthetic_clip
+    from hravatar.geometry import axis_angle_to_matrix
     from hravatar.head import load_head_model
-    from hravatar.head.lbs import axis_angle_to_matrix
     from hravatar.preprocess.embedding import landmark_embedding
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, FaceLandmarker
     from hravatar.preprocess.photometric import PhotometricConfig, refine_photometric
-    from hravatar.preprocess.synthetic import synthetic_clip
     from hravatar.preprocess.tracking import LandmarkHead, TrackingConfig, track
 
     model = load_head_model("open")

@@ -27,6 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from hravatar.geometry import matrix_to_quat  # noqa: E402
 from hravatar.render import cpu as cpu_backend  # noqa: E402
 from hravatar.render import intrinsics, look_at, rasterize  # noqa: E402
 
@@ -53,7 +54,7 @@ def head_scene(n: int, seed: int = 0, ref_width: int = 512) -> dict[str, torch.T
     a1 = t1 * torch.cos(ang) + t2 * torch.sin(ang)
     a2 = torch.linalg.cross(normal, a1, dim=-1)
     rot = torch.stack([a1, a2, normal], dim=-1)
-    quats = _matrix_to_quat(rot)
+    quats = matrix_to_quat(rot)
     focal = 0.5 * ref_width / math.tan(math.radians(FOV_DEG) / 2)
     px_to_m = DISTANCE / focal
     sig_px = torch.exp(torch.empty(n, 2).uniform_(math.log(0.5), math.log(5.0), generator=g))
@@ -61,19 +62,6 @@ def head_scene(n: int, seed: int = 0, ref_width: int = 512) -> dict[str, torch.T
     opacities = torch.empty(n).uniform_(0.2, 1.0, generator=g)
     colors = torch.rand(n, CHANNELS, generator=g)
     return {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors}
-
-
-def _matrix_to_quat(rot: torch.Tensor) -> torch.Tensor:
-    """w,x,y,z quaternions of rotation matrices ``[N,3,3]`` (robust branchless form)."""
-    m = rot
-    w = torch.sqrt(torch.clamp(1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], min=0)) / 2
-    x = torch.sqrt(torch.clamp(1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], min=0)) / 2
-    y = torch.sqrt(torch.clamp(1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], min=0)) / 2
-    z = torch.sqrt(torch.clamp(1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2], min=0)) / 2
-    x = torch.copysign(x, m[:, 2, 1] - m[:, 1, 2])
-    y = torch.copysign(y, m[:, 0, 2] - m[:, 2, 0])
-    z = torch.copysign(z, m[:, 1, 0] - m[:, 0, 1])
-    return torch.stack([w, x, y, z], dim=-1)
 
 
 def camera(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,12 +18,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers (synthetic head)
 
 STAGES = ("encoder", "deformation", "rasterization", "shading", "loss", "optimizer")
 
@@ -33,22 +36,22 @@ def _head(kind: str):
         from hravatar.head import load_head_model
 
         return load_head_model("open")
-    from hravatar.gaussians.testing import synthetic_head
+    from helpers.synthetic_head import synthetic_head
 
     return synthetic_head(subdivisions=5, num_shape=20, num_expr=52)
 
 
 def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend: str,
                full_shading: bool = False) -> dict:
+    from helpers.tiny_subject import tiny_camera
+    from hravatar.avatar import GBUFFER_LAYOUT as L
     from hravatar.encoder import ExpressionEncoder, freeze_batchnorm
     from hravatar.gaussians import AvatarConfig, GaussianHead
     from hravatar.losses import jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
-    from hravatar.render import rasterize
+    from hravatar.render import camera_centers, rasterize
     from hravatar.shading.lighting import LearnableLighting
     from hravatar.shading.normals import normals_from_depth
-    from hravatar.shading.shade import shade
-    from hravatar.train import camera_center, shade_foreground
-    from hravatar.train_testing import tiny_camera
+    from hravatar.shading.shade import shade, shade_foreground
 
     torch.manual_seed(0)
     head = _head(head_kind)
@@ -89,24 +92,23 @@ def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend
         t1 = time.perf_counter()
         p = torch.cat([pose[:, :2], jaw[:, None], pose[:, 3:]], 1)
         dg = avatar.deform(shape, expr, p, trans)
-        n = dg.normals(camera_center(vm)[None])[0]
+        n = dg.normals(camera_centers(vm[None]))[0]
         feats = torch.cat([avatar.albedo, avatar.roughness, avatar.f0, n], -1)
         t2 = time.perf_counter()
         colors, alphas, meta = rasterize(dg.means[0], dg.quats[0], dg.scales[0], dg.opacities[0], feats, vm[None],
                                          K[None], size, size, render_mode="RGB+ED", backend=backend)
         t3 = time.perf_counter()
         if full_shading:
-            gb = {"albedo": colors[..., 0:3], "roughness": colors[..., 3:4], "f0": colors[..., 4:5],
-                  "normal": colors[..., 5:8], "alpha": alphas}
+            gb = {k: colors[..., L[k]] for k in ("albedo", "roughness", "f0", "normal")} | {"alpha": alphas}
             img = shade(gb, (vm[None], K[None]), light, premultiplied=True)["image"][0]
         else:  # what the trainer does: shade only the covered pixels
-            img = shade_foreground(colors, alphas, vm[None], K[None], light)[0]
+            img = shade_foreground(colors, alphas, L, vm[None], K[None], light)[0]
         t4 = time.perf_counter()
         nd, valid = normals_from_depth(colors[..., -1:], K[None], vm[None], alphas)
-        normal = torch.nn.functional.normalize(colors[..., 5:8], dim=-1)
+        normal = torch.nn.functional.normalize(colors[..., L["normal"]], dim=-1)
         loss = (photometric_loss(img, target) + jaw_loss(jaw, torch.zeros_like(jaw))
                 + normal_consistency_loss(nd, normal, valid.float() * mask[None])
-                + tv_loss(colors[..., 3:4][0] / alphas[0].clamp_min(1e-6), mask))
+                + tv_loss(colors[..., L["roughness"]][0] / alphas[0].clamp_min(1e-6), mask))
         t5 = time.perf_counter()
         # gradient hooks at the stage boundaries (backward runs loss -> shading -> raster -> deform -> encoder)
         img.register_hook(mark("shading_in"))

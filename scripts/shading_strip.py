@@ -40,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
+    from hravatar.geometry import intrinsics, look_at
     from hravatar.io.atomic import atomic_path
-    from hravatar.render.camera import intrinsics, look_at
     from hravatar.shading.envmap_tools import prefilter_envmap, read_envmap
     from hravatar.shading.lighting import EnvironmentLighting
     from hravatar.shading.shade import shade
-    from hravatar.shading.synthetic import sphere_gbuffer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers.sphere_gbuffer import sphere_gbuffer
 
     s = args.size
     vm = look_at((0.0, 0.3, 3.4)).unsqueeze(0)

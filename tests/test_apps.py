@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.cli import run
 from hravatar.io.envmap import write_envmap
 from hravatar.io.ply import read_gaussian_ply
 from hravatar.io.video import read_video
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,10 +78,10 @@ def test_edit_f0_changes_image_and_saves(tiny):
     w = img.shape[1]
     before, after = img[:, : w // 2 - 1], img[:, w // 2 + 1:]
     assert after.mean() > before.mean()  # higher F0: more reflection
-    from hravatar.apps.common import load_avatar
+    from hravatar.avatar import load_avatar
 
     la = load_avatar(saved, "cpu")
-    assert torch.allclose(la.avatar.f0, torch.full_like(la.avatar.f0, 0.6), atol=1e-3)
+    assert torch.allclose(la.gaussians.f0, torch.full_like(la.gaussians.f0, 0.6), atol=1e-3)
     assert run(["edit", str(av)]) == 2  # nothing to edit: one-line error
 
 
@@ -90,10 +90,10 @@ def test_export_ply_and_canonical(tiny):
     ply, can = root / "a.ply", root / "can.safetensors"
     assert run(["export", str(av), "--ply", str(ply), "--expression", "jaw=0.2", "--canonical", str(can)]) == 0
     d = read_gaussian_ply(ply)
-    from hravatar.apps.common import load_avatar
+    from hravatar.avatar import load_avatar
 
     la = load_avatar(av, "cpu")
-    assert d["means"].shape == (la.avatar.num_points, 3) and np.isfinite(d["means"]).all()
+    assert d["means"].shape == (la.gaussians.num_points, 3) and np.isfinite(d["means"]).all()
     assert 0 <= d["colors"].min() and d["colors"].max() <= 1 and "roughness" in d["extra"]
     assert can.stat().st_size > 0
     ply2 = root / "b.ply"
@@ -103,7 +103,7 @@ def test_export_ply_and_canonical(tiny):
 
 def test_exported_ply_renders_like_the_avatar(tiny):
     """The PLY alone (standard 3DGS fields, no avatar code) covers the same pixels as the avatar."""
-    from hravatar.apps.common import load_avatar, render
+    from hravatar.avatar import load_avatar
     from hravatar.render import rasterize
 
     _, av, _, root = tiny
@@ -115,7 +115,7 @@ def test_exported_ply_renders_like_the_avatar(tiny):
     cam = la.camera()
     _, alpha_ply, _ = rasterize(d["means"], d["quats"], d["scales"], d["opacities"], d["colors"],
                                 cam.viewmat[None], cam.K[None], cam.width, cam.height)
-    alpha_av = render(la, la.reference.params, cam)["alpha"]
+    alpha_av = la.render(la.reference.params, cam).alpha
     assert alpha_av.mean() > 0.05
     assert (alpha_ply - alpha_av).abs().max() < 1e-3
 
@@ -145,8 +145,8 @@ def test_missing_and_incompatible_avatar(tmp_path):
 
 
 def test_viewer_serves_a_frame_and_stops(tiny):
-    from hravatar.apps.common import load_avatar
     from hravatar.apps.view import Viewer, make_server
+    from hravatar.avatar import load_avatar
 
     _, av, hdr, _ = tiny
     server = make_server(Viewer(load_avatar(av, "cpu"), [hdr], 64, 4), 0)
@@ -167,13 +167,13 @@ def test_viewer_serves_a_frame_and_stops(tiny):
 
 
 def test_edit_region_changes_only_that_region(tiny):
-    from hravatar.apps.common import load_avatar
     from hravatar.apps.relight import EditConfig, edited_materials
+    from hravatar.avatar import load_avatar
 
     _, av, _, _ = tiny
     la = load_avatar(av, "cpu")
     mats = edited_materials(la, EditConfig(avatar=av, f0=0.7, region=["face"]))
-    changed = (mats["f0"] - la.avatar.f0).abs()[:, 0] > 1e-4
-    assert 0 < int(changed.sum()) < la.avatar.num_points  # some points, not all
+    changed = (mats["f0"] - la.gaussians.f0).abs()[:, 0] > 1e-4
+    assert 0 < int(changed.sum()) < la.gaussians.num_points  # some points, not all
     assert torch.allclose(mats["f0"][changed], torch.tensor(0.7))
     assert run(["edit", str(av), "--f0", "0.7", "--region", "nose"]) == 2  # unknown region: one line

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.errors import HRAvatarError
 from hravatar.evaluate import EvaluateConfig, eval_downscale, evaluate_avatar, over_background
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from helpers.synthetic_head import synthetic_head
 from hravatar.gaussians import AvatarConfig, DensifyConfig, DensifyStrategy, GaussianHead
-from hravatar.gaussians.testing import synthetic_head
 
 
 def _avatar(**cfg) -> GaussianHead:

@@ -9,13 +9,13 @@ from PIL import Image
 
 from hravatar.cli import run
 from hravatar.head.export import write_obj, write_ply
-from hravatar.head.preview import render_mesh
+from hravatar.head.preview import render_preview
 from test_head_flame import _sphere, synthetic_flame
 
 
 def test_render_mesh_lambert():
     v, f = _sphere()
-    img = render_mesh(v, f, size=64, light_dir=(0.0, 0.0, 1.0), background=0.0)
+    img = render_preview(v, f, size=64, light_dir=(0.0, 0.0, 1.0), background=0.0)
     assert img.shape == (64, 64, 3)
     assert img[0, 0].max() == 0.0  # background in the corner
     centre, rim = img[32, 32, 0], img[32, 4, 0]

@@ -34,8 +34,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
 
 @pytest.fixture(scope="module")
 def clip():
+    from helpers.synthetic_clip import synthetic_clip
     from hravatar.head import load_head_model
-    from hravatar.preprocess.synthetic import synthetic_clip
 
     model = load_head_model("open")
     return synthetic_clip(model, num_frames=8, size=256, fov_deg=30.0, head_fraction=0.35)

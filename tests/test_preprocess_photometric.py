@@ -23,8 +23,8 @@ PHOTO = ["--photometric", "--photometric-steps", "12", "--photometric-resolution
 
 @pytest.fixture(scope="module")
 def clip_video(tmp_path_factory):
+    from helpers.synthetic_clip import synthetic_clip
     from hravatar.head import load_head_model
-    from hravatar.preprocess.synthetic import synthetic_clip
 
     clip = synthetic_clip(load_head_model("open"), num_frames=6, size=256, fov_deg=30.0, head_fraction=0.35)
     return write_video(tmp_path_factory.mktemp("v") / "clip.mp4", clip.frames)

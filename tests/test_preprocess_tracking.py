@@ -12,9 +12,9 @@ pytest.importorskip("anny")
 
 @pytest.fixture(scope="module")
 def setup():
+    from helpers.synthetic_clip import synthetic_clip
     from hravatar.head import load_head_model
     from hravatar.preprocess.embedding import landmark_embedding
-    from hravatar.preprocess.synthetic import synthetic_clip
 
     model = load_head_model("open")
     emb = landmark_embedding(model)
@@ -33,7 +33,7 @@ def test_embedding_covers_landmarks(setup):
 
 
 def test_tracking_recovers_known_parameters(setup):
-    from hravatar.head.lbs import axis_angle_to_matrix
+    from hravatar.geometry import axis_angle_to_matrix
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, FaceLandmarker
     from hravatar.preprocess.tracking import TrackingConfig, track
 

@@ -9,7 +9,7 @@ import pytest
 from hravatar.errors import HRAvatarError
 from hravatar.preprocess.crop import CropWindow, crop_window, fill_and_smooth
 from hravatar.preprocess.matting import guided_filter, load_matter
-from hravatar.preprocess.meshrender import project, rasterize_mesh
+from hravatar.render.mesh import project, rasterize_mesh
 
 
 def test_fill_and_smooth_interpolates_and_removes_outliers():
@@ -105,10 +105,10 @@ def test_mediapipe_wrappers_on_blank_image():
 def test_detect_every_third_frame_retries_after_a_miss():
     pytest.importorskip("mediapipe")
     pytest.importorskip("anny")
+    from helpers.synthetic_clip import synthetic_clip
     from hravatar.head import load_head_model
     from hravatar.preprocess.crop import crop_window
     from hravatar.preprocess.detect import FaceTrack, detect_faces
-    from hravatar.preprocess.synthetic import synthetic_clip
 
     face = synthetic_clip(load_head_model("open"), num_frames=1, size=192, fov_deg=30.0, head_fraction=0.35).frames[0]
     blank = np.full_like(face, 120)

@@ -24,11 +24,11 @@ def test_crop_principal_point_clamped_window():
 def test_tracking_keeps_the_true_principal_point():
     pytest.importorskip("mediapipe")
     pytest.importorskip("anny")
+    from helpers.synthetic_clip import synthetic_clip
+    from hravatar.geometry import axis_angle_to_matrix
     from hravatar.head import load_head_model
-    from hravatar.head.lbs import axis_angle_to_matrix
     from hravatar.preprocess.embedding import landmark_embedding
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES, FaceLandmarker
-    from hravatar.preprocess.synthetic import synthetic_clip
     from hravatar.preprocess.tracking import TrackingConfig, track
 
     model = load_head_model("open")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hravatar.render.camera import intrinsics, look_at
+from helpers.sphere_gbuffer import sphere_gbuffer
+from hravatar.geometry import intrinsics, look_at
 from hravatar.shading.materials import edit_material, edit_materials
 from hravatar.shading.normals import normals_from_depth
-from hravatar.shading.synthetic import sphere_gbuffer
 
 
 def test_normals_of_a_tilted_plane() -> None:

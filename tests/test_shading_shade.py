@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hravatar.render.camera import intrinsics, look_at
+from helpers.sphere_gbuffer import sphere_gbuffer
+from hravatar.geometry import intrinsics, look_at
 from hravatar.shading.brdf_lut import default_lut, fresnel_ks
 from hravatar.shading.envmap_tools import PrefilteredEnvmap, prefilter_envmap
 from hravatar.shading.lighting import EnvironmentLighting, LearnableLighting
 from hravatar.shading.shade import shade, view_directions
-from hravatar.shading.synthetic import sphere_gbuffer
 
 
 def _cams(h: int = 48, w: int = 48) -> tuple[torch.Tensor, torch.Tensor]:

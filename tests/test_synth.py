@@ -80,46 +80,29 @@ def test_projected_mesh_covers_mask(subject, gt):
 
 
 def test_parameters_reproduce_frames(subject, gt):
+    from hravatar.avatar import Camera, FrameParams
     from hravatar.data import load_subject
-    from hravatar.synth.render import render_gbuffer, shade_gbuffer
+    from hravatar.synth.render import shade_maps, surface_maps
 
     ds = load_subject(subject, "all")
     light = gt["lights"][gt["info"]["train_env"]]
     for i in (0, FRAMES - 1):
         s = ds[i]
-        vm, K = s.viewmat[None], s.K[None]
+        cam = Camera(s.viewmat, s.K, SIZE, SIZE)
         with torch.no_grad():
-            gb = render_gbuffer(
-                gt["avatar"],
-                vm,
-                K,
-                SIZE,
-                SIZE,
-                s.shape[None],
-                s.expression[None],
-                s.pose[None],
-                s.translation[None],
-            )
+            gb = surface_maps(gt["avatar"], FrameParams(s.shape[None], s.expression[None], s.pose[None],
+                                                        s.translation[None]), cam)
             # the format stores straight colour (clamped to [0,1]) and alpha; the reader composites them
-            img = shade_gbuffer(gb, vm, K, light)["color"][0].clamp(0, 1) * gb.alpha[0]
+            img = shade_maps(gb, cam, light)["color"][0].clamp(0, 1) * gb.alpha[0]
         err = (img - s.image).abs()
         assert float(err.max()) <= 3 / 255 and float(err.mean()) < 0.5 / 255, (i, float(err.max()))
         # a different frame's parameters do not reproduce this frame
         j = (i + FRAMES // 2) % FRAMES
         o = ds[j]
         with torch.no_grad():
-            gb2 = render_gbuffer(
-                gt["avatar"],
-                vm,
-                K,
-                SIZE,
-                SIZE,
-                o.shape[None],
-                o.expression[None],
-                o.pose[None],
-                o.translation[None],
-            )
-            img2 = shade_gbuffer(gb2, vm, K, light)["image"][0].clamp(0, 1)
+            gb2 = surface_maps(gt["avatar"], FrameParams(o.shape[None], o.expression[None], o.pose[None],
+                                                         o.translation[None]), cam)
+            img2 = shade_maps(gb2, cam, light)["image"][0].clamp(0, 1)
         assert float((img2 - s.image).abs().mean()) > 5 * float(err.mean())
 
 

@@ -20,7 +20,7 @@ def test_animation_ranges_and_determinism():
     assert abs(float(ypr[:, 0].max()) - 30) < 1e-3 and abs(float(ypr[:, 0].min()) + 30) < 1e-3
     assert abs(float(ypr[:, 1].abs().max()) - 15) < 1e-3
     # the global axis-angle really has that yaw: rotate +z and measure its azimuth
-    from hravatar.head.lbs import axis_angle_to_matrix
+    from hravatar.geometry import axis_angle_to_matrix
 
     fwd = axis_angle_to_matrix(a.pose[:, 0]) @ torch.tensor([0.0, 0.0, 1.0])
     yaw = torch.rad2deg(torch.atan2(fwd[:, 0], fwd[:, 2]))
@@ -92,7 +92,7 @@ def test_procedural_materials_on_points():
 
 
 def test_vertex_materials_on_test_head():
-    from hravatar.gaussians.testing import synthetic_head
+    from helpers.synthetic_head import synthetic_head
 
     head = synthetic_head(subdivisions=2)
     beta = random_identity(head, seed=5)

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from hravatar.gaussians import DensifyConfig, GaussianHead
-from hravatar.train import TrainConfig, load_trained, scaled_schedule, train
-from hravatar.train_testing import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject
+from hravatar.avatar import load_avatar
+from hravatar.gaussians import DensifyConfig, load_gaussians
+from hravatar.train import TrainConfig, scaled_schedule, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,8 +49,8 @@ def test_learns(subject, tmp_path):
     for f in ("avatar.safetensors", "lighting.safetensors", "encoder.safetensors", "curves.png",
               "train_config.yaml", "checkpoint.pt"):
         assert (out / f).is_file(), f
-    ta = load_trained(out)
-    assert ta.avatar.num_points == info["points"] and ta.encoder is not None
+    ta = load_avatar(out, None)
+    assert ta.gaussians.num_points == info["points"] and ta.encoder is not None
 
 
 def test_resume_is_exact(subject, tmp_path):
@@ -62,8 +63,8 @@ def test_resume_is_exact(subject, tmp_path):
     assert train(_cfg(subject, b, resume=True, **kw)) == 0
     ra, rb = _rows(a), _rows(b)
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]  # every loss, including the next one
-    A = GaussianHead.load(a / "avatar.safetensors")
-    B = GaussianHead.load(b / "avatar.safetensors")
+    A = load_gaussians(a / "avatar.safetensors")
+    B = load_gaussians(b / "avatar.safetensors")
     assert A.num_points == B.num_points and A.num_points > 320
     for k in A.params:
         assert torch.equal(A.params[k], B.params[k]), k
@@ -87,7 +88,7 @@ def test_nan_guard(subject, tmp_path, caplog):
     assert "non-finite" in caplog.text
     rows = _rows(out)
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 4, 5, 6, 7]
-    assert all(torch.isfinite(p).all() for p in GaussianHead.load(out / "avatar.safetensors").params.values()
+    assert all(torch.isfinite(p).all() for p in load_gaussians(out / "avatar.safetensors").params.values()
                if p.is_floating_point())
     # repeated bad steps stop cleanly with a checkpoint and status 3
     out2 = tmp_path / "n2"
@@ -105,7 +106,7 @@ def test_ablations_train(subject, tmp_path, flag):
     loss = [float(r["loss"]) for r in rows]
     assert all(map(lambda x: x == x, loss))
     assert sum(loss[-4:]) / 4 < sum(loss[:4]) / 4
-    av = GaussianHead.load(out / "avatar.safetensors")
+    av = load_gaussians(out / "avatar.safetensors")
     if flag == "rig_to_mesh":
         assert av.rig == "triangle"
     if flag == "no_learnable_deformation":

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from helpers.tiny_subject import make_tiny_subject
 from hravatar.cli import run
 from hravatar.evaluate import EvaluateConfig, evaluate_avatar
 from hravatar.train import TrainConfig, train
-from hravatar.train_testing import make_tiny_subject
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -135,16 +135,17 @@ def _overlaps_training(ds: Any, split: str, train_test_frames: int | None) -> in
 
 def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg``; returns the ``metrics.json`` content (also written to disk)."""
-    from hravatar.data import load_subject
+    from hravatar.avatar import load_avatar
+    from hravatar.data import downscale_frame, downscale_image, load_subject
     from hravatar.data.format import write_png
+    from hravatar.device import resolve_device
     from hravatar.metrics import lmse, load_lpips, lpips_available, mae100, normal_cosine, psnr, ssim
     from hravatar.report.plots import error_map, hstack, normal_to_rgb
-    from hravatar.train import downscale_frame, downscale_image, load_trained, resolve_device
 
     dev = resolve_device(cfg.device)
-    ta = load_trained(cfg.avatar, dev)
-    subject = cfg.subject or (Path(ta.info["subject"]) if ta.info.get("subject") else ta.config.subject)
-    test_frames = cfg.test_frames if cfg.test_frames is not None else ta.config.test_frames
+    ta = load_avatar(cfg.avatar, dev)
+    subject = cfg.subject or (Path(ta.info["subject"]) if ta.info.get("subject") else ta.settings.subject)
+    test_frames = cfg.test_frames if cfg.test_frames is not None else ta.settings.test_frames
     ds = load_subject(subject, cfg.split, test_frames)
     out = Path(cfg.output) if cfg.output is not None else Path(cfg.avatar) / "eval"
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -168,8 +169,8 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     else:
         lp_note = "LPIPS not computed (--no-lpips)"
     has_gt = ds.gt_dir is not None
-    d_eval = eval_downscale(cfg.resolution, ta.config.downscale)
-    overlap = _overlaps_training(ds, cfg.split, ta.config.test_frames)
+    d_eval = eval_downscale(cfg.resolution, ta.settings.downscale)
+    overlap = _overlaps_training(ds, cfg.split, ta.settings.test_frames)
     if overlap:
         log.warning("%d of the evaluated frames were training frames (training held out fewer); "
                     "the numbers are not held-out numbers", overlap)
@@ -179,9 +180,9 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     for i in progress(idx, desc="evaluate"):
         fr = downscale_frame(ds[i], d_eval).to(dev)
         t1 = time.perf_counter()
-        r = ta.render(fr, use_encoder=cfg.use_encoder, backend=cfg.backend)
+        r = ta.render_frame(fr, use_encoder=cfg.use_encoder, backend=cfg.backend)
         render_s += time.perf_counter() - t1
-        img = over_background(r["image"][0], r["alpha"][0], cfg.background).clamp(0, 1)
+        img = over_background(r.image[0], r.alpha[0], cfg.background).clamp(0, 1)
         gt = over_background(fr.image, fr.mask, cfg.background).clamp(0, 1)
         row: dict[str, Any] = {"frame": ds.frame_indices[i], "name": fr.name,
                                "psnr": float(psnr(img, gt)[0]), "ssim": float(ssim(img, gt)[0]),
@@ -189,25 +190,25 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
         with torch.no_grad():
             for net, m in lp_nets.items():
                 row[f"lpips_{net}"] = float(m(img[None], gt[None])[0])
-        if has_gt and "albedo" in r:
+        if has_gt and r.albedo is not None:
             d = d_eval
             gm = ds.gt_map(i, "mask")
             gm = downscale_image(ds[i].mask if gm is None else gm, d).to(dev)
             galb = ds.gt_map(i, "albedo")
             if galb is not None:
                 galb = downscale_image(galb, d).to(dev)
-                row["albedo_lmse"] = float(lmse(r["albedo"][0].clamp(0, 1), galb, gm)[0])
+                row["albedo_lmse"] = float(lmse(r.albedo[0].clamp(0, 1), galb, gm)[0])
             gn = ds.gt_map(i, "normal")
             if gn is not None:
                 gn = downscale_image(gn, d).to(dev)
-                n_cam = torch.einsum("ij,hwj->hwi", fr.viewmat[:3, :3], r["normal"][0])
-                m = gm * (r["alpha"][0] > 0.5)
+                n_cam = torch.einsum("ij,hwj->hwi", fr.viewmat[:3, :3], r.normal[0])
+                m = gm * (r.alpha[0] > 0.5)
                 row["normal_cosine"] = float(normal_cosine(n_cam, gn, m)[0])
         rows.append(row)
         if i in img_set:
             panels = [gt, img, error_map(img, gt)]
-            if "albedo" in r:
-                panels += [r["albedo"][0].clamp(0, 1), normal_to_rgb(r["normal"][0], r["alpha"][0])]
+            if r.albedo is not None:
+                panels += [r.albedo[0].clamp(0, 1), normal_to_rgb(r.normal[0], r.alpha[0])]
             write_png(out / "images" / f"{fr.name}.png",
                       (np.clip(hstack(panels), 0, 1) * 255 + 0.5).astype(np.uint8))
     keys = ["psnr", "ssim", "lpips_vgg", "lpips_alex", "mae100", "albedo_lmse", "normal_cosine"]
@@ -221,7 +222,7 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
             "split": cfg.split,
             "resolution": cfg.resolution,
             "image_size": list(img.shape[:2]) if rows else None,
-            "train_downscale": int(ta.config.downscale),
+            "train_downscale": int(ta.settings.downscale),
             "frames_seen_in_training": overlap,
             "background": cfg.background,
             "lpips_headline": "vgg",

@@ -22,8 +22,9 @@ Output folder::
     AVATAR/curves.csv, curves.png training curves
     AVATAR/checkpoint.pt          everything needed to resume exactly (written every few minutes)
 
-Use :func:`load_trained` to get the avatar, lighting and encoder back, and
-:func:`render_frame` to render them.
+Load the result with :func:`hravatar.avatar.load_avatar` and render it with its
+:meth:`~hravatar.avatar.Avatar.render`; the trainer renders through the same
+:func:`hravatar.avatar.render` (differentiably).
 """
 
 from __future__ import annotations
@@ -39,14 +40,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-import torch.nn.functional as F
 import tyro
 from torch import Tensor
 
+from hravatar.avatar import Camera, frame_params, pad_expression, render
 from hravatar.config import from_dict, save_config, to_dict
-from hravatar.data import FrameSample, SubjectDataset, load_subject
+from hravatar.data import SubjectDataset, downscale_frame, load_subject
+from hravatar.device import resolve_device, tune_cpu_allocator
 from hravatar.errors import HRAvatarError
-from hravatar.gaussians import AvatarConfig, DensifyConfig, DensifyStrategy, GaussianHead, LearningRates, position_lr
+from hravatar.gaussians import (
+    AvatarConfig,
+    DensifyConfig,
+    DensifyStrategy,
+    GaussianHead,
+    LearningRates,
+    position_lr,
+    save_gaussians,
+)
 from hravatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from hravatar.losses import LossWeights, albedo_prior_loss, jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
 from hravatar.metrics import psnr
@@ -151,45 +161,6 @@ class TrainConfig:
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
-_ALLOCATOR_TUNED: bool | None = None
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed memory in the process heap instead of returning it to the OS (glibc only).
-
-    A training step allocates and frees tensors of tens of megabytes (basis gradients, G-buffers);
-    glibc serves those with fresh ``mmap`` pages and unmaps them on free, so every step pays the
-    page faults again: measured on a 2-core machine, a ``[225744,100]`` outer product took 40 ms
-    instead of 3.5 ms. Disabling ``mmap`` for large blocks (``M_MMAP_MAX = 0``) and heap trimming
-    (``M_TRIM_THRESHOLD``) makes the heap reuse the same pages every step; results are unchanged.
-    Idempotent; a no-op (``False``) without glibc or when ``HRAVATAR_NO_MALLOPT=1``.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED is not None:
-        return _ALLOCATOR_TUNED
-    import ctypes
-    import os
-    import platform
-
-    ok = False
-    if platform.system() == "Linux" and os.environ.get("HRAVATAR_NO_MALLOPT", "") not in ("1", "true", "yes"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            m_trim_threshold, m_mmap_max = -1, -4
-            ok = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-        except (OSError, AttributeError):
-            ok = False
-    _ALLOCATOR_TUNED = ok
-    return ok
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def scaled_schedule(cfg: TrainConfig, total: int) -> tuple[DensifyConfig, int]:
     """The densification config and albedo warm-up for a run of ``total`` iterations.
 
@@ -212,12 +183,6 @@ def scaled_schedule(cfg: TrainConfig, total: int) -> tuple[DensifyConfig, int]:
     return dens, int(round(cfg.albedo_warmup * r))
 
 
-def camera_center(viewmat: Tensor) -> Tensor:
-    """World position ``[3]`` of the camera of an OpenCV world-to-camera ``viewmat [4,4]``."""
-    R, t = viewmat[:3, :3], viewmat[:3, 3]
-    return -(R.T @ t)
-
-
 def resolve_head_model(
     subject: Path, name: str, subject_model: str, flame_path: Path | None, device: torch.device
 ) -> Any:
@@ -238,155 +203,6 @@ def resolve_head_model(
     raise HRAvatarError(f"{subject}: unknown head model {name!r}; pass --head-model open or flame")
 
 
-def downscale_image(x: Tensor | None, d: int) -> Tensor | None:
-    """Area-downscale an image ``[H,W,C]`` by an integer factor ``d`` (cropping to multiples of d)."""
-    if x is None or d <= 1:
-        return x
-    H, W = x.shape[0] // d * d, x.shape[1] // d * d
-    y = x[:H, :W].permute(2, 0, 1)[None]
-    return F.avg_pool2d(y, d)[0].permute(1, 2, 0).contiguous()
-
-
-def downscale_frame(fr: FrameSample, d: int) -> FrameSample:
-    """Area-downscale images and scale the intrinsics by an integer factor ``d``."""
-    if d <= 1:
-        return fr
-    K = fr.K.clone()
-    K[:2] = K[:2] / d
-    return dataclasses.replace(fr, image=downscale_image(fr.image, d), mask=downscale_image(fr.mask, d),
-                               albedo=downscale_image(fr.albedo, d), K=K)
-
-
-# ---- rendering -------------------------------------------------------------------------------------
-def render_frame(
-    avatar: GaussianHead,
-    lighting: Any,
-    shape: Tensor,
-    expression: Tensor,
-    pose: Tensor,
-    translation: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
-    mode: Literal["pbr", "albedo", "color"] = "pbr",
-    backend: str = "auto",
-    background: Tensor | float | None = None,
-    shading_maps: bool = False,
-) -> dict[str, Any]:
-    """Render the avatar for one set of parameters and one camera.
-
-    Args:
-        avatar: the Gaussian avatar; lighting: a :class:`~hravatar.shading.lighting.Lighting`.
-        shape ``[1,S']``, expression ``[1,E']``, pose ``[1,5,3]`` (axis-angle), translation ``[1,3]``
-        (metres); viewmat ``[4,4]`` OpenCV world-to-camera; K ``[3,3]`` pixels.
-        mode: ``"pbr"`` (shaded), ``"albedo"`` (the albedo map is the image: warm-up) or ``"color"``
-            (no-PBR ablation: plain per-point colour).
-        background: behind the avatar (default black).
-        shading_maps: also return every intermediate shading map (``shading``, pbr only); this
-            shades all pixels. By default only covered pixels (alpha > 0) are shaded and scattered
-            back (the same image up to float round-off, about 2.5x less shading work at our framing).
-    Returns:
-        dict of ``[1,H,W,*]`` tensors: ``image``, ``alpha``, ``depth`` (expected z, metres), and for
-        pbr/albedo ``albedo`` (accumulated over black), ``normal`` (world, unit), ``roughness``,
-        ``f0`` (un-premultiplied); plus ``meta`` (the rasterizer's) and, with ``shading_maps``,
-        ``shading`` (the dict of :func:`hravatar.shading.shade.shade`).
-    """
-    from hravatar.render import rasterize
-    from hravatar.shading.shade import shade
-
-    g = avatar.deform(shape, expression, pose, translation)
-    vm, Ks = viewmat[None], K[None]
-    if mode == "color":
-        feats = avatar.colors
-    else:
-        n = g.normals(camera_center(viewmat)[None])[0]
-        feats = torch.cat([avatar.albedo, avatar.roughness, avatar.f0, n], -1)
-    colors, alphas, meta = rasterize(g.means[0], g.quats[0], g.scales[0], g.opacities[0], feats, vm, Ks,
-                                     width, height, render_mode="RGB+ED", backend=backend)
-    out: dict[str, Any] = {"alpha": alphas, "depth": colors[..., -1:], "meta": meta}
-    bg = 0.0 if background is None else background
-    if mode == "color":
-        out["image"] = colors[..., :3] + (1 - alphas) * bg
-        return out
-    a = alphas.clamp_min(1e-6)
-    out["albedo"] = colors[..., 0:3]
-    out["roughness"] = colors[..., 3:4] / a
-    out["f0"] = colors[..., 4:5] / a
-    out["normal"] = F.normalize(colors[..., 5:8], dim=-1, eps=1e-8)
-    if mode == "albedo":
-        out["image"] = colors[..., 0:3] + (1 - alphas) * bg
-        return out
-    if not shading_maps:
-        out["image"] = shade_foreground(colors, alphas, vm, Ks, lighting, background)
-        return out
-    gb = {"albedo": colors[..., 0:3], "roughness": colors[..., 3:4], "f0": colors[..., 4:5],
-          "normal": colors[..., 5:8], "alpha": alphas}
-    sh = shade(gb, (vm, Ks), lighting, background=background, premultiplied=True)
-    out["image"] = sh["image"]
-    out["shading"] = sh
-    return out
-
-
-def _pixel_view_directions(viewmats: Tensor, Ks: Tensor, width: int, height: int, flat_idx: Tensor) -> Tensor:
-    """Unit directions ``[P,3]`` (world) from the surface toward the camera at flat pixel indices
-    ``c*H*W + y*W + x`` (pixel centres at +0.5): :func:`hravatar.shading.shade.view_directions`
-    evaluated only where needed."""
-    hw = height * width
-    cam = torch.div(flat_idx, hw, rounding_mode="floor")
-    rem = flat_idx - cam * hw
-    y = torch.div(rem, width, rounding_mode="floor")
-    x = rem - y * width
-    dt = viewmats.dtype
-    pix = torch.stack([x.to(dt) + 0.5, y.to(dt) + 0.5, torch.ones_like(x, dtype=dt)], -1)  # [P,3]
-    kinv = torch.linalg.inv(Ks.to(dt))  # [C,3,3]
-    d_cam = torch.einsum("pij,pj->pi", kinv[cam], pix)
-    d_world = torch.einsum("pji,pj->pi", viewmats[cam, :3, :3], d_cam)  # R^T d
-    return -F.normalize(d_world, dim=-1)
-
-
-def shade_foreground(
-    colors: Tensor, alphas: Tensor, viewmats: Tensor, Ks: Tensor, lighting: Any,
-    background: Tensor | float | None = None,
-) -> Tensor:
-    """Deferred shading of the covered pixels only, composited over ``background``.
-
-    Args:
-        colors: rasterized G-buffer ``[C,H,W,>=8]`` (albedo 3, roughness 1, F0 1, normal 3,
-            alpha-accumulated, as :func:`render_frame` renders it); alphas: ``[C,H,W,1]``.
-        viewmats ``[C,4,4]`` (OpenCV world-to-camera), Ks ``[C,3,3]`` (pixels); lighting: a
-            :class:`~hravatar.shading.lighting.Lighting`; background: ``[C,H,W,3]``, ``[3]``, a
-            scalar or ``None`` (black).
-    Returns:
-        the image ``[C,H,W,3]``: :func:`hravatar.shading.shade.shade`'s ``image`` up to float
-        round-off. Pixels with alpha 0 have no contributing Gaussian, so there the image is the
-        background and no parameter gets a gradient from them: they are not shaded at all.
-    """
-    from hravatar.shading.shade import shade
-
-    C, H, W, D = colors.shape
-    idx = torch.nonzero(alphas.reshape(-1) > 0).squeeze(1)  # [P] covered pixels
-    g = colors.reshape(-1, D).index_select(0, idx)
-    a = alphas.reshape(-1, 1).index_select(0, idx)
-    v = _pixel_view_directions(viewmats, Ks, W, H, idx).to(colors.dtype)
-    bg_full = None
-    if background is not None and torch.is_tensor(background) and background.dim() > 1:
-        bg_full = background.to(colors).expand(C, H, W, 3).reshape(-1, 3)
-        bg_fg = bg_full.index_select(0, idx)
-    else:
-        bg_fg = background
-    gb = {"albedo": g[:, 0:3], "roughness": g[:, 3:4], "f0": g[:, 4:5], "normal": g[:, 5:8], "alpha": a}
-    img_fg = shade(gb, v, lighting, background=bg_fg, premultiplied=True)["image"]  # [P,3]
-    if bg_full is None:
-        if background is None:
-            base = colors.new_zeros(C * H * W, 3)
-        else:
-            base = torch.as_tensor(background, dtype=colors.dtype, device=colors.device).expand(C * H * W, 3)
-    else:
-        base = bg_full
-    return base.index_copy(0, idx, img_fg).reshape(C, H, W, 3)
-
-
 def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device, expr_names: list[str] | None = None) -> Any:
     """The expression encoder of ``cfg`` (None for ``--encoder none``); the jaw expressions among
     ``expr_names`` are held at zero (:func:`hravatar.encoder.jaw_expression_indices`)."""
@@ -403,10 +219,6 @@ def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device, expr_na
         else:
             load_smirk_checkpoint(enc, cfg.smirk_checkpoint)
     return enc.to(device)
-
-
-def _pad(x: Tensor, n: int) -> Tensor:
-    return F.pad(x, (0, max(0, n - x.shape[-1])))[..., :n]
 
 
 # ---- the trainer -----------------------------------------------------------------------------------
@@ -485,7 +297,7 @@ class Trainer:
 
         def sample(idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             crops = torch.stack([self.ds.face_crop(int(i)) for i in idx])
-            return crops, _pad(self.ds.expression[idx], E), self.ds.pose[idx, 2]
+            return crops, pad_expression(self.ds.expression[idx], E), self.ds.pose[idx, 2]
 
         losses = warm_start(self.encoder, sample, len(self.ds), c.encoder_warmup_steps, c.encoder_warmup_batch,
                             c.encoder_warmup_lr, seed=c.seed, device=self.device)
@@ -611,16 +423,6 @@ class Trainer:
             return "color"
         return "albedo" if it < self.warmup else "pbr"
 
-    def params_for(self, fr: FrameSample) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(expression [1,E], pose [1,5,3], predicted jaw [1,3] or None)`` of a frame (on device)."""
-        E = self.avatar.num_expr
-        pose = fr.pose[None].clone()
-        if self.encoder is None:
-            return _pad(fr.expression[None], E), pose, None
-        expr, jaw = self.encoder(fr.face_crop[None])
-        pose = torch.cat([pose[:, :2], jaw[:, None], pose[:, 3:]], 1)
-        return expr, pose, jaw
-
     def step(self, it: int) -> dict[str, float] | None:
         """One training iteration; returns the loss terms, or ``None`` for a skipped (non-finite) step."""
         c, w = self.cfg, self.cfg.loss
@@ -634,24 +436,24 @@ class Trainer:
 
             freeze_batchnorm(self.encoder)
         mode = self._mode(it)
-        expr, pose, jaw = self.params_for(fr)
-        out = render_frame(self.avatar, self.lighting, fr.shape[None], expr, pose, fr.translation[None],
-                           fr.viewmat, fr.K, self.width, self.height, mode, c.backend)
-        self.strategy.step_pre_backward(out["meta"])
-        img = out["image"][0]
+        p, jaw = frame_params(fr, self.avatar.num_expr, self.encoder)
+        out = render(self.avatar, self.lighting, p, Camera(fr.viewmat, fr.K, self.width, self.height), mode,
+                     backend=c.backend)
+        self.strategy.step_pre_backward(out.meta)
+        img = out.image[0]
         terms: dict[str, Tensor] = {"photo": photometric_loss(img, fr.image, w.l1, w.dssim)}
         if jaw is not None and w.jaw:
             terms["jaw"] = jaw_loss(jaw, fr.pose[None, 2], w.jaw)
         if mode != "color" and w.normal:
             from hravatar.shading.normals import normals_from_depth
 
-            nd, valid = normals_from_depth(out["depth"], fr.K[None], fr.viewmat[None], out["alpha"])
+            nd, valid = normals_from_depth(out.depth, fr.K[None], fr.viewmat[None], out.alpha)
             m = valid.to(nd.dtype) * fr.mask[None]
-            terms["normal"] = normal_consistency_loss(nd, out["normal"], m, w.normal)
+            terms["normal"] = normal_consistency_loss(nd, out.normal, m, w.normal)
         if mode != "color" and fr.albedo is not None and w.albedo:
-            terms["albedo"] = albedo_prior_loss(out["albedo"][0], fr.albedo, fr.mask, w.albedo)
+            terms["albedo"] = albedo_prior_loss(out.albedo[0], fr.albedo, fr.mask, w.albedo)
         if mode == "pbr" and w.roughness_tv:
-            terms["tv"] = tv_loss(out["roughness"][0], fr.mask, w.roughness_tv)
+            terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
         loss = sum(terms.values())
         if it in c.inject_nan_at:
             loss = loss * float("nan")
@@ -670,7 +472,7 @@ class Trainer:
             return None
         for o in opts:
             o.step()
-        self.strategy.step_post_backward(self.avatar, self.opt, it, out["meta"], self.width, self.height)
+        self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True)
         with torch.no_grad():
@@ -761,7 +563,7 @@ class Trainer:
         """Write the final avatar, lighting, encoder and ``training.json``."""
         from safetensors.torch import save_file
 
-        self.avatar.save(self.out / "avatar.safetensors", extra_meta={"trainer": "hravatar.train"})
+        save_gaussians(self.avatar, self.out / "avatar.safetensors", extra_meta={"trainer": "hravatar.train"})
         with atomic_path(self.out / "lighting.safetensors") as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.lighting.state_dict().items()}, str(tmp))
         if self.encoder is not None:
@@ -797,73 +599,3 @@ class Trainer:
 def train(cfg: TrainConfig) -> int:
     """Train (or resume) the avatar described by ``cfg``; returns an exit status (0 = done)."""
     return Trainer.create(cfg).run()
-
-
-# ---- loading a trained avatar ----------------------------------------------------------------------
-@dataclass
-class TrainedAvatar:
-    """A trained avatar folder loaded for rendering (see :func:`load_trained`)."""
-
-    avatar: GaussianHead
-    lighting: Any
-    encoder: Any
-    config: TrainConfig
-    info: dict[str, Any]
-
-    @property
-    def mode(self) -> str:
-        """``"pbr"``, or ``"color"`` for a no-PBR avatar."""
-        return "color" if self.config.no_pbr else "pbr"
-
-    @torch.no_grad()
-    def render(self, fr: FrameSample, use_encoder: bool = True, backend: str = "auto",
-               mode: str | None = None) -> dict[str, Any]:
-        """Render one (device-resident, already downscaled) frame of a subject with its tracked camera,
-        shape and pose; the expression and jaw come from the encoder unless ``use_encoder`` is False."""
-        E = self.avatar.num_expr
-        pose = fr.pose[None].clone()
-        if self.encoder is not None and use_encoder:
-            self.encoder.eval()
-            expr, jaw = self.encoder(fr.face_crop[None])
-            pose = torch.cat([pose[:, :2], jaw[:, None], pose[:, 3:]], 1)
-        else:
-            expr = _pad(fr.expression[None], E)
-        H, W = fr.image.shape[:2]
-        return render_frame(self.avatar, self.lighting, fr.shape[None], expr, pose, fr.translation[None],
-                            fr.viewmat, fr.K, W, H, mode or self.mode, backend)
-
-
-def load_trained(path: str | Path, device: torch.device | str | None = None) -> TrainedAvatar:
-    """Load ``AVATAR/`` written by ``hravatar train`` (avatar, learned lighting, encoder, config)."""
-    from safetensors.torch import load_file
-
-    from hravatar.config import load_config
-    from hravatar.shading.lighting import LearnableLighting
-
-    root = Path(path)
-    if not (root / "avatar.safetensors").is_file():
-        hint = ""
-        if (root / "checkpoint.pt").is_file():
-            hint = " (training has not finished; run `hravatar train --resume`)"
-        raise HRAvatarError(f"{root}: no avatar.safetensors{hint}")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    cfg = load_config(TrainConfig, root / "train_config.yaml")
-    avatar = GaussianHead.load(root / "avatar.safetensors", device=dev)
-    lighting = LearnableLighting().to(dev)
-    lighting.load_state_dict(load_file(str(root / "lighting.safetensors"), device=str(dev)))
-    enc = None
-    if (root / "encoder.safetensors").is_file():
-        from safetensors import safe_open
-
-        from hravatar.encoder import ExpressionEncoder, jaw_expression_indices
-
-        with safe_open(str(root / "encoder.safetensors"), framework="pt") as f:
-            md = f.metadata() or {}
-        enc = ExpressionEncoder(int(md.get("num_expr", avatar.num_expr)), backbone=md.get("backbone", cfg.encoder),
-                                width_mult=float(md.get("width", cfg.encoder_width)), pretrained=False,
-                                input_size=int(md.get("input_size", cfg.encoder_input_size)),
-                                frozen_expressions=jaw_expression_indices(avatar.expr_names)).to(dev)
-        enc.load_state_dict(load_file(str(root / "encoder.safetensors"), device=str(dev)))
-        enc.eval()
-    info = json.loads((root / "training.json").read_text()) if (root / "training.json").is_file() else {}
-    return TrainedAvatar(avatar, lighting, enc, cfg, info)

@@ -11,14 +11,13 @@ import torch
 import tyro
 
 from hravatar.apps.common import (
-    FrameParams,
-    LoadedAvatar,
     apply_assignments,
-    load_avatar,
     load_environment,
     parse_assignments,
 )
+from hravatar.avatar import Avatar, FrameParams, load_avatar
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians import export_ply
 from hravatar.render import camera_centers
 
 
@@ -47,11 +46,11 @@ class ExportConfig:
 
 
 @torch.no_grad()
-def point_colors(la: LoadedAvatar, p: FrameParams, lighting=None) -> torch.Tensor:
+def point_colors(la: Avatar, p: FrameParams, lighting=None) -> torch.Tensor:
     """``[N,3]`` per-point colours shaded by ``lighting`` (default: learned) seen from the reference camera."""
     from hravatar.shading import shade
 
-    av = la.avatar
+    av = la.gaussians
     if la.mode != "pbr":
         return av.colors.clamp(0, 1)
     g = av.deform(p.shape, p.expression, p.pose, p.translation)
@@ -79,11 +78,11 @@ def export_cmd(cfg: ExportConfig) -> int:
                               torch.zeros_like(ref.translation))
         p = apply_assignments(la, ref, parse_assignments(cfg.expression, la.expr_names))
         if cfg.albedo:
-            colors = la.avatar.albedo if la.mode == "pbr" else la.avatar.colors
+            colors = la.gaussians.albedo if la.mode == "pbr" else la.gaussians.colors
         else:
             light = load_environment(cfg.shaded, la) if cfg.shaded else None
             colors = point_colors(la, p, light)
-        la.avatar.export_ply(cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
+        export_ply(la.gaussians, cfg.ply, expression=p.expression[0], pose=p.pose[0], colors=colors,
                              shape=p.shape[0], translation=p.translation[0])
         print(cfg.ply)
     if cfg.canonical is not None:

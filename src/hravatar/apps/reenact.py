@@ -9,21 +9,15 @@ from typing import Annotated
 import tyro
 
 from hravatar.apps.common import (
-    FrameParams,
-    LoadedAvatar,
-    axis_angle_to_matrix,
     check_output,
-    compose_axis_angle,
     frame_indices,
     hstack,
-    load_avatar,
-    matrix_to_axis_angle,
-    render,
-    subject_fps,
     to_uint8,
     write_frames,
 )
+from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps, with_encoder_expression
 from hravatar.errors import HRAvatarError
+from hravatar.geometry import axis_angle_to_matrix, compose_axis_angle, matrix_to_axis_angle
 from hravatar.progress import log, progress
 
 
@@ -75,19 +69,18 @@ def _driver_subject(cfg: ReenactConfig, out: Path) -> Path:
     return preprocess_video(drv, dest, PipelineSettings(max_frames=cfg.max_frames or None, min_frames=2))
 
 
-def driver_params(la: LoadedAvatar, fr, mode: str) -> FrameParams:
+def driver_params(la: Avatar, fr, mode: str) -> FrameParams:
     """The avatar-space parameters of one driver frame (expression from the encoder or tracking)."""
-    E = la.avatar.num_expr
-    pose = fr.pose[None].clone().to(la.device)
+    E = la.gaussians.num_expr
+    expr = fr.expression[None].to(la.device)
+    p = FrameParams(la.reference.shape, expr, fr.pose[None].clone().to(la.device),
+                    fr.translation[None].clone().to(la.device))
     if mode == "encoder":
-        expr, jaw = la.encode(fr.face_crop[None])
-        pose[:, 2] = jaw
-    else:
-        expr = fr.expression[None].to(la.device)
-        if expr.shape[-1] != E:
-            raise HRAvatarError(f"driver has {expr.shape[-1]} expression components, the avatar {E}: use "
-                                "--expressions encoder (or a driver tracked with the same head model)")
-    return FrameParams(la.reference.shape, expr, pose, fr.translation[None].clone().to(la.device))
+        return with_encoder_expression(p, *la.encode(fr.face_crop[None]))
+    if expr.shape[-1] != E:
+        raise HRAvatarError(f"driver has {expr.shape[-1]} expression components, the avatar {E}: use "
+                            "--expressions encoder (or a driver tracked with the same head model)")
+    return p
 
 
 def reenact_cmd(cfg: ReenactConfig) -> int:
@@ -123,7 +116,7 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
                     rel = axis_angle_to_matrix(d.pose[0, j]) @ axis_angle_to_matrix(first.pose[0, j]).T
                     p.pose[0, j] = compose_axis_angle(matrix_to_axis_angle(rel), ref.params.pose[0, j])
                 p.translation = ref.params.translation + (d.translation - first.translation)
-            img = to_uint8(render(la, p, cam)["image"][0])
+            img = to_uint8(la.render(p, cam).image[0])
             if cfg.side_by_side:
                 img = hstack([to_uint8(fr.image), img], height=img.shape[0])
             yield img

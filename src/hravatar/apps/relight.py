@@ -11,21 +11,20 @@ import torch
 import tyro
 
 from hravatar.apps.common import (
-    LoadedAvatar,
     check_output,
     env_background,
     frame_indices,
-    load_avatar,
     load_environment,
-    render,
     to_uint8,
     write_frames,
 )
+from hravatar.avatar import Avatar, load_avatar
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians import save_gaussians
 from hravatar.progress import log, progress
 
 
-def _require_pbr(la: LoadedAvatar, what: str) -> None:
+def _require_pbr(la: Avatar, what: str) -> None:
     if la.mode != "pbr":
         raise HRAvatarError(f"{la.path}: trained without physically based shading (--no-pbr ablation); "
                             f"{what} needs a shaded avatar")
@@ -88,7 +87,7 @@ def relight_cmd(cfg: RelightConfig) -> int:
         for p, c, rot in progress(jobs, desc="relight"):
             env.rotation = float(rot)
             bg = env_background(env, c) if cfg.background == "map" else None
-            yield to_uint8(render(la, p, c, lighting=env, background=bg)["image"][0])
+            yield to_uint8(la.render(p, c, lighting=env, background=bg).image[0])
 
     write_frames(out, frames(), fps=cfg.fps, total=len(jobs))
     log.info("relit with %s (auto exposure %+.2f stops, extra %+.2f)", cfg.envmap,
@@ -97,7 +96,7 @@ def relight_cmd(cfg: RelightConfig) -> int:
     return 0
 
 
-def region_mask(la: LoadedAvatar, regions: list[str]) -> torch.Tensor | None:
+def region_mask(la: Avatar, regions: list[str]) -> torch.Tensor | None:
     """``[N,1]`` bool: points whose nearest canonical head-model vertex lies in one of ``regions``."""
     if not regions:
         return None
@@ -111,9 +110,9 @@ def region_mask(la: LoadedAvatar, regions: list[str]) -> torch.Tensor | None:
     for r in regions:
         vmask |= head.regions[r].cpu()
     tree = cKDTree(head.v_template.detach().cpu().numpy())
-    _, nn = tree.query(la.avatar.params["means"].detach().cpu().numpy())
-    if la.avatar.rig == "triangle":  # canonical positions are triangle-local: use the binding
-        nn = head.faces[la.avatar.params["binding"].cpu(), 0].numpy()
+    _, nn = tree.query(la.gaussians.params["means"].detach().cpu().numpy())
+    if la.gaussians.rig == "triangle":  # canonical positions are triangle-local: use the binding
+        nn = head.faces[la.gaussians.params["binding"].cpu(), 0].numpy()
     return vmask[torch.as_tensor(nn)][:, None].to(la.device)
 
 
@@ -149,19 +148,19 @@ class EditConfig:
     """auto, cpu or cuda"""
 
 
-def edited_materials(la: LoadedAvatar, cfg: EditConfig) -> dict[str, torch.Tensor]:
+def edited_materials(la: Avatar, cfg: EditConfig) -> dict[str, torch.Tensor]:
     """The avatar's ``roughness``/``f0`` ``[N,1]`` after the edit in ``cfg``."""
     from hravatar.shading.materials import edit_materials
 
     if all(v is None for v in (cfg.f0, cfg.f0_scale, cfg.roughness, cfg.roughness_scale)):
         raise HRAvatarError("nothing to edit: give --f0, --f0-scale, --roughness or --roughness-scale")
     mask = region_mask(la, cfg.region)
-    r, f = edit_materials(la.avatar.roughness, la.avatar.f0, mask, roughness_scale=cfg.roughness_scale,
+    r, f = edit_materials(la.gaussians.roughness, la.gaussians.f0, mask, roughness_scale=cfg.roughness_scale,
                           roughness_set=cfg.roughness, f0_scale=cfg.f0_scale, f0_set=cfg.f0)
     return {"roughness": r, "f0": f}
 
 
-def _save_edited(la: LoadedAvatar, mats: dict[str, torch.Tensor], dest: Path) -> None:
+def _save_edited(la: Avatar, mats: dict[str, torch.Tensor], dest: Path) -> None:
     """Copy the avatar folder to ``dest`` with the edited materials written into its parameters.
 
     The material ranges of the saved avatar are widened when an edit leaves them (e.g. F0 0.5 on an
@@ -176,7 +175,7 @@ def _save_edited(la: LoadedAvatar, mats: dict[str, torch.Tensor], dest: Path) ->
         raise HRAvatarError(f"{dest}: already exists; choose a new folder for the edited avatar")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    av = la.avatar
+    av = la.gaussians
     saved_params = {k: av.params[k].data.clone() for k in mats}
     saved_cfg = copy.deepcopy(av.config)
     try:
@@ -191,7 +190,7 @@ def _save_edited(la: LoadedAvatar, mats: dict[str, torch.Tensor], dest: Path) ->
             setattr(av.config, hi_name, hi)
             t = ((v - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
             av.params[k].data.copy_(torch.log(t / (1 - t)))
-        av.save(tmp / "avatar.safetensors")
+        save_gaussians(av, tmp / "avatar.safetensors")
         la.save_reference(tmp)
         tmp.rename(dest)
     except BaseException:
@@ -213,8 +212,8 @@ def edit_cmd(cfg: EditConfig) -> int:
     mats = edited_materials(la, cfg)
     light = load_environment(cfg.envmap, la) if cfg.envmap else None
     p, cam = la.reference.params, la.camera(cfg.size)
-    before = to_uint8(render(la, p, cam, lighting=light)["image"][0])
-    after = to_uint8(render(la, p, cam, lighting=light, materials=mats)["image"][0])
+    before = to_uint8(la.render(p, cam, lighting=light).image[0])
+    after = to_uint8(la.render(p, cam, lighting=light, materials=mats).image[0])
     write_frames(out, [hstack([before, after])], fps=cfg.fps)
     if cfg.save:
         _save_edited(la, mats, cfg.save)

@@ -15,12 +15,11 @@ from hravatar.apps.common import (
     check_output,
     frame_indices,
     hstack,
-    load_avatar,
-    render,
     to_uint8,
     write_frames,
 )
-from hravatar.head.lbs import axis_angle_to_matrix
+from hravatar.avatar import load_avatar
+from hravatar.geometry import axis_angle_to_matrix
 from hravatar.progress import log, progress
 
 
@@ -67,7 +66,7 @@ def render_cmd(cfg: RenderConfig) -> int:
             fr = la.frame(ds, i)
             cam = la.camera(cfg.size)
             cam = type(cam)(fr.viewmat, cam.K, cam.width, cam.height)
-            img = to_uint8(render(la, la.frame_params(fr, cfg.use_encoder), cam)["image"][0])
+            img = to_uint8(la.render(la.frame_params(fr, cfg.use_encoder), cam).image[0])
             if cfg.side_by_side:
                 img = hstack([to_uint8(fr.image), img])
             yield img
@@ -132,7 +131,7 @@ def orbit_cmd(cfg: OrbitConfig) -> int:
 
     def frames():
         for vm in progress(vms, desc="orbit"):
-            yield to_uint8(render(la, p, cam.with_viewmat(vm))["image"][0])
+            yield to_uint8(la.render(p, cam.with_viewmat(vm)).image[0])
 
     write_frames(out, frames(), fps=cfg.fps, total=len(vms))
     print(out)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import tyro
 
-from hravatar.apps.common import LoadedAvatar, apply_assignments, load_avatar, load_environment, render, to_uint8
+from hravatar.apps.common import apply_assignments, load_environment, to_uint8
 from hravatar.apps.render import orbit_viewmats
+from hravatar.avatar import Avatar, load_avatar
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log
 
@@ -74,7 +75,7 @@ req();</script></body></html>"""
 class Viewer:
     """Renders frames for the page; thread-safe (one render at a time)."""
 
-    def __init__(self, la: LoadedAvatar, envmaps: list[Path], size: int, sliders: int) -> None:
+    def __init__(self, la: Avatar, envmaps: list[Path], size: int, sliders: int) -> None:
         self.la, self.size = la, size
         self.lock = threading.Lock()
         self.envs: list[tuple[str, object | None]] = [("learned light", None)]
@@ -131,9 +132,9 @@ class Viewer:
                 env.rotation = float(q.get("light_rotation", 0))
             mats = None
             if la.mode == "pbr" and (float(q.get("f0_scale", 1)) != 1 or float(q.get("roughness_scale", 1)) != 1):
-                mats = {"f0": (la.avatar.f0 * float(q.get("f0_scale", 1))).clamp(0, 1),
-                        "roughness": (la.avatar.roughness * float(q.get("roughness_scale", 1))).clamp(0.02, 1)}
-            img = to_uint8(render(la, p, cam, lighting=env, materials=mats)["image"][0])
+                mats = {"f0": (la.gaussians.f0 * float(q.get("f0_scale", 1))).clamp(0, 1),
+                        "roughness": (la.gaussians.roughness * float(q.get("roughness_scale", 1))).clamp(0.02, 1)}
+            img = to_uint8(la.render(p, cam, lighting=env, materials=mats).image[0])
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
         return io.BytesIO(buf.tobytes()).getvalue()
 

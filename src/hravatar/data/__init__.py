@@ -2,6 +2,7 @@
 (:func:`load_subject`); HRAvatar's own layout is read too. See :mod:`hravatar.data.format`."""
 
 from hravatar.data.dataset import FrameSample, SubjectDataset, box_to_affine, load_subject, mask_crop_box
+from hravatar.data.downscale import downscale_frame, downscale_image
 from hravatar.data.format import (
     CROP_SIZE,
     SubjectParams,
@@ -19,6 +20,8 @@ __all__ = [
     "box_to_affine",
     "crop_box_from_points",
     "default_test_count",
+    "downscale_frame",
+    "downscale_image",
     "frame_name",
     "load_subject",
     "mask_crop_box",

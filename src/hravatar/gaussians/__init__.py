@@ -29,19 +29,20 @@ of the face; quaternions w, x, y, z; any device)::
     strategy.step_post_backward(avatar, opt, step, meta, width=W, height=H)  # edits avatar.params
     opt.step(); opt.zero_grad()                                              # and opt's state
 
-    avatar.save("avatar.safetensors"); GaussianHead.load("avatar.safetensors", device=None)
-    avatar.export_ply("avatar.ply", expression=None, pose=None, colors=None)  # standard 3DGS PLY
+    save_gaussians(avatar, "avatar.safetensors"); load_gaussians("avatar.safetensors", device=None)
+    export_ply(avatar, "avatar.ply", expression=None, pose=None, colors=None)  # standard 3DGS PLY
 
 Ablations (``AvatarConfig``): ``rig="triangle"`` binds each point to a mesh triangle
 (GaussianAvatars style; the head model's own bases and skinning drive the mesh);
 ``learn_bases=False`` / ``learn_weights=False`` freeze the per-point bases / skinning weights;
 the no-PBR ablation renders ``avatar.colors``.
 
-Tests can use :func:`hravatar.gaussians.testing.synthetic_head` (a small ellipsoid head model).
+Tests use ``tests/helpers/synthetic_head.py`` (a small ellipsoid head model, no asset needed).
 """
 
-from hravatar.gaussians.deform import DeformedGaussians, gaussian_normals, rotmat_to_quat
+from hravatar.gaussians.deform import DeformedGaussians, gaussian_normals
 from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead, LearningRates, position_lr
+from hravatar.gaussians.io import export_ply, load_gaussians, save_gaussians
 from hravatar.gaussians.strategy import DensifyConfig, DensifyStrategy, edit_points
 
 __all__ = [
@@ -52,7 +53,9 @@ __all__ = [
     "GaussianHead",
     "LearningRates",
     "edit_points",
+    "export_ply",
     "gaussian_normals",
+    "load_gaussians",
     "position_lr",
-    "rotmat_to_quat",
+    "save_gaussians",
 ]

@@ -25,62 +25,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hravatar.head.lbs import axis_angle_to_matrix, kinematic_chain, pose_feature, quat_to_matrix
+from hravatar.geometry.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_quat,
+    normalize_quat,
+    quat_multiply,
+)
+from hravatar.head.lbs import kinematic_chain, pose_feature
 
 #: Number of skinning joints (global, neck, jaw, eye_l, eye_r) and of weight columns (+ static).
 NUM_JOINTS = 5
 NUM_WEIGHT_COLUMNS = NUM_JOINTS + 1
-
-
-# ---- rotations ---------------------------------------------------------------------------------
-def rotmat_to_quat(R: Tensor) -> Tensor:
-    """Rotation matrices ``[...,3,3]`` -> unit quaternions ``[...,4]`` (w, x, y, z), ``w >= 0``.
-
-    Numerically robust and with bounded gradients: of the four algebraically equivalent formulas
-    the one dividing by the largest quaternion component (at least 1/2) is used. For slightly
-    non-orthonormal input (a blended skinning matrix) it returns a nearby rotation.
-    """
-    m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
-    m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
-    m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
-    sq = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-    ).clamp_min(0.0)  # 4 w^2, 4 x^2, 4 y^2, 4 z^2
-    cand = torch.stack(
-        [
-            torch.stack([sq[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-            torch.stack([m21 - m12, sq[..., 1], m10 + m01, m02 + m20], -1),
-            torch.stack([m02 - m20, m10 + m01, sq[..., 2], m12 + m21], -1),
-            torch.stack([m10 - m01, m02 + m20, m12 + m21, sq[..., 3]], -1),
-        ],
-        -2,
-    )  # [...,4,4]: row i = 4 q_i * q
-    denom = 2.0 * sq.clamp_min(0.01).sqrt()  # 4 |q_i|
-    cand = cand / denom[..., None]
-    best = sq.argmax(-1)  # [...]
-    q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4))[..., 0, :]
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a * b`` of quaternions ``[...,4]`` (w, x, y, z): ``R(a*b) = R(a) R(b)``."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
-
-
-def normalize_quat(q: Tensor) -> Tensor:
-    """Unit quaternions ``[...,4]`` from raw (unnormalised) ones."""
-    return q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 # ---- result ------------------------------------------------------------------------------------
@@ -261,11 +216,6 @@ def deform_points(
         T = T.clone()
         T[..., 3] = T[..., 3] + translation.to(means).reshape(B, 1, 3)
     posed = (T[..., :3] @ x_e[..., None])[..., 0] + T[..., 3]
-    q_lbs = rotmat_to_quat(T[..., :3])  # [B,N,4]
+    q_lbs = matrix_to_quat(T[..., :3])  # [B,N,4]
     q = quat_multiply(q_lbs, normalize_quat(quats)[None])
     return posed, normalize_quat(q), T, offsets, A_full
-
-
-def posed_rotmats(quats: Tensor) -> Tensor:
-    """Rotation matrices ``[...,3,3]`` of quaternions ``[...,4]`` (w, x, y, z)."""
-    return quat_to_matrix(quats)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -48,7 +47,7 @@ from hravatar.gaussians.deform import (
     pad_coeffs,
 )
 from hravatar.gaussians.init import init_from_mesh
-from hravatar.head.lbs import quat_to_matrix
+from hravatar.geometry.rotations import quat_to_matrix
 from hravatar.head.model import HeadModel
 
 #: Per-point attributes that are blendshape bases (learning rate ``bases``).
@@ -396,35 +395,6 @@ class GaussianHead(nn.Module):
             return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=True)
         except (RuntimeError, TypeError, ValueError):
             return torch.optim.Adam(self.param_groups(lrs, scene_scale, names), lr=0.0, eps=1e-15)
-
-    # ---- persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
-        """Write the avatar to one safetensors file (+ JSON metadata), atomically. No pickle."""
-        from hravatar.gaussians.io import save_avatar
-
-        save_avatar(self, path, extra_meta)
-
-    @classmethod
-    def load(cls, path: str | Path, device: torch.device | str | None = None) -> GaussianHead:
-        """Read an avatar written by :meth:`save` (``device``: where to put its tensors)."""
-        from hravatar.gaussians.io import load_avatar
-
-        return load_avatar(path, device)
-
-    def export_ply(
-        self,
-        path: str | Path,
-        expression: Tensor | None = None,
-        pose: Tensor | None = None,
-        colors: Tensor | None = None,
-        shape: Tensor | None = None,
-        translation: Tensor | None = None,
-        extra: bool = True,
-    ) -> Path:
-        """Write a standard 3DGS PLY of the posed avatar (see :func:`hravatar.gaussians.io.export_ply`)."""
-        from hravatar.gaussians.io import export_ply
-
-        return export_ply(self, path, expression, pose, colors, shape, translation, extra)
 
     def extra_repr(self) -> str:
         return f"head={self.head_name!r}, N={self.num_points}, rig={self.rig!r}"

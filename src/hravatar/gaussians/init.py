@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hravatar.gaussians.deform import rotmat_to_quat
+from hravatar.geometry.rotations import matrix_to_quat
 from hravatar.head.model import HeadModel
 
 
@@ -128,7 +128,7 @@ def init_from_mesh(
     lbs = torch.cat([w, torch.zeros_like(w[:, :1])], -1)
     return {
         "means": means,
-        "quats": rotmat_to_quat(R),
+        "quats": matrix_to_quat(R),
         "log_scales": log_scales,
         "shapedirs": interpolate(head.shapedirs[..., :S], faces, fi, bary),
         "exprdirs": interpolate(head.exprdirs, faces, fi, bary),

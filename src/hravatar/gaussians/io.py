@@ -1,6 +1,6 @@
 """Saving, loading and exporting :class:`~hravatar.gaussians.head_avatar.GaussianHead` avatars.
 
-* :func:`save_avatar` / :func:`load_avatar`: one safetensors file; tensors ``param.<name>`` (the
+* :func:`save_gaussians` / :func:`load_gaussians`: one safetensors file; tensors ``param.<name>`` (the
   per-point parameters, raw) and ``buffer.<name>``; JSON metadata (format, version, head-model
   name, expression names, sizes, :class:`AvatarConfig`, frozen parameters, free-form meta).
   Never pickle. Save -> load reproduces :meth:`GaussianHead.deform` bit for bit.
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from hravatar.errors import HRAvatarError
+from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead
 
 #: ``format`` value in the metadata of avatar files.
 FORMAT = "hravatar-gaussian-head"
@@ -26,7 +27,7 @@ FORMAT = "hravatar-gaussian-head"
 VERSION = 1
 
 
-def save_avatar(avatar: Any, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
+def save_gaussians(avatar: GaussianHead, path: str | Path, extra_meta: dict[str, Any] | None = None) -> None:
     """Write ``avatar`` (a :class:`GaussianHead`) to ``path`` (safetensors), atomically.
 
     Args:
@@ -57,8 +58,8 @@ def save_avatar(avatar: Any, path: str | Path, extra_meta: dict[str, Any] | None
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_avatar(path: str | Path, device: torch.device | str | None = None) -> Any:
-    """Read an avatar written by :func:`save_avatar`.
+def load_gaussians(path: str | Path, device: torch.device | str | None = None) -> GaussianHead:
+    """Read an avatar written by :func:`save_gaussians`.
 
     Args:
         path: the safetensors file.
@@ -71,7 +72,6 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
     from safetensors import safe_open
 
     from hravatar.config import from_dict
-    from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead
 
     path = Path(path)
     if not path.is_file():
@@ -103,7 +103,7 @@ def load_avatar(path: str | Path, device: torch.device | str | None = None) -> A
 
 
 def export_ply(
-    avatar: Any,
+    avatar: GaussianHead,
     path: str | Path,
     expression: Tensor | None = None,
     pose: Tensor | None = None,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hravatar.gaussians.deform import quat_multiply, rotmat_to_quat
 from hravatar.gaussians.init import face_frames
+from hravatar.geometry.rotations import matrix_to_quat, quat_multiply
 
 
 def triangle_frames(verts: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -49,7 +49,7 @@ def to_local(
     R, c, k = triangle_frames(verts, faces)
     R, c, k = R[binding], c[binding], k[binding]
     mu = (R.transpose(-1, -2) @ (means - c)[..., None])[..., 0] / k[:, None]
-    q_inv_frame = rotmat_to_quat(R.transpose(-1, -2))
+    q_inv_frame = matrix_to_quat(R.transpose(-1, -2))
     r = quat_multiply(q_inv_frame, quats)
     return mu, r, log_scales - k.log()[:, None]
 
@@ -74,6 +74,6 @@ def rigged_deform(
     R, c, k = R[:, binding], c[:, binding], k[:, binding]  # [B,N,...]
     means = k[..., None] * (R @ local_means[None, ..., None])[..., 0] + c
     lq = local_quats / local_quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    q = quat_multiply(rotmat_to_quat(R), lq[None])
+    q = quat_multiply(matrix_to_quat(R), lq[None])
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return means, q, k[..., None] * local_log_scales.exp()[None]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hravatar.head.lbs import quat_to_matrix
+from hravatar.geometry.rotations import quat_to_matrix
 
 
 @dataclass

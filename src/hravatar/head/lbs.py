@@ -1,56 +1,9 @@
-"""Rotation helpers and batched linear blend skinning (pure PyTorch, differentiable)."""
+"""Batched linear blend skinning (pure PyTorch, differentiable); rotations are in :mod:`hravatar.geometry`."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rodrigues' formula. ``aa [...,3]`` axis-angle (radians) -> rotation matrices ``[...,3,3]``.
-
-    Smooth at zero (uses a Taylor expansion for tiny angles) so gradients are finite everywhere.
-    """
-    theta2 = (aa * aa).sum(-1, keepdim=True)  # [...,1]
-    small = theta2 < 1e-8
-    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = theta2_safe.sqrt()
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2_safe)
-    x, y, z = aa.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(K)
-    return eye + a[..., None] * K + b[..., None] * (K @ K)
-
-
-def matrix_to_quat(R: Tensor) -> Tensor:
-    """Rotation matrices ``[...,3,3]`` -> unit quaternions ``[...,4]`` (w, x, y, z), w >= 0."""
-    m = R
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    qw = torch.sqrt(torch.clamp(1 + tr, min=1e-12)) / 2
-    qx = torch.sqrt(torch.clamp(1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], min=1e-12)) / 2
-    qy = torch.sqrt(torch.clamp(1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], min=1e-12)) / 2
-    qz = torch.sqrt(torch.clamp(1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2], min=1e-12)) / 2
-    qx = torch.copysign(qx, m[..., 2, 1] - m[..., 1, 2])
-    qy = torch.copysign(qy, m[..., 0, 2] - m[..., 2, 0])
-    qz = torch.copysign(qz, m[..., 1, 0] - m[..., 0, 1])
-    q = torch.stack([qw, qx, qy, qz], -1)
-    return q / q.norm(dim=-1, keepdim=True)
-
-
-def quat_to_matrix(q: Tensor) -> Tensor:
-    """Quaternions ``[...,4]`` (w, x, y, z; normalised here) -> rotation matrices ``[...,3,3]``."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def pose_feature(rot: Tensor) -> Tensor:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from hravatar.errors import HRAvatarError
-from hravatar.head.lbs import axis_angle_to_matrix, blend_transforms, kinematic_chain, pose_feature
+from hravatar.geometry.rotations import axis_angle_to_matrix
+from hravatar.head.lbs import blend_transforms, kinematic_chain, pose_feature
 
 #: Joint order of every head model (FLAME's): pose vectors are ``[B,5,3]`` axis-angle in this order.
 JOINT_NAMES: tuple[str, ...] = ("global", "neck", "jaw", "eye_l", "eye_r")

@@ -1,7 +1,5 @@
-"""A small z-buffer mesh renderer (numpy, Lambert shading) to look at head models.
-
-Not a production renderer: a loop over triangles with vectorised pixel tests, about a second for a
-10k-triangle head at 512x512. Used by ``hravatar head export`` for its PNG preview.
+"""Preview images of head models (``hravatar head export``'s PNG), drawn with the package's mesh
+renderer (:mod:`hravatar.render.mesh`) from a distant, nearly orthographic camera.
 """
 
 from __future__ import annotations
@@ -19,23 +17,13 @@ REGION_COLORS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``[V,3]`` of ``verts [V,3]``, ``faces [F,3]`` (CCW outside)."""
-    tri = verts[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
-
 def rotation_y(deg: float) -> np.ndarray:
     """Rotation about +y (``[3,3]``); positive turns the face (+z) towards +x."""
     a = math.radians(deg)
     return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
 
 
-def render_mesh(
+def render_preview(
     verts: np.ndarray,
     faces: np.ndarray,
     colors: np.ndarray | None = None,
@@ -44,60 +32,35 @@ def render_mesh(
     light_dir: tuple[float, float, float] = (0.3, 0.4, 1.0),
     background: float = 1.0,
 ) -> np.ndarray:
-    """Orthographic Lambert render of a mesh seen from +z (the head model's front).
+    """Lambert render of a mesh seen from +z (the head model's front), framed to fill 90% of the image.
 
     Args:
         verts: ``[V,3]`` vertices (head-model frame: +y up, +z towards the viewer).
-        faces: ``[F,3]`` triangles.
+        faces: ``[F,3]`` triangles (counter-clockwise seen from outside).
         colors: ``[V,3]`` albedo in [0,1] (default light grey).
         size: image width and height in pixels.
         yaw_deg: turn the mesh about +y before rendering (e.g. 35 for a three-quarter view).
-        light_dir: direction towards the light in camera coordinates.
+        light_dir: direction towards the light, head-model axes (x right, y up, z to the viewer).
         background: background grey level.
     Returns:
         ``[size,size,3]`` float32 image in [0,1] (row 0 at the top).
     """
+    from hravatar.render.mesh import render_mesh
+
     v = np.asarray(verts, dtype=np.float64) @ rotation_y(yaw_deg).T
-    f = np.asarray(faces, dtype=np.int64)
-    col = np.full((len(v), 3), 0.8) if colors is None else np.asarray(colors, dtype=np.float64)
-    n = vertex_normals(v, f)
     lo, hi = v[:, :2].min(0), v[:, :2].max(0)
-    scale = 0.9 * size / max(hi - lo)
     centre = (lo + hi) / 2
-    px = (v[:, 0] - centre[0]) * scale + size / 2
-    py = size / 2 - (v[:, 1] - centre[1]) * scale
-    pz = v[:, 2]
-    L = np.asarray(light_dir, dtype=np.float64)
-    L = L / np.linalg.norm(L)
-    shade = 0.25 + 0.75 * np.clip(n @ L, 0, 1)
-    vcol = col * shade[:, None]
-    img = np.full((size, size, 3), background, dtype=np.float64)
-    zbuf = np.full((size, size), -np.inf)
-    for a, b, c in f:
-        xa, xb, xc, ya, yb, yc = px[a], px[b], px[c], py[a], py[b], py[c]
-        x0, x1 = max(math.floor(min(xa, xb, xc)), 0), min(math.ceil(max(xa, xb, xc)), size - 1)
-        y0, y1 = max(math.floor(min(ya, yb, yc)), 0), min(math.ceil(max(ya, yb, yc)), size - 1)
-        if x1 < x0 or y1 < y0:
-            continue
-        det = (py[b] - py[c]) * (px[a] - px[c]) + (px[c] - px[b]) * (py[a] - py[c])
-        if abs(det) < 1e-12:
-            continue
-        xs, ys = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
-        w0 = ((py[b] - py[c]) * (xs - px[c]) + (px[c] - px[b]) * (ys - py[c])) / det
-        w1 = ((py[c] - py[a]) * (xs - px[c]) + (px[a] - px[c]) * (ys - py[c])) / det
-        w2 = 1 - w0 - w1
-        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-        if not inside.any():
-            continue
-        z = w0 * pz[a] + w1 * pz[b] + w2 * pz[c]
-        sub = zbuf[y0 : y1 + 1, x0 : x1 + 1]
-        upd = inside & (z > sub)
-        if not upd.any():
-            continue
-        sub[upd] = z[upd]
-        rgb = w0[..., None] * vcol[a] + w1[..., None] * vcol[b] + w2[..., None] * vcol[c]
-        img[y0 : y1 + 1, x0 : x1 + 1][upd] = rgb[upd]
-    return img.astype(np.float32)
+    scale = 0.9 * size / max(hi - lo)  # pixels per metre at the mesh
+    distance = 100.0 * float(max(hi - lo))  # far away: nearly orthographic
+    viewmat = np.eye(4)
+    viewmat[:3, :3] = np.diag([1.0, -1.0, -1.0])  # OpenCV camera on +z looking at -z, image up = +y
+    viewmat[:3, 3] = [-centre[0], centre[1], distance + v[:, 2].max()]
+    f = scale * (distance + v[:, 2].max() - (v[:, 2].max() + v[:, 2].min()) / 2)
+    K = np.array([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]])
+    L = np.asarray(light_dir, dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+    img, _ = render_mesh(v, np.asarray(faces, np.int64), viewmat, K, size, size, colors, L[None], ambient=0.25,
+                         background=background)
+    return img
 
 
 def region_colors(num_vertices: int, regions: dict) -> np.ndarray:
@@ -124,7 +87,7 @@ def preview_png(
 
     from hravatar.io.atomic import atomic_path
 
-    views = [render_mesh(verts, faces, colors, size=size, yaw_deg=y) for y in yaws]
+    views = [render_preview(verts, faces, colors, size=size, yaw_deg=y) for y in yaws]
     img = np.concatenate(views, axis=1)
     srgb = np.where(img <= 0.0031308, 12.92 * img, 1.055 * np.power(np.clip(img, 0, 1), 1 / 2.4) - 0.055)
     arr = (np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.uint8)

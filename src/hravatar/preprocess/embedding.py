@@ -1,7 +1,7 @@
 """The landmark embedding: where each of MediaPipe's 478 face landmarks lies on a head model's surface.
 
 Computed by the project for any head model, never shipped (FLAME-derived embeddings may not be
-distributed): the neutral model is rendered with :mod:`hravatar.preprocess.meshrender` from a grid of
+distributed): the neutral model is rendered with :mod:`hravatar.render.mesh` from a grid of
 near-frontal views with varying light, MediaPipe detects the 478 landmarks on each render, each
 landmark is back-projected through the z-buffer onto the mesh, the per-view 3D points are combined
 by their median and snapped to the closest surface point (triangle index + barycentric weights).
@@ -207,7 +207,7 @@ def compute_embedding(
         :class:`LandmarkEmbedding`.
     """
     from hravatar.preprocess.mediapipe_models import NUM_LANDMARKS, FaceLandmarker
-    from hravatar.preprocess.meshrender import head_colors, project, rasterize_mesh, shade, vertex_normals
+    from hravatar.render.mesh import head_colors, project, rasterize_mesh, shade, vertex_normals
 
     with torch.no_grad():
         out = model.forward(batch_size=1)  # type: ignore[attr-defined]
@@ -227,7 +227,7 @@ def compute_embedding(
 
     det = FaceLandmarker(use_task=use_task)
     detector = "task" if det.blendshapes else "facemesh"
-    from hravatar.render.camera import look_at
+    from hravatar.geometry import look_at
 
     samples = []
     k = 0

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hravatar.preprocess.meshrender import project, rasterize_mesh
+from hravatar.render.mesh import project, rasterize_mesh
 
 
 @dataclass

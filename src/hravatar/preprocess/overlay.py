@@ -45,7 +45,7 @@ def write_overlay_video(
     import av
 
     from hravatar.preprocess.embedding import landmark_embedding
-    from hravatar.preprocess.meshrender import project, rasterize_mesh, shade, vertex_normals
+    from hravatar.render.mesh import project, rasterize_mesh, shade, vertex_normals
 
     emb = landmark_embedding(model)
     faces = model.faces.cpu().numpy()

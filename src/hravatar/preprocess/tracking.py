@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hravatar.head.lbs import axis_angle_to_matrix, kinematic_chain, pose_feature
+from hravatar.geometry.rotations import axis_angle_to_matrix
+from hravatar.head.lbs import kinematic_chain, pose_feature
 from hravatar.progress import log, progress
 
 #: OpenCV camera axes seen from the head frame: x right(-> subject's left), y down, z into the face.

@@ -11,7 +11,7 @@ import os
 # hravatar is imported before torch. Spin-waiting threads make shared machines crawl.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hravatar.render.camera import (  # noqa: E402
+from hravatar.geometry.cameras import (  # noqa: E402
     camera_centers,
     intrinsics,
     look_at,

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from hravatar.geometry.rotations import quat_to_matrix
 
 #: gsplat's constants (``ALPHA_THRESHOLD``, the alpha clamp, early-stop transmittance, extent cap).
 ALPHA_THRESHOLD = 1.0 / 255.0
@@ -45,33 +46,12 @@ class Projected:
     radii: Tensor
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices ``[...,3,3]`` of (not necessarily unit) quaternions ``[...,4]`` (w,x,y,z)."""
-    q = F.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return rot.reshape(q.shape[:-1] + (3, 3))
-
-
 def covariances(quats: Tensor, scales: Tensor) -> Tensor:
     """World-frame 3D covariances ``[N,3,3] = R S S R^T`` (metres^2).
 
     ``quats [N,4]`` (w,x,y,z), ``scales [N,3]`` linear.
     """
-    m = quat_to_rotmat(quats) * scales[..., None, :]
+    m = quat_to_matrix(quats) * scales[..., None, :]
     return m @ m.transpose(-1, -2)
 
 

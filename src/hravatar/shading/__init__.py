@@ -25,7 +25,7 @@ from hravatar.shading.envmap_tools import (
 from hravatar.shading.lighting import EnvironmentLighting, LearnableLighting, Lighting
 from hravatar.shading.materials import edit_material, edit_materials
 from hravatar.shading.normals import depth_to_points, normals_from_depth
-from hravatar.shading.shade import shade, unpremultiply, view_directions
+from hravatar.shading.shade import shade, shade_foreground, unpremultiply, view_directions
 
 __all__ = [
     "BrdfLut",
@@ -51,6 +51,7 @@ __all__ = [
     "rotate_equirect",
     "save_prefiltered",
     "shade",
+    "shade_foreground",
     "unpremultiply",
     "view_directions",
 ]

@@ -26,7 +26,7 @@ from hravatar.shading.lighting import Lighting
 
 Tensor = torch.Tensor
 
-__all__ = ["view_directions", "shade", "unpremultiply"]
+__all__ = ["view_directions", "shade", "shade_foreground", "unpremultiply"]
 
 
 def view_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
@@ -117,3 +117,67 @@ def shade(
         "n_dot_v": c,
         "alpha": alpha,
     }
+
+
+def _pixel_view_directions(viewmats: Tensor, Ks: Tensor, width: int, height: int, flat_idx: Tensor) -> Tensor:
+    """Unit directions ``[P,3]`` (world) from the surface toward the camera at flat pixel indices
+    ``c*H*W + y*W + x`` (pixel centres at +0.5): :func:`view_directions` evaluated only where needed."""
+    hw = height * width
+    cam = torch.div(flat_idx, hw, rounding_mode="floor")
+    rem = flat_idx - cam * hw
+    y = torch.div(rem, width, rounding_mode="floor")
+    x = rem - y * width
+    dt = viewmats.dtype
+    pix = torch.stack([x.to(dt) + 0.5, y.to(dt) + 0.5, torch.ones_like(x, dtype=dt)], -1)  # [P,3]
+    kinv = torch.linalg.inv(Ks.to(dt))  # [C,3,3]
+    d_cam = torch.einsum("pij,pj->pi", kinv[cam], pix)
+    d_world = torch.einsum("pji,pj->pi", viewmats[cam, :3, :3], d_cam)  # R^T d
+    return -F.normalize(d_world, dim=-1)
+
+
+def shade_foreground(
+    features: Tensor,
+    alphas: Tensor,
+    layout: Mapping[str, slice],
+    viewmats: Tensor,
+    Ks: Tensor,
+    lighting: Lighting,
+    background: Tensor | float | None = None,
+) -> Tensor:
+    """:func:`shade` (``premultiplied=True``) of the covered pixels only, composited over ``background``.
+
+    Args:
+        features: packed alpha-accumulated G-buffer ``[C,H,W,D]``; ``layout`` maps ``albedo``,
+            ``roughness``, ``f0`` and ``normal`` to their channel slices (other channels are
+            ignored). alphas: ``[C,H,W,1]``.
+        viewmats ``[C,4,4]`` (OpenCV world-to-camera), Ks ``[C,3,3]`` (pixels); lighting: a
+            :class:`~hravatar.shading.lighting.Lighting`; background: ``[C,H,W,3]``, ``[3]``, a
+            scalar or ``None`` (black).
+    Returns:
+        the image ``[C,H,W,3]``: :func:`shade`'s ``image`` up to float round-off. Pixels with alpha
+        0 have no contributing Gaussian, so there the image is the background and no parameter gets
+        a gradient from them: they are not shaded at all (one gather of the covered pixels, one
+        scatter back).
+    """
+    C, H, W, D = features.shape
+    idx = torch.nonzero(alphas.reshape(-1) > 0).squeeze(1)  # [P] covered pixels
+    g = features.reshape(-1, D).index_select(0, idx)
+    a = alphas.reshape(-1, 1).index_select(0, idx)
+    v = _pixel_view_directions(viewmats, Ks, W, H, idx).to(features.dtype)
+    bg_full = None
+    if background is not None and torch.is_tensor(background) and background.dim() > 1:
+        bg_full = background.to(features).expand(C, H, W, 3).reshape(-1, 3)
+        bg_fg = bg_full.index_select(0, idx)
+    else:
+        bg_fg = background
+    gb = {k: g[:, layout[k]] for k in ("albedo", "roughness", "f0", "normal")}
+    gb["alpha"] = a
+    img_fg = shade(gb, v, lighting, background=bg_fg, premultiplied=True)["image"]  # [P,3]
+    if bg_full is None:
+        if background is None:
+            base = features.new_zeros(C * H * W, 3)
+        else:
+            base = torch.as_tensor(background, dtype=features.dtype, device=features.device).expand(C * H * W, 3)
+    else:
+        base = bg_full
+    return base.index_copy(0, idx, img_fg).reshape(C, H, W, 3)

@@ -27,48 +27,23 @@ from torch import Tensor
 from hravatar.progress import log, progress
 
 
-def _frame_params(trained: Any, fr: Any) -> tuple[Tensor, Tensor]:
-    """Expression ``[1,E]`` and pose ``[1,5,3]`` the avatar renders this frame with (encoder's
-    expression and jaw when the avatar has an encoder, else the tracked ones)."""
-    pose = fr.pose[None].clone()
-    E = trained.avatar.num_expr
-    if trained.encoder is not None:
-        trained.encoder.eval()
-        expr, jaw = trained.encoder(fr.face_crop[None])
-        pose = torch.cat([pose[:, :2], jaw[:, None], pose[:, 3:]], 1)
-    else:
-        e = fr.expression[None]
-        expr = torch.nn.functional.pad(e, (0, max(0, E - e.shape[-1])))[:, :E]
-    return expr, pose
+def _render_pred(av: Any, fr: Any, lighting: Any, viewmat: Tensor | None = None, backend: str = "auto") -> Any:
+    """The avatar's :class:`~hravatar.avatar.RenderOutput` of a test frame (its tracked camera, or
+    ``viewmat``), expression and jaw from the encoder when it has one."""
+    from hravatar.avatar import Camera
+
+    cam = Camera.of_frame(fr)
+    return av.render(av.frame_params(fr), cam if viewmat is None else cam.with_viewmat(viewmat), lighting=lighting,
+                     backend=backend)
 
 
-def _render_pred(
-    trained: Any,
-    fr: Any,
-    lighting: Any,
-    viewmat: Tensor | None = None,
-    K: Tensor | None = None,
-    size: tuple[int, int] | None = None,
-    backend: str = "auto",
-) -> dict[str, Any]:
-    from hravatar.train import render_frame
+def _gt_maps(gt: dict[str, Any], k: int, vm: Tensor, K: Tensor, size: tuple[int, int], backend: str) -> Any:
+    """Ground-truth :class:`~hravatar.synth.render.SurfaceMaps` of video frame ``k`` from ``vm [4,4]``."""
+    from hravatar.avatar import Camera, FrameParams
+    from hravatar.synth.render import surface_maps
 
-    expr, pose = _frame_params(trained, fr)
-    H, W = size or fr.image.shape[:2]
-    return render_frame(
-        trained.avatar,
-        lighting,
-        fr.shape[None],
-        expr,
-        pose,
-        fr.translation[None],
-        fr.viewmat if viewmat is None else viewmat,
-        fr.K if K is None else K,
-        W,
-        H,
-        trained.mode,
-        backend,
-    )
+    p = FrameParams(gt["shape"][None], gt["expression"][k][None], gt["pose"][k][None], gt["translation"][k][None])
+    return surface_maps(gt["avatar"], p, Camera(vm, K, size[1], size[0]), backend=backend)
 
 
 def _to_camera(normal_world: Tensor, viewmat: Tensor) -> Tensor:
@@ -109,13 +84,13 @@ def evaluate_synthetic(
     Returns:
         JSON-safe dict of metrics (see the module docstring) and ``figures``.
     """
+    from hravatar.avatar import load_avatar
     from hravatar.data import load_subject
     from hravatar.metrics import lmse, lpips, lpips_available, mae100, normal_cosine, psnr, ssim
-    from hravatar.synth.render import render_gbuffer, world_to_camera_normals
+    from hravatar.synth.render import world_to_camera_normals
     from hravatar.synth.subject import rebuild_gt
-    from hravatar.train import load_trained
 
-    trained = load_trained(avatar_dir)
+    trained = load_avatar(avatar_dir, None)
     gt = rebuild_gt(subject_dir)
     info = gt["info"]
     test_envs = list(info["test_envs"])
@@ -140,7 +115,7 @@ def evaluate_synthetic(
     for i in progress(idx, desc="evaluate"):
         fr = ds[i]
         out = _render_pred(trained, fr, trained.lighting, backend=backend)
-        pred = out["image"][0].clamp(0, 1)
+        pred = out.image[0].clamp(0, 1)
         target = fr.image
         rec["psnr"].append(float(psnr(pred, target)[0]))
         rec["ssim"].append(float(ssim(pred, target)[0]))
@@ -148,53 +123,41 @@ def evaluate_synthetic(
         if use_lpips:
             rec["lpips"].append(float(lpips(pred[None], target[None])[0]))
         # ground-truth G-buffer of this frame (the stored maps + roughness / F0 from the GT avatar)
-        vm, K = fr.viewmat[None], fr.K[None]
-        H, W = target.shape[:2]
-        ggb = render_gbuffer(
-            gt["avatar"],
-            vm,
-            K,
-            W,
-            H,
-            gt["shape"][None],
-            gt["expression"][ds.frame_indices[i]][None],
-            gt["pose"][ds.frame_indices[i]][None],
-            gt["translation"][ds.frame_indices[i]][None],
-            backend=backend,
-        )
+        vm = fr.viewmat[None]
+        ggb = _gt_maps(gt, ds.frame_indices[i], fr.viewmat, fr.K, tuple(target.shape[:2]), backend)
         gmask = (ggb.alpha[0] > 0.5).float()
-        pa = out["alpha"][0]
+        pa = out.alpha[0]
         both = gmask * (pa > 0.5).float()
-        a_pred = out["albedo"][0] / pa.clamp_min(1e-6)
+        a_pred = out.albedo[0] / pa.clamp_min(1e-6)
         a_gt = ggb.albedo[0]
         rec["albedo_lmse"].append(float(lmse(a_pred[None], a_gt[None], both[None])[0]))
         alb_pred.append(a_pred)
         alb_gt.append(a_gt)
         alb_mask.append(both)
-        n_pred = _to_camera(out["normal"][0], fr.viewmat)
+        n_pred = _to_camera(out.normal[0], fr.viewmat)
         n_gt = world_to_camera_normals(ggb.normal, vm)[0]
         if float(both.sum()) > 0:
             rec["normal_cos"].append(float(normal_cosine(n_pred[None], n_gt[None], both[None])[0]))
-            rec["rough_mae"].append(float(((out["roughness"][0] - ggb.roughness[0]).abs() * both).sum() / both.sum()))
-            rec["f0_mae"].append(float(((out["f0"][0] - ggb.f0[0]).abs() * both).sum() / both.sum()))
+            rec["rough_mae"].append(float(((out.roughness[0] - ggb.roughness[0]).abs() * both).sum() / both.sum()))
+            rec["f0_mae"].append(float(((out.f0[0] - ggb.f0[0]).abs() * both).sum() / both.sum()))
         row: dict[str, Any] = {}
         for e in test_envs:
             o = _render_pred(trained, fr, gt["lights"][e], backend=backend)
-            p = o["image"][0].clamp(0, 1)
+            p = o.image[0].clamp(0, 1)
             g = ds.gt_map(i, f"relit/{e}")
             relit[e]["psnr"].append(float(psnr(p, g)[0]))
             relit[e]["ssim"].append(float(ssim(p, g)[0]))
-            relit[e]["pred"].append(o["image"][0])
+            relit[e]["pred"].append(o.image[0])
             relit[e]["gt"].append(g)
-            relit[e]["mask"].append((o["alpha"][0] > 0.01).float())
-            row[e] = (o["image"][0], g)
+            relit[e]["mask"].append((o.alpha[0] > 0.01).float())
+            row[e] = (o.image[0], g)
         if i in fig_idx:
             figs[i] = {
                 "gt": target,
                 "pred": pred,
                 "albedo": (a_pred * both, a_gt * gmask),
-                "roughness": (out["roughness"][0] * both, ggb.roughness[0] * gmask),
-                "f0": (out["f0"][0] * both, ggb.f0[0] * gmask),
+                "roughness": (out.roughness[0] * both, ggb.roughness[0] * gmask),
+                "f0": (out.f0[0] * both, ggb.f0[0] * gmask),
                 "normal": (n_pred, n_gt, both, gmask),
                 "relit": row,
             }
@@ -306,22 +269,22 @@ def relight_figures(
     Returns ``{"rotate": [{"angle", "pred", "gt"}], "f0": [{"f0", "pred", "gt"}], "views": [...]}``
     (file names in ``fig_dir``).
     """
+    from hravatar.avatar import Camera, load_avatar
     from hravatar.data import load_subject
     from hravatar.render import look_at
     from hravatar.report.html import encode_image
     from hravatar.shading.lighting import EnvironmentLighting
     from hravatar.shading.shade import shade
     from hravatar.synth.envmaps import make_lighting
-    from hravatar.synth.render import GBuffer, render_gbuffer, shade_gbuffer
+    from hravatar.synth.render import SurfaceMaps, shade_maps
     from hravatar.synth.subject import rebuild_gt
-    from hravatar.train import load_trained
 
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    trained = load_trained(avatar_dir)
+    trained = load_avatar(avatar_dir, None)
     if albedo_scale is not None:
-        a = (trained.avatar.albedo * torch.tensor(albedo_scale, dtype=torch.float32)).clamp(1e-4, 1 - 1e-4)
-        trained.avatar.params["albedo"].data.copy_(torch.log(a / (1 - a)))
+        a = (trained.gaussians.albedo * torch.tensor(albedo_scale, dtype=torch.float32)).clamp(1e-4, 1 - 1e-4)
+        trained.gaussians.params["albedo"].data.copy_(torch.log(a / (1 - a)))
     gt = rebuild_gt(subject_dir)
     info = gt["info"]
     train_env = info["train_env"]
@@ -329,9 +292,9 @@ def relight_figures(
     i = len(ds) // 2
     fr = ds[i]
     k = ds.frame_indices[i]
-    g_par = (gt["shape"][None], gt["expression"][k][None], gt["pose"][k][None], gt["translation"][k][None])
     H, W = fr.image.shape[:2]
     vm, K = fr.viewmat[None], fr.K[None]
+    cam = Camera.of_frame(fr)
 
     def save(name: str, img: Tensor) -> str:
         (fig_dir / name).write_bytes(encode_image(img.clamp(0, 1)))
@@ -341,14 +304,14 @@ def relight_figures(
         train_env, int(info["settings"]["env_height"]), cache_dir=str(Path(subject_dir) / "gt" / "envmaps")
     )
     pre = _prefiltered_of(base_light)
-    ggb = render_gbuffer(gt["avatar"], vm, K, W, H, *g_par, backend=backend)
+    ggb = _gt_maps(gt, k, fr.viewmat, fr.K, (H, W), backend)
     pout = _render_pred(trained, fr, trained.lighting, backend=backend)
     res: dict[str, Any] = {"frame_index": k, "albedo_scale": albedo_scale, "rotate": [], "f0": [], "views": []}
     for s in progress(range(steps), desc="relight: rotating light"):
         ang = 360.0 * s / steps
         light = EnvironmentLighting(pre, rotation=ang)
-        p = _render_pred(trained, fr, light, backend=backend)["image"][0]
-        g = shade_gbuffer(ggb, vm, K, light)["image"][0]
+        p = _render_pred(trained, fr, light, backend=backend).image[0]
+        g = shade_maps(ggb, cam, light)["image"][0]
         res["rotate"].append(
             {"angle": ang, "pred": save(f"rot_{s:02d}_pred.png", p), "gt": save(f"rot_{s:02d}_gt.png", g)}
         )
@@ -356,17 +319,16 @@ def relight_figures(
     if trained.mode == "pbr":
         for j, f0 in enumerate(f0_values):
             pgb = {
-                "albedo": pout["albedo"],
-                "roughness": pout["roughness"] * pout["alpha"],
-                "f0": torch.full_like(pout["f0"], f0) * pout["alpha"],
-                "normal": pout["normal"],
-                "alpha": pout["alpha"],
+                "albedo": pout.albedo,
+                "roughness": pout.roughness * pout.alpha,
+                "f0": torch.full_like(pout.f0, f0) * pout.alpha,
+                "normal": pout.normal,
+                "alpha": pout.alpha,
             }
             p = shade(pgb, (vm, K), light, premultiplied=True)["image"][0]
-            g = shade_gbuffer(
-                GBuffer(ggb.albedo, ggb.roughness, torch.full_like(ggb.f0, f0), ggb.normal, ggb.depth, ggb.alpha),
-                vm,
-                K,
+            g = shade_maps(
+                SurfaceMaps(ggb.albedo, ggb.roughness, torch.full_like(ggb.f0, f0), ggb.normal, ggb.depth, ggb.alpha),
+                cam,
                 light,
             )["image"][0]
             res["f0"].append({"f0": f0, "pred": save(f"f0_{j:02d}_pred.png", p), "gt": save(f"f0_{j:02d}_gt.png", g)})
@@ -379,10 +341,8 @@ def relight_figures(
         a = math.radians(yaw)
         eye = target + dist * torch.tensor([math.sin(a), rel[1].item() / dist, math.cos(a)])
         v = look_at(eye, target)
-        p = _render_pred(trained, fr, light, viewmat=v, backend=backend)["image"][0]
-        g = shade_gbuffer(render_gbuffer(gt["avatar"], v[None], K, W, H, *g_par, backend=backend), v[None], K, light)[
-            "image"
-        ][0]
+        p = _render_pred(trained, fr, light, viewmat=v, backend=backend).image[0]
+        g = shade_maps(_gt_maps(gt, k, v, fr.K, (H, W), backend), cam.with_viewmat(v), light)["image"][0]
         res["views"].append(
             {"yaw": yaw, "pred": save(f"view_{j:02d}_pred.png", p), "gt": save(f"view_{j:02d}_gt.png", g)}
         )

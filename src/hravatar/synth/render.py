@@ -10,12 +10,12 @@ and renderer, so the data is exactly representable: a perfect fit reaches zero e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from hravatar.avatar.params import Camera, FrameParams
 from hravatar.gaussians.head_avatar import AvatarConfig, GaussianHead
 from hravatar.head.model import HeadModel
 from hravatar.synth.appearance import Materials, point_materials
@@ -72,8 +72,8 @@ def build_gt_avatar(
 
 
 @dataclass
-class GBuffer:
-    """A rendered G-buffer (per-pixel averages, i.e. divided by alpha), all ``[C,H,W,*]``.
+class SurfaceMaps:
+    """Per-pixel surface maps of a rendered G-buffer (averages, i.e. divided by alpha), all ``[C,H,W,*]``.
 
     Attributes:
         albedo: ``[C,H,W,3]``. roughness, f0: ``[C,H,W,1]``. normal: ``[C,H,W,3]`` unit, world frame.
@@ -98,80 +98,35 @@ class GBuffer:
         }
 
 
-def render_gbuffer(
-    avatar: GaussianHead,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    shape: Tensor | None = None,
-    expression: Tensor | None = None,
-    pose: Tensor | None = None,
-    translation: Tensor | None = None,
-    backend: str = "auto",
-) -> GBuffer:
-    """Deform ``avatar`` with B parameter sets and rasterize one camera per set.
+def surface_maps(avatar: GaussianHead, params: FrameParams, camera: Camera, backend: str = "auto") -> SurfaceMaps:
+    """Deform ``avatar`` with ``params`` and rasterize its :class:`SurfaceMaps` from ``camera``
+    (the runtime's :func:`~hravatar.avatar.render.rasterize_gbuffer`, divided by alpha)."""
+    from hravatar.avatar.render import rasterize_gbuffer
 
-    Args:
-        avatar: a :class:`GaussianHead`.
-        viewmats: ``[B,4,4]`` world-to-camera (OpenCV). Ks: ``[B,3,3]`` pixels.
-        width, height: image size.
-        shape ``[B,S]``, expression ``[B,E]``, pose ``[B,5,3]``, translation ``[B,3]``: parameters.
-        backend: rasterizer backend.
-    Returns:
-        :class:`GBuffer` with ``C = B``.
-    """
-    from hravatar.render import camera_centers, rasterize
-
-    d = avatar.deform(shape, expression, pose, translation)
-    mats = avatar.materials()
-    cams = camera_centers(viewmats)
-    normals = d.normals(cams)  # [B,N,3] world, facing each camera
-    outs = []
-    for b in range(d.batch_size):
-        feats = torch.cat([mats["albedo"], mats["roughness"], mats["f0"], normals[b]], -1)
-        col, alpha, _ = rasterize(
-            d.means[b],
-            d.quats[b],
-            d.scales[b],
-            d.opacities[b],
-            feats,
-            viewmats[b : b + 1],
-            Ks[b : b + 1],
-            width,
-            height,
-            render_mode="RGB+ED",
-            backend=backend,
-        )
-        outs.append((col, alpha))
-    col = torch.cat([o[0] for o in outs])
-    alpha = torch.cat([o[1] for o in outs])
-    a = alpha.clamp_min(1e-6)
-    n = torch.nn.functional.normalize(col[..., 5:8], dim=-1, eps=1e-8)
-    return GBuffer(col[..., 0:3] / a, col[..., 3:4] / a, col[..., 4:5] / a, n, col[..., 8:9], alpha)
+    gb = rasterize_gbuffer(avatar, params, camera, "pbr", backend=backend)
+    return SurfaceMaps(gb.average("albedo"), gb.average("roughness"), gb.average("f0"), gb.normal(), gb.depth,
+                       gb.alpha)
 
 
-def shade_gbuffer(
-    gb: GBuffer, viewmats: Tensor, Ks: Tensor, lighting, min_alpha: float = 1e-4
-) -> dict[str, Tensor]:
-    """Split-sum shading of a :class:`GBuffer` (see :func:`hravatar.shading.shade.shade`).
+def shade_maps(maps: SurfaceMaps, camera: Camera, lighting, min_alpha: float = 1e-4) -> dict[str, Tensor]:
+    """Split-sum shading (:func:`hravatar.shading.shade.shade`) of :class:`SurfaceMaps`.
 
-    Only pixels with ``alpha > min_alpha`` are shaded (the rest are black), which is exact for a
-    black background and several times faster for a head that covers part of the image.
+    Only pixels with ``alpha > min_alpha`` are shaded (the rest are black): the subject format
+    stores straight colour and alpha, so the uncomposited radiance is what the frames keep.
 
     Returns:
         ``{"color": [C,H,W,3] uncomposited radiance, "image": [C,H,W,3] composited over black}``.
     """
     from hravatar.shading.shade import shade, view_directions
 
-    C, H, W, _ = gb.alpha.shape
-    v = view_directions(viewmats, Ks, H, W).to(gb.normal.dtype)
-    m = gb.alpha[..., 0] > min_alpha  # [C,H,W]
-    sel = {k: t[m][None] for k, t in gb.as_dict().items() if k != "depth"}
+    C, H, W, _ = maps.alpha.shape
+    v = view_directions(camera.viewmat[None], camera.K[None], H, W).to(maps.normal.dtype)
+    m = maps.alpha[..., 0] > min_alpha  # [C,H,W]
+    sel = {k: t[m][None] for k, t in maps.as_dict().items() if k != "depth"}
     out = shade(sel, v[m][None], lighting)
-    color = gb.albedo.new_zeros(C, H, W, 3)
+    color = maps.albedo.new_zeros(C, H, W, 3)
     color[m] = out["color"][0]
-    return {"color": color, "image": color * gb.alpha}
+    return {"color": color, "image": color * maps.alpha}
 
 
 def world_to_camera_normals(normal: Tensor, viewmats: Tensor) -> Tensor:
@@ -202,8 +157,3 @@ def default_camera(
     f = size * distance / head_height
     K = intrinsics(focal=f, width=size, height=size)
     return vm, K
-
-
-def fov_degrees(K: Tensor, size: int) -> float:
-    """Horizontal field of view of ``K`` for an image ``size`` pixels wide."""
-    return math.degrees(2 * math.atan(size / 2 / float(K[0, 0])))

@@ -119,6 +119,7 @@ def _face_crop_boxes(
 @torch.no_grad()
 def synthesize(cfg: SynthConfig) -> Path:
     """Render and write the synthetic subject (see the module docstring). Returns ``cfg.out``."""
+    from hravatar.avatar import Camera, FrameParams
     from hravatar.data import SubjectParams, default_test_count, write_subject
     from hravatar.synth.appearance import random_identity
     from hravatar.synth.curves import make_animation, model_parameters
@@ -126,8 +127,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     from hravatar.synth.render import (
         build_gt_avatar,
         default_camera,
-        render_gbuffer,
-        shade_gbuffer,
+        shade_maps,
+        surface_maps,
         world_to_camera_normals,
     )
 
@@ -170,20 +171,11 @@ def synthesize(cfg: SynthConfig) -> Path:
     t1 = time.perf_counter()
     u8 = lambda x: (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()  # noqa: E731
     for i in progress(range(T), desc="synth: render"):
-        vm, k = viewmat[None], K[None]
-        gb = render_gbuffer(
-            avatar,
-            vm,
-            k,
-            S,
-            S,
-            shape[None],
-            expr[i : i + 1],
-            pose[i : i + 1],
-            trans[i : i + 1],
-            backend=cfg.backend,
-        )
-        rgb = shade_gbuffer(gb, vm, k, lights[TRAIN_ENV])["color"]
+        vm = viewmat[None]
+        cam = Camera(viewmat, K, S, S)
+        gb = surface_maps(avatar, FrameParams(shape[None], expr[i : i + 1], pose[i : i + 1], trans[i : i + 1]), cam,
+                          backend=cfg.backend)
+        rgb = shade_maps(gb, cam, lights[TRAIN_ENV])["color"]
         frames[i, ..., :3] = u8(rgb[0])
         frames[i, ..., 3:] = u8(gb.alpha[0])
         gt_albedo[i] = u8(gb.albedo[0] * (gb.alpha[0] > 0))
@@ -192,7 +184,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         if torso is not None:
             _composite_torso(frames[i], gt_clothes[i], gb.alpha[0], torso, trans[i], viewmat, K, S)
         for n in TEST_ENVS:
-            gt_relit[n][i] = u8(shade_gbuffer(gb, vm, k, lights[n])["image"][0])
+            gt_relit[n][i] = u8(shade_maps(gb, cam, lights[n])["image"][0])
     t_render = time.perf_counter() - t1
 
     e_t, p_t, t_t = perturb_params(expr, pose, trans, cfg.perturb, cfg.seed)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from hravatar.preprocess.meshrender import project, rasterize_mesh, shade, vertex_normals
+from hravatar.render.mesh import project, rasterize_mesh, shade, vertex_normals
 
 #: clothes colours (sRGB 0..1), chosen by seed; none is skin-like
 CLOTHES_COLOURS = ((0.12, 0.18, 0.40), (0.20, 0.20, 0.22), (0.55, 0.10, 0.12), (0.15, 0.35, 0.20),

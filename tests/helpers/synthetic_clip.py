@@ -1,7 +1,7 @@
 """Synthetic talking-head clips rendered from known head-model parameters (tests and benchmarks).
 
 The open head model is posed with a smooth head rotation, jaw opening and a few expressions, and
-rendered with :mod:`hravatar.preprocess.meshrender` (Lambert shading, skin/hair/eye colours) over a
+rendered with :mod:`hravatar.render.mesh` (Lambert shading, skin/hair/eye colours) over a
 grey background by a fixed camera, so MediaPipe finds the face. The ground truth returned lets tests
 check what tracking recovers.
 """
@@ -62,7 +62,7 @@ def synthetic_clip(
         expressions: name -> peak weight of extra expressions (sine over the clip).
         seed: for the phase of the motions.
     """
-    from hravatar.preprocess.meshrender import head_colors, project, rasterize_mesh, shade, vertex_normals
+    from hravatar.render.mesh import head_colors, project, rasterize_mesh, shade, vertex_normals
 
     rng = np.random.default_rng(seed)
     N = num_frames

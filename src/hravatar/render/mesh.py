@@ -1,8 +1,9 @@
 """A small z-buffered triangle-mesh renderer in numpy (no GPU, no extension).
 
-Used by preprocessing to render the neutral head for the landmark embedding, to make synthetic test
-videos, and to draw the tracked mesh in the overlay video. The project's rasterizer renders Gaussians,
-not meshes, hence this one. It is fully vectorised over (triangle, pixel) pairs, which is fast for
+The package's one mesh renderer: preprocessing renders the neutral head for the landmark embedding
+and draws the tracked mesh in the overlay video with it, ``hravatar head export`` its PNG preview
+(:mod:`hravatar.head.preview`), the tests their synthetic face videos. The Gaussian rasterizer
+renders Gaussians, not meshes, hence this one. It is fully vectorised over (triangle, pixel) pairs, which is fast for
 meshes whose triangles cover few pixels each (heads at <= 1024 px: tens of ms).
 
 Conventions: OpenCV camera (``viewmat`` world-to-camera, +z forward, +y down), pixel ``K``, pixel

@@ -1,6 +1,6 @@
 """A tiny synthetic subject for tests and benchmarks (rendered with this package's own renderer).
 
-:func:`make_tiny_subject` builds a small head model (:func:`hravatar.gaussians.testing.synthetic_head`),
+:func:`make_tiny_subject` builds a small head model (:func:`helpers.synthetic_head.synthetic_head`),
 a ground-truth Gaussian avatar on it with a smooth colour pattern and a fixed, non-uniform
 environment, animates expression / jaw / head rotation over a few frames, renders them, and
 writes a subject folder with :func:`hravatar.data.write_subject` (plus ``head_model.safetensors``
@@ -50,10 +50,10 @@ def make_tiny_subject(
         pbr: shade the ground truth (else plain colours).
         with_gt: also write ``gt/albedo``, ``gt/normal`` (OpenCV camera frame) and ``gt/mask``.
     """
+    from helpers.synthetic_head import synthetic_head
+    from hravatar.avatar import Camera, FrameParams, render
     from hravatar.gaussians import AvatarConfig, GaussianHead
-    from hravatar.gaussians.testing import synthetic_head
     from hravatar.shading.lighting import LearnableLighting
-    from hravatar.train import render_frame
 
     path = Path(path)
     g = torch.Generator().manual_seed(seed)
@@ -84,15 +84,15 @@ def make_tiny_subject(
     imgs, boxes, albs, nors, masks = [], [], [], [], []
     with torch.no_grad():
         for i in range(frames):
-            out = render_frame(gt, light, shape, expr[i:i + 1], pose[i:i + 1], trans[i:i + 1], vm, K, size, size,
-                               "pbr" if pbr else "color", backend)
-            rgb = out["image"][0].clamp(0, 1)
-            a = out["alpha"][0]
+            out = render(gt, light, FrameParams(shape, expr[i:i + 1], pose[i:i + 1], trans[i:i + 1]),
+                         Camera(vm, K, size, size), "pbr" if pbr else "color", backend=backend)
+            rgb = out.image[0].clamp(0, 1)
+            a = out.alpha[0]
             straight = torch.where(a > 1e-4, rgb / a.clamp_min(1e-4), torch.zeros_like(rgb)).clamp(0, 1)
             imgs.append(torch.cat([straight, a], -1).numpy())
-            if with_gt and "albedo" in out:
-                albs.append((out["albedo"][0] / a.clamp_min(1e-4)).clamp(0, 1) * (a > 0.5))
-                nors.append(torch.einsum("ij,hwj->hwi", vm[:3, :3], out["normal"][0]) * (a > 0.5))
+            if with_gt and out.albedo is not None:
+                albs.append((out.albedo[0] / a.clamp_min(1e-4)).clamp(0, 1) * (a > 0.5))
+                nors.append(torch.einsum("ij,hwj->hwi", vm[:3, :3], out.normal[0]) * (a > 0.5))
                 masks.append((a > 0.5).float())
             v = head.forward(expression=expr[i:i + 1], pose=pose[i:i + 1]).vertices[0]
             face = v[head.regions["face"]]
@@ -103,7 +103,7 @@ def make_tiny_subject(
                            image_size=(size, size), head_model=head.name, crop_boxes=torch.tensor(
                                [list(b) for b in boxes]), expr_names=list(head.expr_names))
     gt_maps = {"albedo": albs, "normal": nors, "mask": masks} if albs else None
-    write_subject(path, imgs, params, {"source": "hravatar.train_testing.make_tiny_subject", "seed": seed,
+    write_subject(path, imgs, params, {"source": "helpers.tiny_subject.make_tiny_subject", "seed": seed,
                                         "synthetic": True}, gt=gt_maps, overwrite=True)
     head.save(path / "head_model.safetensors")
     return path

@@ -170,5 +170,5 @@ def synthetic_head(
         j_regressor=_affine_regressor(v, joints).float(),
         lbs_weights=w.float(),
         regions=regions,
-        meta={"source": "hravatar.gaussians.testing.synthetic_head", "seed": seed},
+        meta={"source": "helpers.synthetic_head.synthetic_head", "seed": seed},
     )

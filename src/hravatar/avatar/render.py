@@ -1,0 +1,195 @@
+"""Deform -> G-buffer -> shade: the one render path of an avatar (training and every app alike).
+
+:func:`rasterize_gbuffer` poses the Gaussians with a :class:`~hravatar.avatar.params.FrameParams`
+and rasterizes their materials and camera-facing normals into a :class:`GBuffer` whose channel
+layout (:data:`GBUFFER_LAYOUT`) is owned here; :func:`render` shades it with any
+:class:`~hravatar.shading.lighting.Lighting` (split-sum, only the covered pixels by default) and
+returns a :class:`RenderOutput`. Both are differentiable (the trainer calls them under autograd);
+:meth:`hravatar.avatar.Avatar.render` is the inference entry point (no autograd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hravatar.avatar.params import Camera, FrameParams
+
+Mode = Literal["pbr", "albedo", "color"]
+
+#: Channels of the rasterized G-buffer features (alpha-accumulated): albedo 3, roughness 1, F0 1,
+#: world normal 3 (each Gaussian's shortest axis, facing the camera). The rasterizer appends the
+#: expected depth (``render_mode="RGB+ED"``), kept separately in :attr:`GBuffer.depth`.
+GBUFFER_LAYOUT: dict[str, slice] = {"albedo": slice(0, 3), "roughness": slice(3, 4), "f0": slice(4, 5),
+                                    "normal": slice(5, 8)}
+#: Channels of the no-PBR ablation's features: plain per-point colour.
+COLOR_LAYOUT: dict[str, slice] = {"color": slice(0, 3)}
+#: Material names :func:`render` accepts as per-point overrides.
+MATERIALS = ("albedo", "roughness", "f0", "colors")
+
+
+@dataclass
+class GBuffer:
+    """A rasterized G-buffer, all ``[C,H,W,*]`` (C cameras; one here).
+
+    Attributes:
+        features: ``[C,H,W,D+1]`` the rasterizer's output: alpha-accumulated features in the channel
+            layout ``layout`` (:data:`GBUFFER_LAYOUT`, or :data:`COLOR_LAYOUT` for the no-PBR
+            ablation), then the depth channel.
+        alpha: ``[C,H,W,1]`` accumulated opacity. depth: ``[C,H,W,1]`` expected camera z (metres,
+            alpha-normalised by the rasterizer). meta: the rasterizer's (for densification).
+    """
+
+    features: Tensor
+    alpha: Tensor
+    depth: Tensor
+    meta: dict[str, Any]
+    layout: Mapping[str, slice]
+
+    def accumulated(self, name: str) -> Tensor:
+        """Channel(s) ``name`` as rasterized (alpha-accumulated over black)."""
+        return self.features[..., self.layout[name]]
+
+    def average(self, name: str, eps: float = 1e-6) -> Tensor:
+        """Channel(s) ``name`` per covered surface: divided by ``alpha.clamp_min(eps)``."""
+        return self.accumulated(name) / self.alpha.clamp_min(eps)
+
+    def normal(self) -> Tensor:
+        """``[C,H,W,3]`` unit world normals (zero where nothing is covered)."""
+        return F.normalize(self.accumulated("normal"), dim=-1, eps=1e-8)
+
+    def shading_input(self) -> dict[str, Tensor]:
+        """The alpha-accumulated maps for :func:`hravatar.shading.shade.shade` (``premultiplied=True``)."""
+        return {k: self.accumulated(k) for k in ("albedo", "roughness", "f0", "normal")} | {"alpha": self.alpha}
+
+
+@dataclass
+class RenderOutput:
+    """What :func:`render` returns; images ``[1,H,W,*]``.
+
+    Attributes:
+        image: ``[1,H,W,3]`` linear radiance composited over the background (not clamped).
+        alpha: ``[1,H,W,1]``. depth: ``[1,H,W,1]`` expected z (metres).
+        albedo: ``[1,H,W,3]`` alpha-accumulated over black; roughness, f0: ``[1,H,W,1]``
+            per surface (divided by alpha); normal: ``[1,H,W,3]`` world, unit. ``None`` in
+            ``"color"`` mode.
+        gbuffer: the :class:`GBuffer` they come from. shading: with ``shading_maps``, the dict of
+            :func:`hravatar.shading.shade.shade` (every intermediate map), else ``None``.
+    """
+
+    image: Tensor
+    alpha: Tensor
+    depth: Tensor
+    gbuffer: GBuffer
+    albedo: Tensor | None = None
+    roughness: Tensor | None = None
+    f0: Tensor | None = None
+    normal: Tensor | None = None
+    shading: dict[str, Tensor] | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The rasterizer's meta data (screen-space means and radii for densification)."""
+        return self.gbuffer.meta
+
+
+def _check_materials(materials: Mapping[str, Tensor]) -> None:
+    bad = sorted(set(materials) - set(MATERIALS))
+    if bad:
+        raise ValueError(f"render: unknown material override(s) {bad}; use {', '.join(MATERIALS)}")
+
+
+def rasterize_gbuffer(
+    gaussians: Any,
+    params: FrameParams,
+    camera: Camera,
+    mode: Mode = "pbr",
+    materials: Mapping[str, Tensor] | None = None,
+    backend: str = "auto",
+) -> GBuffer:
+    """Deform the Gaussians with ``params`` and rasterize their G-buffer from ``camera``.
+
+    Args:
+        gaussians: a :class:`~hravatar.gaussians.GaussianHead`.
+        params: a batch of one; camera: its camera.
+        mode: ``"color"`` rasterizes the plain per-point colour (:data:`COLOR_LAYOUT`), any other
+            mode the materials and normals (:data:`GBUFFER_LAYOUT`).
+        materials: per-point overrides of the activated materials, ``{"albedo" [N,3], "roughness"
+            [N,1], "f0" [N,1], "colors" [N,3]}`` (material edits; no copy of the avatar).
+        backend: rasterizer backend (``auto``, ``cpu``, ``cuda``, ``reference``).
+    """
+    from hravatar.render import camera_centers, rasterize
+
+    mats = dict(materials or {})
+    _check_materials(mats)
+    g = gaussians.deform(params.shape, params.expression, params.pose, params.translation)
+    vm, Ks = camera.viewmat[None], camera.K[None]
+    if mode == "color":
+        feats = mats["colors"] if "colors" in mats else gaussians.colors
+        layout = COLOR_LAYOUT
+    else:
+        n = g.normals(camera_centers(vm))[0]
+        albedo = mats["albedo"] if "albedo" in mats else gaussians.albedo
+        rough = mats["roughness"] if "roughness" in mats else gaussians.roughness
+        f0 = mats["f0"] if "f0" in mats else gaussians.f0
+        feats = torch.cat([albedo, rough, f0, n], -1)
+        layout = GBUFFER_LAYOUT
+    colors, alphas, meta = rasterize(g.means[0], g.quats[0], g.scales[0], g.opacities[0], feats, vm, Ks,
+                                     camera.width, camera.height, render_mode="RGB+ED", backend=backend)
+    return GBuffer(colors, alphas, colors[..., -1:], meta, layout)
+
+
+def render(
+    gaussians: Any,
+    lighting: Any,
+    params: FrameParams,
+    camera: Camera,
+    mode: Mode = "pbr",
+    background: Tensor | float | None = None,
+    materials: Mapping[str, Tensor] | None = None,
+    backend: str = "auto",
+    shading_maps: bool = False,
+) -> RenderOutput:
+    """Render the Gaussians for one set of parameters and one camera (differentiable).
+
+    Args:
+        gaussians: a :class:`~hravatar.gaussians.GaussianHead`; lighting: a
+            :class:`~hravatar.shading.lighting.Lighting` (learned or an environment map).
+        params: :class:`FrameParams` (batch of one); camera: :class:`Camera`.
+        mode: ``"pbr"`` (shaded), ``"albedo"`` (the albedo map is the image: the trainer's warm-up)
+            or ``"color"`` (no-PBR ablation: plain per-point colour).
+        background: ``[1,H,W,3]``, ``[3]`` or a scalar behind the avatar (default black).
+        materials: per-point material overrides (see :func:`rasterize_gbuffer`).
+        backend: rasterizer backend.
+        shading_maps: also return every intermediate shading map (pbr only); this shades all
+            pixels. By default only covered pixels (alpha > 0) are shaded
+            (:func:`hravatar.shading.shade.shade_foreground`: the same image up to float round-off).
+    """
+    from hravatar.shading.shade import shade, shade_foreground
+
+    gb = rasterize_gbuffer(gaussians, params, camera, mode, materials, backend)
+    alphas = gb.alpha
+    bg = 0.0 if background is None else background
+    if mode == "color":
+        return RenderOutput(gb.accumulated("color") + (1 - alphas) * bg, alphas, gb.depth, gb)
+    a = alphas.clamp_min(1e-6)
+    out = RenderOutput(alphas, alphas, gb.depth, gb, albedo=gb.accumulated("albedo"),
+                       roughness=gb.accumulated("roughness") / a, f0=gb.accumulated("f0") / a, normal=gb.normal())
+    if mode == "albedo":
+        out.image = out.albedo + (1 - alphas) * bg
+    elif not shading_maps:
+        out.image = shade_foreground(gb.features, alphas, GBUFFER_LAYOUT, camera.viewmat[None], camera.K[None],
+                                     lighting, background)
+    else:
+        sh = shade(gb.shading_input(), (camera.viewmat[None], camera.K[None]), lighting, background=background,
+                   premultiplied=True)
+        out.image, out.shading = sh["image"], sh
+    return out
+
+
+__all__ = ["COLOR_LAYOUT", "GBUFFER_LAYOUT", "MATERIALS", "GBuffer", "RenderOutput", "rasterize_gbuffer", "render"]

@@ -1,0 +1,34 @@
+"""Rotations and pinhole cameras: the one geometry module of the package.
+
+* :mod:`~hravatar.geometry.rotations`: axis-angle, quaternion (w, x, y, z) and matrix conversions.
+* :mod:`~hravatar.geometry.cameras`: OpenCV/gsplat cameras (``look_at``, ``intrinsics``,
+  ``orbit_cameras``, ``project_points``, ``camera_centers``).
+"""
+
+from hravatar.geometry.cameras import camera_centers, intrinsics, look_at, orbit_cameras, project_points
+from hravatar.geometry.rotations import (
+    axis_angle_to_matrix,
+    compose_axis_angle,
+    euler_to_axis_angle,
+    matrix_to_axis_angle,
+    matrix_to_quat,
+    normalize_quat,
+    quat_multiply,
+    quat_to_matrix,
+)
+
+__all__ = [
+    "axis_angle_to_matrix",
+    "camera_centers",
+    "compose_axis_angle",
+    "euler_to_axis_angle",
+    "intrinsics",
+    "look_at",
+    "matrix_to_axis_angle",
+    "matrix_to_quat",
+    "normalize_quat",
+    "orbit_cameras",
+    "project_points",
+    "quat_multiply",
+    "quat_to_matrix",
+]
