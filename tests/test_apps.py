@@ -130,7 +130,7 @@ def test_reenact_with_a_subject_driver(tiny):
     assert np.abs(frames[0] - frames[-1]).mean() > 0.002  # the driver's motion moves the avatar
     out2 = root / "reenact_enc.mp4"  # expressions through the avatar's encoder on the driver's crops
     assert run(["reenact", str(av), "--driver", str(subj), "--max-frames", "2", "--side-by-side",
-                "--output", str(out2)]) == 0
+                "--expressions", "encoder", "--output", str(out2)]) == 0
     frames, _ = _frames(out2)
     assert len(frames) == 2 and frames.shape[2] > frames.shape[1]
     assert run(["reenact", str(av), "--driver", str(subj), "--expressions", "bogus"]) == 2

@@ -142,8 +142,11 @@ def test_load_avatar_and_render(tmp_path):
     assert not any(p.requires_grad for p in la.gaussians.parameters())
     _, _, p, cam = _scene(3)
     want = render(av, light, p, cam, backend="cpu")
-    got = la.render(p, cam, backend="cpu")
-    torch.testing.assert_close(got.image, want.image, rtol=0, atol=0)
+    got = la.render(p, cam, backend="cpu")  # no autograd: the C++ inference kernels (round-off apart)
+    torch.testing.assert_close(got.image, want.image, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        exact = render(la.gaussians, la.lighting, p, cam, backend="cpu", fast=False)
+    torch.testing.assert_close(exact.image, want.image, rtol=0, atol=0)
 
 
 def test_load_avatar_names_file_and_tensor(tmp_path):
@@ -157,7 +160,7 @@ def test_load_avatar_names_file_and_tensor(tmp_path):
     name = sorted(st)[0]
     st[name] = torch.zeros(2, 2)
     save_file(st, str(tmp_path / "av" / "lighting.safetensors"))
-    with pytest.raises(HRAvatarError, match=rf"lighting\.safetensors: tensor '{name}' has shape \[2, 2\]"):
+    with pytest.raises(HRAvatarError, match=rf"lighting\.safetensors: tensor '?{name}'? has shape \[2, 2\]"):
         load_avatar(tmp_path / "av", "cpu")
     (tmp_path / "av" / "lighting.safetensors").unlink()
     with pytest.raises(HRAvatarError, match="incomplete avatar folder"):

@@ -9,10 +9,12 @@ from hravatar.losses import (
     albedo_prior_loss,
     jaw_loss,
     normal_consistency_loss,
-    normals_from_depth,
     photometric_loss,
     tv_loss,
 )
+from hravatar.shading.normals import normals_from_depth
+
+EYE = torch.eye(4)[None]  # world = OpenCV camera frame
 
 
 def test_photometric():
@@ -43,7 +45,7 @@ def test_plane_normals():
     u = torch.arange(W) + 0.5
     dx = ((u - 8) / 20).view(1, W).expand(H, W)
     z = 1 / (1 - 0.5 * dx)
-    n, valid = normals_from_depth(z[None, ..., None], K)
+    n, valid = normals_from_depth(z[None, ..., None], K[None], EYE)
     want = torch.nn.functional.normalize(torch.tensor([0.5, 0.0, -1.0]), dim=0)
     inner = n[0, 1:-1, 1:-1].reshape(-1, 3)
     assert torch.allclose(inner, want.expand_as(inner), atol=1e-4)
@@ -67,7 +69,7 @@ def test_gradients_finite():
     g = torch.Generator().manual_seed(0)
     depth = (1 + 0.1 * torch.rand(1, 8, 8, 1, generator=g)).requires_grad_(True)
     K = torch.tensor([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]])
-    n, valid = normals_from_depth(depth, K)
+    n, valid = normals_from_depth(depth, K[None], EYE)
     r = torch.rand(1, 8, 8, 3, generator=g).requires_grad_(True)
     loss = normal_consistency_loss(n, r, valid) + tv_loss(r[..., :1])
     loss.backward()

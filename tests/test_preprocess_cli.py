@@ -81,6 +81,12 @@ def test_end_to_end_and_rerun_skips(clip_video, tmp_path, capsys):
     assert img.shape[-1] == 3
     # the subject is complete: a re-run does nothing and succeeds
     assert run(["preprocess", str(clip_video), "-o", str(out), *FAST]) == 0
+    # --overwrite redoes it and removes only what preprocessing wrote
+    (out / "notes.txt").write_text("mine")
+    (out / "image" / "99999.png").write_bytes(b"stale")
+    assert run(["preprocess", str(clip_video), "-o", str(out), *FAST, "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "image" / "99999.png").exists()
+    assert len(list((out / "image").glob("*.png"))) == 8 and json.loads((out / "manifest.json").read_text())["complete"]
 
 
 def test_resume_after_interruption(clip_video, tmp_path, monkeypatch):

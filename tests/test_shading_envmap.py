@@ -10,17 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hravatar.geometry import ray_directions, rotation_y
 from hravatar.shading.cubemap import (
     equirect_directions,
     equirect_solid_angles,
-    rotation_y,
     texel_directions,
     texel_solid_angles,
 )
 from hravatar.shading.envmap_tools import (
     apply_exposure,
     background_image,
-    camera_ray_directions,
     ggx_d,
     irradiance_cube,
     load_prefiltered,
@@ -136,7 +135,7 @@ def test_rotation_exposure_and_background() -> None:
     vm = torch.eye(4).unsqueeze(0)
     vm[0, :3, :3] = torch.tensor([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])  # OpenCV camera facing -z
     K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 32], [0, 0, 1]]])
-    rays = camera_ray_directions(vm, K, 64, 64)
+    rays = ray_directions(vm, K, 64, 64)
     assert torch.allclose(rays[0, 32, 32], torch.tensor([0.0, 0.0, -1.0]), atol=0.02)
     assert rays[0, 0, 32, 1] > 0  # the top row looks up
     bg = background_image(eq, vm, K, 64, 64)

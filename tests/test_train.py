@@ -53,21 +53,45 @@ def test_learns(subject, tmp_path):
     assert ta.gaussians.num_points == info["points"] and ta.encoder is not None
 
 
+#: resume guarantee on CUDA (gsplat's backward accumulates gradients with atomics, so two runs of the
+#: same steps differ in the last bits and the difference grows slowly): per-iteration losses of the
+#: resumed and the uninterrupted run agree to this relative tolerance (README.md, Training: resume).
+CUDA_RESUME_RTOL = 1e-3
+
+
 def test_resume_is_exact(subject, tmp_path):
+    """Bit-exact on the CPU backend; on CUDA equal within :data:`CUDA_RESUME_RTOL`. On every device
+    the restored state is the saved one bit for bit."""
+    from hravatar.train import Trainer, load_checkpoint, resolve_device
+
     kw = dict(iterations=40, reference_iterations=40,
               densify=DensifyConfig(start_iter=10, every=10, stop_before_end=5, reset_every=25, grad_threshold=1e-4))
     a, b = tmp_path / "a", tmp_path / "b"
     assert train(_cfg(subject, a, **kw)) == 0
     assert train(_cfg(subject, b, stop_after=17, **kw)) == 0
     assert not (b / "avatar.safetensors").exists() and len(_rows(b)) == 17
+    # the restore itself is exact on any device
+    st = load_checkpoint(b / "checkpoint.pt")
+    t = Trainer.create(_cfg(subject, b, resume=True, **kw))
+    assert t.iteration == 17
+    assert all(torch.equal(t.avatar.params[k].cpu(), v) for k, v in st["avatar"]["params"].items())
+    saved_opt, now_opt = st["optimizer"]["state"], t.opt.state_dict()["state"]
+    assert all(torch.equal(now_opt[i][k].cpu(), v.cpu()) for i in saved_opt for k, v in saved_opt[i].items()
+               if torch.is_tensor(v))
+    del t
     assert train(_cfg(subject, b, resume=True, **kw)) == 0
     ra, rb = _rows(a), _rows(b)
-    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]  # every loss, including the next one
     A = load_gaussians(a / "avatar.safetensors")
     B = load_gaussians(b / "avatar.safetensors")
-    assert A.num_points == B.num_points and A.num_points > 320
-    for k in A.params:
-        assert torch.equal(A.params[k], B.params[k]), k
+    if resolve_device("auto").type == "cpu":
+        assert [r["loss"] for r in ra] == [r["loss"] for r in rb]  # every loss, including the next one
+        assert A.num_points == B.num_points and A.num_points > 320
+        for k in A.params:
+            assert torch.equal(A.params[k], B.params[k]), k
+    else:
+        la, lb = [float(r["loss"]) for r in ra], [float(r["loss"]) for r in rb]
+        assert len(la) == len(lb) and all(abs(x - y) <= CUDA_RESUME_RTOL * abs(x) for x, y in zip(la, lb, strict=True))
+        assert abs(A.num_points - B.num_points) <= 0.01 * A.num_points
 
 
 def test_refuses_to_clobber(subject, tmp_path):
@@ -81,20 +105,46 @@ def test_refuses_to_clobber(subject, tmp_path):
         train(_cfg(subject, tmp_path / "none", iterations=3, resume=True))
 
 
-def test_nan_guard(subject, tmp_path, caplog):
+def _nan_loss_at(monkeypatch, iterations) -> None:
+    """Make the training loss NaN at the given iterations of a fresh run (test-side: the photometric
+    loss is computed once per step, so its n-th call is iteration n)."""
+    import hravatar.train as tr
+
+    real, calls = tr.photometric_loss, [0]
+
+    def loss(*a, **k):
+        it = calls[0]
+        calls[0] += 1
+        v = real(*a, **k)
+        return v * float("nan") if it in iterations else v
+
+    monkeypatch.setattr(tr, "photometric_loss", loss)
+
+
+def test_nan_guard_skips_a_bad_step(subject, tmp_path, caplog, monkeypatch):
     out = tmp_path / "n"
-    # one bad step is skipped and training goes on
-    assert train(_cfg(subject, out, iterations=8, encoder="none", inject_nan_at=(3,))) == 0
+    _nan_loss_at(monkeypatch, {3})
+    assert train(_cfg(subject, out, iterations=8, encoder="none")) == 0
     assert "non-finite" in caplog.text
     rows = _rows(out)
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 4, 5, 6, 7]
     assert all(torch.isfinite(p).all() for p in load_gaussians(out / "avatar.safetensors").params.values()
                if p.is_floating_point())
-    # repeated bad steps stop cleanly with a checkpoint and status 3
-    out2 = tmp_path / "n2"
-    st = train(_cfg(subject, out2, iterations=20, encoder="none", inject_nan_at=tuple(range(5, 20)),
-                    max_bad_steps=3))
-    assert st == 3 and (out2 / "checkpoint.pt").is_file() and not (out2 / "avatar.safetensors").exists()
+
+
+def test_nan_guard_stops_with_the_last_good_state(subject, tmp_path, caplog, monkeypatch):
+    from hravatar.train import load_checkpoint
+
+    out = tmp_path / "n2"
+    _nan_loss_at(monkeypatch, set(range(5, 20)))
+    st = train(_cfg(subject, out, iterations=20, encoder="none", max_bad_steps=3))
+    assert st == 3 and (out / "checkpoint.pt").is_file() and not (out / "avatar.safetensors").exists()
+    assert "the checkpoint keeps the last good state" in caplog.text
+    ck = load_checkpoint(out / "checkpoint.pt")
+    tensors = [*ck["avatar"]["params"].values(), *ck["lighting"].values()]
+    tensors += [v for s in ck["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert tensors and all(torch.isfinite(v).all() for v in tensors if v.is_floating_point())
+    assert ck["iteration"] == 8 and len(ck["history"]) == 5  # iterations 0..4 trained, 5..7 skipped
 
 
 @pytest.mark.parametrize("flag", ["encoder_none", "no_learnable_deformation", "rig_to_mesh", "no_pbr"])

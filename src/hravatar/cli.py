@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hravatar.apps.evaluate:evaluate", "test-frame metrics (PSNR, SSIM, LPIPS, MAE*), images"),
     "synth": ("hravatar.apps.synth:synth", "built-in synthetic talking head with ground truth"),
     "demo": ("hravatar.apps.demo:demo", "synthetic subject -> train -> evaluate -> relight -> HTML report"),
+    "batch": ("hravatar.apps.batch:batch", "many subjects at once on Ray: preprocess, train, evaluate, render"),
 }
 
 
@@ -91,25 +92,119 @@ def run(argv: Sequence[str] | None = None) -> int:
     key, rest = found
     from hravatar.progress import setup_logging
 
-    setup_logging(verbose=bool(os.environ.get("HRAVATAR_VERBOSE")))
+    verbose = bool(os.environ.get("HRAVATAR_VERBOSE"))
+    setup_logging(verbose=verbose)
     func = _resolve(COMMANDS[key][0])
     params = list(inspect.signature(func).parameters.values())
     cfg_type = typing.get_type_hints(func)[params[0].name]
     try:
         cfg = tyro.cli(cfg_type, args=rest, prog=f"hravatar {key}", description=COMMANDS[key][1])
+        check_options(cfg)
         status = func(cfg)
-    except HRAvatarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+    except SystemExit as e:  # tyro: --help (0) or a usage error (2)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        _flush_stdout()
+        return code
+    except Exception as e:  # noqa: BLE001 - the one place where errors become one line
+        status, line = user_error(e)
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr)
+        return status
     return int(status or 0)
+
+
+def user_error(e: BaseException) -> tuple[int, str]:
+    """``(exit status, message)`` for an exception that reached the CLI: exit 2 and
+    ``<file or option>: <problem>; <what to do>`` for everything a user can cause (bad paths,
+    unwritable folders, damaged files); exit 1 and an "internal error" line for anything else (a bug)."""
+    import json
+
+    if isinstance(e, HRAvatarError):
+        return 2, str(e).splitlines()[0] if str(e) else "failed"
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else "file system"
+        problem = e.strerror or type(e).__name__
+        hints = {
+            FileNotFoundError: "check the path",
+            FileExistsError: "choose another path or remove it",
+            IsADirectoryError: "give a file name, not a folder",
+            NotADirectoryError: "a parent of this path is a file; choose another path",
+            PermissionError: "choose a writable path or fix its permissions",
+        }
+        hint = next((h for t, h in hints.items() if isinstance(e, t)), "check the path, the disk and permissions")
+        extra = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+        return 2, f"{where}{extra}: {problem.lower()}; {hint}"
+    if isinstance(e, json.JSONDecodeError):
+        return 2, f"invalid JSON ({e.msg} at line {e.lineno}); the file is damaged, re-create it"
+    if isinstance(e, UnicodeDecodeError):
+        return 2, f"a text file is not valid UTF-8 ({e.reason}); the file is damaged, re-create it"
+    if isinstance(e, MemoryError):
+        return 2, "out of memory; use smaller inputs (e.g. --downscale) or a machine with more memory"
+    try:
+        import yaml
+
+        if isinstance(e, yaml.YAMLError):
+            return 2, f"invalid YAML ({str(e).splitlines()[0]}); the file is damaged, re-create it"
+    except ImportError:  # pragma: no cover
+        pass
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return 1, (f"internal error ({type(e).__name__}: {msg[:200]}); rerun with HRAVATAR_VERBOSE=1 for the "
+               "traceback and report it")
+
+
+def check_options(cfg: Any, prefix: str = "--") -> None:
+    """Refuse non-finite floats (``nan``, ``inf``) anywhere in a command's (nested) config dataclass,
+    naming the option: every numeric option must be a finite number."""
+    import dataclasses
+    import math
+
+    if not dataclasses.is_dataclass(cfg):
+        return
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        opt = prefix + f.name.replace("_", "-")
+        if dataclasses.is_dataclass(v):
+            check_options(v, opt + ".")
+            continue
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        for x in vals:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise HRAvatarError(f"{opt}: {x} is not a finite number; give a finite value")
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``hravatar train --help | head -1``): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout
+        pass
+    return 141  # 128 + SIGPIPE, what a shell tool killed by the closed pipe reports
 
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    try:
+        status = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = _broken_pipe()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

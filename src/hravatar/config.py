@@ -87,6 +87,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise HRAvatarError(f"config for {cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    retired = set(getattr(cls, "RETIRED_SETTINGS", ()))  # settings older files may still hold: ignored
+    data = {k: v for k, v in data.items() if k not in retired}
     unknown = set(data) - names
     if unknown:
         raise HRAvatarError(f"unknown {cls.__name__} settings: {sorted(unknown)}")

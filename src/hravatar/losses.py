@@ -40,6 +40,15 @@ class LossWeights:
     """L1 to pseudo albedos (used only when the subject has them)"""
     roughness_tv: float = 2e-2
     """total variation of the rendered roughness map"""
+    # ---- albedo / light colour priors (hravatar.light_priors; issue 18), used without pseudo albedos ----
+    light_exposure: float = 0.0
+    """mean front irradiance of the learned light has the relighting environments' luminance"""
+    light_neutral: float = 0.0
+    """mean front irradiance of the learned light is grey (grey world)"""
+    light_specular_wb: float = 0.0
+    """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
+    skin_albedo: float = 0.0
+    """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:
@@ -101,46 +110,6 @@ def photometric_loss(
 def jaw_loss(jaw_pred: Tensor, jaw_tracked: Tensor, weight: float = 0.1) -> Tensor:
     """``weight * ||jaw_tracked - jaw_pred||^2`` (axis-angle ``[B,3]``, radians), batch mean; scalar."""
     return weight * ((jaw_pred - jaw_tracked) ** 2).sum(-1).mean()
-
-
-def depth_to_points(depth: Tensor, K: Tensor) -> Tensor:
-    """Back-project a z-depth map ``[B,H,W,1]`` (metres, OpenCV camera) with pixel intrinsics
-    ``K [B,3,3]`` (or ``[3,3]``) to camera-frame points ``[B,H,W,3]`` (pixel centres at +0.5)."""
-    depth = _b(depth)
-    B, H, W, _ = depth.shape
-    K = K.expand(B, 3, 3) if K.dim() == 2 else K
-    ys = torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5
-    xs = torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5
-    fx, fy = K[:, 0, 0].view(B, 1, 1), K[:, 1, 1].view(B, 1, 1)
-    cx, cy = K[:, 0, 2].view(B, 1, 1), K[:, 1, 2].view(B, 1, 1)
-    z = depth[..., 0]
-    x = (xs.view(1, 1, W) - cx) / fx * z
-    y = (ys.view(1, H, 1) - cy) / fy * z
-    return torch.stack([x, y, z], -1)
-
-
-def normals_from_depth(depth: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Normals from a rendered depth map by central finite differences of the back-projected points.
-
-    Args:
-        depth: ``[B,H,W,1]`` z-depth, metres (OpenCV camera frame).
-        K: ``[B,3,3]`` or ``[3,3]`` pixel intrinsics.
-    Returns:
-        ``(normals [B,H,W,3], valid [B,H,W,1])``: unit normals in the OpenCV camera frame, facing
-        the camera (negative z component); ``valid`` is 0 on the one-pixel border.
-    """
-    P = depth_to_points(depth, K)
-    B, H, W, _ = P.shape
-    dx = torch.zeros_like(P)
-    dy = torch.zeros_like(P)
-    dx[:, :, 1:-1] = P[:, :, 2:] - P[:, :, :-2]
-    dy[:, 1:-1] = P[:, 2:] - P[:, :-2]
-    n = torch.cross(dx, dy, dim=-1)
-    n = F.normalize(n, dim=-1, eps=1e-12)
-    n = torch.where(n[..., 2:3] > 0, -n, n)
-    valid = torch.zeros(B, H, W, 1, device=P.device, dtype=P.dtype)
-    valid[:, 1:-1, 1:-1] = 1
-    return n, valid
 
 
 def normal_consistency_loss(n_depth: Tensor, n_render: Tensor, mask: Tensor, weight: float = 1e-2) -> Tensor:

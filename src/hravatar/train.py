@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import tyro
@@ -154,10 +154,11 @@ class TrainConfig:
     """stop (with a checkpoint) after this many iterations of this session; 0: run to the end"""
     max_bad_steps: int = 5
     """stop cleanly after this many consecutive non-finite steps"""
-    inject_nan_at: tuple[int, ...] = ()
-    """testing aid: make the loss NaN at these iterations to exercise the guard"""
     quiet: bool = False
     """no progress bar"""
+
+    #: settings of earlier versions that saved configs may still hold (ignored when read back)
+    RETIRED_SETTINGS: ClassVar[tuple[str, ...]] = ("inject_nan_at",)
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
@@ -219,6 +220,48 @@ def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device, expr_na
         else:
             load_smirk_checkpoint(enc, cfg.smirk_checkpoint)
     return enc.to(device)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse out-of-range settings before any work (one line naming the option)."""
+    c = cfg
+    pos = {"--scene-scale": c.scene_scale, "--lighting-lr": c.lighting_lr, "--encoder-lr": c.encoder_lr,
+           "--encoder-warmup-lr": c.encoder_warmup_lr, "--encoder-width": c.encoder_width,
+           "--checkpoint-minutes": c.checkpoint_minutes}
+    nonneg = {f"--lr.{f.name.replace('_', '-')}": getattr(c.lr, f.name) for f in dataclasses.fields(c.lr)}
+    ints = {"--epochs": (c.epochs, 1), "--iterations": (c.iterations, 0), "--max-iterations": (c.max_iterations, 0),
+            "--reference-iterations": (c.reference_iterations, 1), "--downscale": (c.downscale, 1),
+            "--points-per-face": (c.points_per_face, 1), "--albedo-warmup": (c.albedo_warmup, 0),
+            "--encoder-input-size": (c.encoder_input_size, 32), "--encoder-warmup-steps": (c.encoder_warmup_steps, 0),
+            "--encoder-warmup-batch": (c.encoder_warmup_batch, 1), "--threads": (c.threads, 0),
+            "--log-every": (c.log_every, 1), "--stop-after": (c.stop_after, 0), "--max-bad-steps": (c.max_bad_steps, 1)}
+    if c.test_frames is not None:
+        ints["--test-frames"] = (c.test_frames, 0)
+    for opt, v in pos.items():
+        if not (math.isfinite(v) and v > 0):
+            raise HRAvatarError(f"{opt}: {v} is out of range; use a positive number")
+    for opt, v in nonneg.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise HRAvatarError(f"{opt}: {v} is out of range; use 0 or a positive number")
+    for opt, (v, lo) in ints.items():
+        if v < lo:
+            raise HRAvatarError(f"{opt}: {v} is out of range; use {lo} or more")
+    if c.resume and c.overwrite:
+        raise HRAvatarError("--resume and --overwrite contradict each other; pass one of them")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read ``checkpoint.pt`` (tensors only: ``weights_only``); a damaged or foreign file is one
+    :class:`HRAvatarError` line that suggests ``--overwrite``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle/unpickler errors of many types
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise HRAvatarError(f"{path}: damaged checkpoint ({reason}); pass --overwrite to start over") from None
+    need = ("version", "config", "avatar", "optimizer", "lighting", "rng", "iteration")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        raise HRAvatarError(f"{path}: not a hravatar checkpoint; pass --overwrite to start over")
+    return state
 
 
 # ---- the trainer -----------------------------------------------------------------------------------
@@ -301,23 +344,40 @@ class Trainer:
 
         losses = warm_start(self.encoder, sample, len(self.ds), c.encoder_warmup_steps, c.encoder_warmup_batch,
                             c.encoder_warmup_lr, seed=c.seed, device=self.device)
+        if not all(bool(torch.isfinite(p).all()) for p in self.encoder.parameters()):
+            raise HRAvatarError(f"--encoder-warmup-lr {c.encoder_warmup_lr:g}: the encoder warm start diverged "
+                                "(NaN/Inf weights); lower it or --encoder-warmup-steps")
         log.info("expression encoder warm start: %d steps, loss %.4g -> %.4g (%.0f s)", len(losses),
                  losses[0], sum(losses[-5:]) / len(losses[-5:]), time.perf_counter() - t0)
 
     @classmethod
     def create(cls, cfg: TrainConfig) -> Trainer:
         """A trainer for ``cfg``: resumed from ``OUTPUT/checkpoint.pt`` with ``--resume``."""
+        from hravatar.io.atomic import check_writable
+
+        check_config(cfg)
         out = Path(cfg.output)
+        check_writable(out, "folder")
         ck = out / "checkpoint.pt"
         if cfg.resume:
             if not ck.is_file():
                 raise HRAvatarError(f"{ck}: no checkpoint to resume from; run without --resume")
-            state = torch.load(ck, map_location="cpu", weights_only=True)
+            state = load_checkpoint(ck)
             saved = from_dict(TrainConfig, state["config"])
             saved = dataclasses.replace(saved, resume=True, stop_after=cfg.stop_after, quiet=cfg.quiet,
-                                        inject_nan_at=cfg.inject_nan_at, threads=cfg.threads)
+                                        threads=cfg.threads)
             t = cls(saved)
-            t._restore(state)
+            try:
+                t._restore(state)
+            except HRAvatarError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+                raise HRAvatarError(f"{ck}: damaged checkpoint ({type(e).__name__}: {str(e)[:80]}); "
+                                    "pass --overwrite to start over") from None
+            bad = t.non_finite_state()
+            if bad:
+                raise HRAvatarError(f"{ck}: the checkpoint holds NaN/Inf ({bad[0]}, ...); "
+                                    "pass --overwrite to start over")
             log.info("resuming %s at iteration %d/%d", out, t.iteration, t.total)
             return t
         if (out / "checkpoint.pt").exists() or (out / "avatar.safetensors").exists():
@@ -357,9 +417,28 @@ class Trainer:
             "history": self.history, "bad_steps": self.bad_steps, "elapsed": self.elapsed,
         }
 
-    def save_checkpoint(self) -> Path:
-        """Write ``OUTPUT/checkpoint.pt`` atomically (and the curves)."""
+    def non_finite_state(self) -> list[str]:
+        """Names of the model, lighting, encoder and optimizer tensors holding NaN or Inf (empty: all finite)."""
+        named: list[tuple[str, Tensor]] = [(f"avatar.{k}", v) for k, v in self.avatar.params.items()]
+        named += [(f"lighting.{k}", v) for k, v in self.lighting.state_dict().items()]
+        if self.encoder is not None:
+            named += [(f"encoder.{k}", v) for k, v in self.encoder.state_dict().items()]
+        for oname, o in (("optimizer", self.opt), ("light_opt", self.light_opt), ("enc_opt", self.enc_opt)):
+            if o is None:
+                continue
+            for i, st in enumerate(o.state.values()):
+                named += [(f"{oname}.{i}.{k}", v) for k, v in st.items() if torch.is_tensor(v)]
+        return [k for k, v in named if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``OUTPUT/checkpoint.pt`` atomically (and the curves); never with non-finite state:
+        then nothing is written (the previous checkpoint stays) and ``None`` is returned."""
         path = self.out / "checkpoint.pt"
+        bad = self.non_finite_state()
+        if bad:
+            log.error("not writing %s: %d tensors hold NaN/Inf (%s, ...); %s", path, len(bad), bad[0],
+                      "the previous checkpoint is kept" if path.is_file() else "no checkpoint exists")
+            return None
         with atomic_path(path) as tmp:
             torch.save(self._state(), tmp)
         self._write_curves()
@@ -454,9 +533,9 @@ class Trainer:
             terms["albedo"] = albedo_prior_loss(out.albedo[0], fr.albedo, fr.mask, w.albedo)
         if mode == "pbr" and w.roughness_tv:
             terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
+        if mode != "color" and fr.albedo is None:
+            terms.update(colour_prior_terms(w, self.lighting, out, fr.mask, mode))
         loss = sum(terms.values())
-        if it in c.inject_nan_at:
-            loss = loss * float("nan")
         opts = [o for o in (self.opt, self.light_opt, self.enc_opt) if o is not None]
         for o in opts:
             o.zero_grad(set_to_none=True)
@@ -505,8 +584,11 @@ class Trainer:
                                 it, self.bad_steps)
                     self.iteration += 1
                     if self.bad_steps >= c.max_bad_steps:
-                        log.error("stopping: %d non-finite steps in a row; the checkpoint keeps the last good "
-                                  "state (try a lower learning rate)", self.bad_steps)
+                        # skipped steps change nothing, so the state is the last good one: save it
+                        saved = self.save_checkpoint() is not None
+                        log.error("stopping: %d non-finite steps in a row; %s (try a lower learning rate)",
+                                  self.bad_steps, "the checkpoint keeps the last good state" if saved
+                                  else "the state itself is not finite, so no checkpoint was written")
                         status = 3
                         break
                 else:
@@ -534,7 +616,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        self.save_checkpoint()
+        if status == 0 and self.save_checkpoint() is None:
+            raise HRAvatarError(f"{self.out}: training diverged (NaN/Inf in the model); nothing was written; "
+                                "try a lower learning rate")
         if self.iteration >= self.total and status == 0:
             self.finalize(time.perf_counter() - t_session)
         return status
@@ -596,6 +680,30 @@ class Trainer:
                  self.iteration, self.elapsed, self.avatar.num_points, info["final_psnr"] or math.nan, self.out)
 
 
+def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:
+    """The albedo / light colour priors of :mod:`hravatar.light_priors` with non-zero weight in ``w``.
+
+    Light priors act in the ``pbr`` mode only (the warm-up does not use the light); the skin prior
+    on the albedo also during the warm-up. ``out``: the render; ``mask [H,W,1]``: the foreground.
+    """
+    from hravatar import light_priors as lp
+
+    terms: dict[str, Tensor] = {}
+    if mode == "pbr" and (w.light_exposure or w.light_neutral or w.light_specular_wb):
+        e = lp.mean_front_irradiance(lighting)
+        if w.light_exposure:
+            terms["exposure"] = lp.exposure_loss(e, weight=w.light_exposure)
+        if w.light_neutral:
+            terms["neutral"] = lp.neutral_light_loss(e, w.light_neutral)
+        if w.light_specular_wb:
+            terms["spec_wb"] = lp.specular_white_balance_loss(e, lp.mean_front_specular(lighting), w.light_specular_wb)
+    if w.skin_albedo:
+        a = lp.mean_albedo(out.albedo[0], mask * (out.alpha[0] > 0.5), out.alpha[0])
+        terms["skin"] = lp.skin_albedo_loss(a, w.skin_albedo)
+    return terms
+
+
 def train(cfg: TrainConfig) -> int:
     """Train (or resume) the avatar described by ``cfg``; returns an exit status (0 = done)."""
     return Trainer.create(cfg).run()
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hravatar.shading.envmap_tools import camera_ray_directions
+from hravatar.geometry import ray_directions
 
 Tensor = torch.Tensor
 
@@ -30,7 +30,7 @@ def sphere_gbuffer(
     tensors (e.g. ``[C,1,1,1]``).
     """
     dev, dt = viewmats.device, viewmats.dtype
-    d = camera_ray_directions(viewmats, Ks, height, width)  # [C,H,W,3]
+    d = ray_directions(viewmats, Ks, height, width)  # [C,H,W,3]
     rot, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
     eye = -(rot.transpose(1, 2) @ t.unsqueeze(-1)).squeeze(-1)  # [C,3]
     c = torch.as_tensor(center, dtype=dt, device=dev)

@@ -76,9 +76,9 @@ def check_output(path: str | Path, allowed: tuple[str, ...] = (".mp4", ".png", "
     path = Path(path)
     if path.suffix.lower() not in allowed:
         raise HRAvatarError(f"{path}: unsupported output type; use {' or '.join(allowed)}")
-    if path.is_dir():
-        raise HRAvatarError(f"{path}: is a folder; give a file name")
-    return path
+    from hravatar.io.atomic import check_writable
+
+    return check_writable(path)
 
 
 # ---- lighting ---------------------------------------------------------------------------------------
@@ -147,10 +147,10 @@ def parse_assignments(items: Iterable[str], names: list[str], what: str = "expre
             raise HRAvatarError(f"--{what} {it!r}: use NAME=VALUE (e.g. jawOpen=0.6)")
         k, v = it.split("=", 1)
         k = k.strip()
-        try:
-            val = float(v)
-        except ValueError:
-            raise HRAvatarError(f"--{what} {it!r}: {v!r} is not a number") from None
+        from hravatar.validate import MAX_ANGLE, MAX_COEFF, number
+
+        angle = k.lower() in ("jaw", "jaw_x", "jaw_y", "jaw_z", "yaw", "pitch", "roll")
+        val = number(v, f"--{what} {k}", MAX_ANGLE if angle else MAX_COEFF)
         if k.isdigit() and int(k) < len(names):
             k = names[int(k)]
         elif k.lower() in low:

@@ -195,12 +195,14 @@ def demo(cfg: DemoConfig) -> int:
         write_json(out / "metrics.json", m)
         sr, rl = m["self_reenactment"], m["relighting"]["mean"]
         log.info(
-            "test frames: PSNR %.2f dB, SSIM %.4f; relighting (unseen maps) PSNR %.2f dB (%.2f scale-aligned); "
-            "albedo LMSE %.4f; normal cosine %.4f",
+            "test frames: PSNR %.2f dB, SSIM %.4f; relighting (unseen maps) PSNR %.2f dB raw (%.2f scale-aligned); "
+            "albedo PSNR %.2f dB raw, chromaticity error %.1f deg, LMSE %.4f; normal cosine %.4f",
             sr["psnr"],
             sr["ssim"],
             rl["psnr"],
             rl["psnr_aligned"],
+            m["albedo"]["psnr"],
+            m["albedo"]["chroma_error_deg"],
             m["albedo"]["lmse"],
             m["normal"]["cosine"],
         )
@@ -209,8 +211,7 @@ def demo(cfg: DemoConfig) -> int:
     # 4. relighting figures ------------------------------------------------------------------------------
     if stage("relight", 4):
         t0 = time.perf_counter()
-        m = json.loads((out / "metrics.json").read_text())
-        r = relight_figures(avatar_dir, subject, fig_dir, backend=cfg.backend, albedo_scale=m["albedo"]["scale"])
+        r = relight_figures(avatar_dir, subject, fig_dir, backend=cfg.backend)  # raw: no fitted albedo scale
         write_json(out / "relight.json", r)
         finish("relight", t0)
 

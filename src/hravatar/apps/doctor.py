@@ -164,7 +164,21 @@ def _flame(out: Findings) -> str:
     if not os.access(path, os.R_OK):
         out.problems.append(f"${FLAME_ENV} points at a file that cannot be read: {path}")
         return f"{path} (not readable)"
-    return f"{path} (found)"
+    from hravatar.errors import HRAvatarError
+    from hravatar.head.flame import load_flame
+
+    try:  # the real check: the safe loader (no arbitrary pickles) must build the model from it
+        m = load_flame(path)
+    except HRAvatarError as e:
+        reason = str(e).split(": ", 1)[-1].split(";")[0]
+        out.problems.append(f"${FLAME_ENV} points at a file that is not a usable FLAME model: {path} ({reason}); "
+                            "point it at generic_model.pkl or flame2023.pkl from flame.is.tue.mpg.de")
+        return f"{path} (NOT A FLAME MODEL)"
+    except Exception as e:  # noqa: BLE001 - any failure of a foreign file is reported, not raised
+        out.problems.append(f"${FLAME_ENV} points at a file that is not a usable FLAME model: {path} "
+                            f"({type(e).__name__}); point it at generic_model.pkl or flame2023.pkl")
+        return f"{path} (NOT A FLAME MODEL)"
+    return f"{path} (loads: {m.num_vertices} vertices, {m.num_expr} expressions)"
 
 
 def _assets(out: Findings) -> str:

@@ -39,6 +39,12 @@ class ExportConfig:
     """colours = albedo (default for PBR avatars is the learned light, shaded from the reference camera)"""
     canonical: Path | None = None
     """also copy the canonical avatar (points + blendshape bases + skinning weights, safetensors) here"""
+    web: Path | None = None
+    """write a web bundle (avatar + lights + the WebGL viewer) into this folder; serve it with any static server"""
+    envmap: list[Path] = field(default_factory=list)
+    """--web: environment maps (.hdr/.exr/.safetensors) offered besides the learned light, prefiltered here"""
+    max_frames: int = 0
+    """--web: frames of the tracked sequence included for playback (0: all)"""
     subject: Path | None = None
     """the subject folder, if it moved since training"""
     device: str = "auto"
@@ -66,10 +72,24 @@ def point_colors(la: Avatar, p: FrameParams, lighting=None) -> torch.Tensor:
 
 def export_cmd(cfg: ExportConfig) -> int:
     """Write the PLY and/or the canonical avatar."""
-    if cfg.ply is None and cfg.canonical is None:
-        raise HRAvatarError("nothing to export: give --ply OUT.ply and/or --canonical OUT.safetensors")
+    if cfg.ply is None and cfg.canonical is None and cfg.web is None:
+        raise HRAvatarError("nothing to export: give --ply OUT.ply, --canonical OUT.safetensors and/or --web DIR")
+    if cfg.web is not None:
+        from hravatar.apps.web_bundle import check_web_dest
+
+        check_web_dest(cfg.web)
+    for p in cfg.envmap:
+        if not Path(p).is_file():
+            raise HRAvatarError(f"--envmap {p}: file not found")
     if cfg.ply is not None and Path(cfg.ply).suffix.lower() != ".ply":
         raise HRAvatarError(f"{cfg.ply}: the PLY output must end in .ply")
+    from hravatar.io.atomic import check_writable
+
+    for out in (cfg.ply, cfg.canonical):
+        if out is not None:
+            check_writable(out)
+    if cfg.canonical is not None and Path(cfg.canonical).suffix != ".safetensors":
+        raise HRAvatarError(f"{cfg.canonical}: the canonical avatar is written as .safetensors")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.ply is not None:
         ref = la.reference.params
@@ -94,4 +114,11 @@ def export_cmd(cfg: ExportConfig) -> int:
         with atomic_path(dest) as tmp:
             shutil.copyfile(la.path / "avatar.safetensors", tmp)
         print(dest)
+    if cfg.web is not None:
+        from hravatar.apps.web_bundle import build_bundle, write_bundle
+
+        envs = [(Path(p).name, load_environment(p, la)) for p in cfg.envmap]
+        bundle = build_bundle(la, envs, max_frames=cfg.max_frames)
+        write_bundle(bundle, cfg.web)
+        print(f"{cfg.web} ({bundle.size_bytes / 1e6:.1f} MB; view it with `python -m http.server -d {cfg.web}`)")
     return 0

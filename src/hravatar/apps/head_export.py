@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import tyro
 
@@ -54,9 +55,16 @@ def head_export(cfg: HeadExportConfig) -> int:
     from hravatar.head import load_head_model
     from hravatar.head.export import write_mesh
     from hravatar.head.preview import preview_png, region_colors
+    from hravatar.io.atomic import check_writable
+    from hravatar.validate import MAX_ANGLE, MAX_COEFF, number
 
     if cfg.out.suffix.lower() not in (".ply", ".obj"):
         raise HRAvatarError(f"{cfg.out}: unknown mesh format; use .ply or .obj")
+    check_writable(cfg.out)
+    if cfg.preview:
+        check_writable(cfg.out.with_suffix(".png"))
+    if not 16 <= cfg.size <= 4096:
+        raise HRAvatarError(f"--size {cfg.size}: use a preview size between 16 and 4096 pixels")
     m = load_head_model(cfg.model, flame_path=cfg.flame_path, with_mouth=cfg.mouth)
     expr = torch.zeros(1, m.num_expr)
     for k, v in _parse_pairs(cfg.expression, "expression"):
@@ -66,12 +74,12 @@ def head_export(cfg: HeadExportConfig) -> int:
             i = int(k)
         else:
             raise HRAvatarError(f"--expression {k}: unknown; known: {', '.join(m.expr_names)}")
-        expr[0, i] = float(v)
+        expr[0, i] = number(v, f"--expression {k}", MAX_COEFF)
     pose = torch.zeros(1, 5, 3)
     for k, v in _parse_pairs(cfg.pose, "pose"):
         if k not in JOINT_NAMES:
             raise HRAvatarError(f"--pose {k}: unknown joint; use one of {', '.join(JOINT_NAMES)}")
-        vals = [float(x) for x in v.split(",")]
+        vals = [number(x, f"--pose {k}", MAX_ANGLE) for x in v.split(",")]
         if len(vals) != 3:
             raise HRAvatarError(f"--pose {k}={v}: expected three comma-separated radians RX,RY,RZ")
         pose[0, JOINT_NAMES.index(k)] = torch.tensor(vals)
@@ -79,10 +87,13 @@ def head_export(cfg: HeadExportConfig) -> int:
     for k, v in _parse_pairs(cfg.shape, "shape"):
         if not k.isdigit() or int(k) >= m.num_shape:
             raise HRAvatarError(f"--shape {k}: expected an index below {m.num_shape}")
-        shape[0, int(k)] = float(v)
+        shape[0, int(k)] = number(v, f"--shape {k}", MAX_COEFF)
     with torch.no_grad():
         verts = m(shape=shape, expression=expr, pose=pose).vertices[0].cpu().numpy()
     faces = m.faces.cpu().numpy()
+    if not np.isfinite(verts).all():
+        raise HRAvatarError(f"{cfg.out}: the posed mesh has non-finite vertices; "
+                            "use smaller --expression/--pose values")
     colors = region_colors(m.num_vertices, m.regions)
     write_mesh(cfg.out, verts, faces, colors)
     log.info("wrote %s (%d vertices, %d triangles)", cfg.out, len(verts), len(faces))

@@ -54,7 +54,20 @@ class PreprocessConfig:
 
 def preprocess(cfg: PreprocessConfig) -> int:
     """Run preprocessing; returns the exit status (errors are raised as HRAvatarError)."""
+    from hravatar.errors import HRAvatarError
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
+
+    checks = [("--fps", cfg.fps is None or cfg.fps > 0, "a positive frame rate"),
+              ("--max-frames", cfg.max_frames is None or cfg.max_frames >= 1, "at least 1"),
+              ("--min-frames", cfg.min_frames >= 1, "at least 1"),
+              ("--min-face-px", cfg.min_face_px >= 1, "at least 1"),
+              ("--fov-deg", 1 <= cfg.fov_deg <= 170, "between 1 and 170 degrees"),
+              ("--iterations", cfg.iterations >= 0, "0 or more"),
+              ("--photometric-steps", cfg.photometric_steps >= 0, "0 or more"),
+              ("--photometric-resolution", 16 <= cfg.photometric_resolution <= 4096, "between 16 and 4096")]
+    for opt, ok, want in checks:
+        if not ok:
+            raise HRAvatarError(f"{opt}: {getattr(cfg, opt[2:].replace('-', '_'))} is out of range; use {want}")
 
     s = PipelineSettings(
         head_model=cfg.head_model,

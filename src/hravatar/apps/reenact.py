@@ -1,24 +1,24 @@
-"""``hravatar reenact``: cross-reenactment, a driver's expressions and head motion on the avatar."""
+"""``hravatar reenact``: cross-reenactment, a driver's expressions and head motion on the avatar.
+
+The mapping from the driver's signal to the avatar's parameters lives in :mod:`hravatar.avatar.drive`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
+import torch
 import tyro
 
-from hravatar.apps.common import (
-    check_output,
-    frame_indices,
-    hstack,
-    to_uint8,
-    write_frames,
-)
-from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps, with_encoder_expression
+from hravatar.apps.common import check_output, frame_indices, hstack, to_uint8, write_frames
+from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps
 from hravatar.errors import HRAvatarError
-from hravatar.geometry import axis_angle_to_matrix, compose_axis_angle, matrix_to_axis_angle
 from hravatar.progress import log, progress
+
+SIGNALS = ("mediapipe", "tracked", "encoder")
 
 
 @dataclass
@@ -28,22 +28,26 @@ class ReenactConfig:
     avatar: Annotated[Path, tyro.conf.Positional]
     """avatar folder written by `hravatar train`"""
     driver: Path
-    """a video (preprocessed on the fly into DRIVER_subject/ next to the output) or a subject folder"""
+    """a video or a subject folder (tracked and encoder signals preprocess a video into DRIVER_subject/
+    next to the output)"""
     output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
     """output .mp4 (or .png); default AVATAR/reenact_<driver>.mp4"""
-    expressions: str = "encoder"
-    """encoder (the avatar's expression encoder on the driver's face crops) or tracked (driver's tracked
-    parameters; needs the same head model)"""
-    relative: bool = False
-    """relative expression transfer: the driver's first frame is taken as its neutral and only the
-    expression and jaw changes from it are added to the avatar's reference frame"""
+    expressions: str = "mediapipe"
+    """driver signal: mediapipe (MediaPipe's ARKit blendshape scores and head transform of the driver,
+    any face; best on the synthetic ground truth, see README), tracked (our tracker's parameters of the
+    driver; same head model) or encoder (the avatar's own expression encoder on the driver's face crops)"""
+    relative: bool = True
+    """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
+    the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
     head_motion: bool = True
     """transfer the driver's head motion (rotation and translation relative to its first frame, applied
-    to the avatar's reference pose, so the avatar stays framed by its own camera)"""
+    around the avatar's reference pose, so the avatar stays framed by its own camera)"""
+    absolute_pose: bool = False
+    """use the driver's head rotation relative to its camera as the avatar's (translation stays relative)"""
     side_by_side: bool = False
     """put the driver frame next to each render"""
     max_frames: int = 0
-    """drive at most this many frames, evenly spread (0 = all)"""
+    """drive at most this many frames (videos: the first N; subject folders: evenly spread; 0 = all)"""
     subject: Path | None = None
     """the avatar's subject folder, if it moved since training"""
     size: int = 0
@@ -60,8 +64,6 @@ def _driver_subject(cfg: ReenactConfig, out: Path) -> Path:
         if not (drv / "tracked_params.json").is_file():
             raise HRAvatarError(f"{drv}: not a subject folder (no tracked_params.json); pass a video or a subject")
         return drv
-    if not drv.is_file():
-        raise HRAvatarError(f"{drv}: driver not found; pass a video file or a subject folder")
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
 
     dest = out.parent / f"{drv.stem}_subject"
@@ -69,59 +71,112 @@ def _driver_subject(cfg: ReenactConfig, out: Path) -> Path:
     return preprocess_video(drv, dest, PipelineSettings(max_frames=cfg.max_frames or None, min_frames=2))
 
 
-def driver_params(la: Avatar, fr, mode: str) -> FrameParams:
-    """The avatar-space parameters of one driver frame (expression from the encoder or tracking)."""
-    E = la.gaussians.num_expr
-    expr = fr.expression[None].to(la.device)
-    p = FrameParams(la.reference.shape, expr, fr.pose[None].clone().to(la.device),
-                    fr.translation[None].clone().to(la.device))
-    if mode == "encoder":
-        return with_encoder_expression(p, *la.encode(fr.face_crop[None]))
-    if expr.shape[-1] != E:
-        raise HRAvatarError(f"driver has {expr.shape[-1]} expression components, the avatar {E}: use "
-                            "--expressions encoder (or a driver tracked with the same head model)")
-    return p
+@dataclass
+class Driver:
+    """The driver's frames (uint8 ``[H,W,3]`` each) and its parameters in the avatar's space."""
+
+    frames: list[np.ndarray]
+    expression: np.ndarray
+    pose: np.ndarray
+    translation: np.ndarray
+    fps: float
 
 
-def reenact_cmd(cfg: ReenactConfig) -> int:
-    """Cross-reenactment video."""
-    if cfg.expressions not in ("encoder", "tracked"):
-        raise HRAvatarError(f"--expressions {cfg.expressions!r}: use encoder or tracked")
-    out = check_output(cfg.output or Path(cfg.avatar) / f"reenact_{Path(cfg.driver).stem}.mp4")
-    la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
-    if cfg.expressions == "encoder" and la.encoder is None:
-        raise HRAvatarError(f"{la.path}: this avatar has no expression encoder; use --expressions tracked")
+def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
+    from hravatar.avatar.drive import avatar_base, drive_mediapipe, mediapipe_signal
+
+    drv = Path(cfg.driver)
+    if drv.is_dir():
+        from hravatar.data import load_subject
+
+        ds = load_subject(_driver_subject(cfg, drv), "all")
+        frames = [to_uint8(ds[i].image) for i in frame_indices(len(ds), cfg.max_frames)]
+        fps = subject_fps(ds)
+    else:
+        from hravatar.io.video import read_video
+
+        try:
+            frames, info = read_video(drv, max_frames=cfg.max_frames or None, show_progress=False)
+        except HRAvatarError:
+            raise
+        except Exception as e:  # noqa: BLE001  (any decoder failure is a bad input)
+            raise HRAvatarError(f"{drv}: cannot read the driver video ({e}); pass a video or a subject folder") from e
+        fps = info.fps
+    if not frames:
+        raise HRAvatarError(f"{drv}: the driver has no frames; pass a longer video")
+    try:
+        scores, mats, found = mediapipe_signal(frames, total=len(frames))
+    except ValueError as e:
+        raise HRAvatarError(f"{drv}: {e}; the driver must show a face") from e
+    if not found.all():
+        log.warning("%s: no face in %d of %d driver frames (their neighbours' values are used)", drv,
+                    int((~found).sum()), len(found))
+    e, p, t = drive_mediapipe(avatar_base(la), scores, mats, relative=cfg.relative, head=cfg.head_motion,
+                              absolute_pose=cfg.absolute_pose)
+    return Driver(frames, e, p, t, fps)
+
+
+def _tracked_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
+    from hravatar.avatar.drive import avatar_base, drive_tracked
     from hravatar.data import load_subject
 
     ds = load_subject(_driver_subject(cfg, out), "all")
     idx = frame_indices(len(ds), cfg.max_frames)
+    expr, pose = ds.expression[idx].numpy(), ds.pose[idx].numpy()
+    if cfg.expressions == "encoder":
+        es, js = [], []
+        for i in progress(idx, desc="driver: encoder"):
+            e, j = la.encode(ds[i].face_crop[None])
+            es.append(e[0].cpu().numpy())
+            js.append(j[0].cpu().numpy())
+        expr, pose = np.stack(es), pose.copy()
+        pose[:, 2] = np.stack(js)
+    elif expr.shape[1] != la.num_expr:
+        raise HRAvatarError(f"{cfg.driver}: driver has {expr.shape[1]} expression components, the avatar "
+                            f"{la.num_expr}; use --expressions mediapipe (or a driver tracked with the "
+                            "same head model)")
+    e, p, t = drive_tracked(avatar_base(la), expr, pose, ds.translation[idx].numpy(), ds.viewmats[idx].numpy(),
+                            relative=cfg.relative, head=cfg.head_motion, absolute_pose=cfg.absolute_pose)
+    frames = [to_uint8(ds[i].image) for i in idx]
+    return Driver(frames, e, p, t, subject_fps(ds))
+
+
+def load_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
+    """The driver's frames and avatar-space parameters for ``cfg.expressions``."""
+    drv = Path(cfg.driver)
+    if not drv.exists():
+        raise HRAvatarError(f"{drv}: driver not found; pass a video file or a subject folder")
+    if cfg.expressions == "mediapipe":
+        return _mediapipe_driver(cfg, la)
+    return _tracked_driver(cfg, la, out)
+
+
+def reenact_cmd(cfg: ReenactConfig) -> int:
+    """Cross-reenactment video."""
+    if cfg.expressions not in SIGNALS:
+        raise HRAvatarError(f"--expressions {cfg.expressions!r}: use one of {', '.join(SIGNALS)}")
+    out = check_output(cfg.output or Path(cfg.avatar) / f"reenact_{Path(cfg.driver).stem}.mp4")
+    la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
+    if cfg.expressions == "encoder" and la.encoder is None:
+        raise HRAvatarError(f"{la.path}: this avatar has no expression encoder; use --expressions mediapipe")
+    d = load_driver(cfg, la, out)
     ref = la.reference
     cam = la.camera(cfg.size)
-    first = driver_params(la, ds[idx[0]].to(la.device), cfg.expressions)
-    fps = cfg.fps or subject_fps(ds)
+    dev = la.device
+
+    def params(t: int) -> FrameParams:
+        def f(x: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x)[None], dtype=torch.float32, device=dev)
+
+        return FrameParams(ref.shape, f(d.expression[t]), f(d.pose[t]), f(d.translation[t]))
 
     def frames():
-        for i in progress(idx, desc="reenact"):
-            fr = ds[i].to(la.device)
-            d = driver_params(la, fr, cfg.expressions)
-            p = ref.params.clone()
-            if cfg.relative:
-                p.expression = ref.params.expression + (d.expression - first.expression)
-                p.pose[:, 2] = ref.params.pose[:, 2] + (d.pose[:, 2] - first.pose[:, 2])
-            else:
-                p.expression, p.pose[:, 2] = d.expression, d.pose[:, 2]
-            p.pose[:, 3:] = d.pose[:, 3:]  # eyes
-            if cfg.head_motion:
-                for j in (0, 1):  # global and neck rotation: the change since the driver's first frame
-                    rel = axis_angle_to_matrix(d.pose[0, j]) @ axis_angle_to_matrix(first.pose[0, j]).T
-                    p.pose[0, j] = compose_axis_angle(matrix_to_axis_angle(rel), ref.params.pose[0, j])
-                p.translation = ref.params.translation + (d.translation - first.translation)
-            img = to_uint8(la.render(p, cam).image[0])
+        for t in progress(range(len(d.frames)), desc="reenact"):
+            img = to_uint8(la.render(params(t), cam).image[0])
             if cfg.side_by_side:
-                img = hstack([to_uint8(fr.image), img], height=img.shape[0])
+                img = hstack([d.frames[t], img], height=img.shape[0])
             yield img
 
-    write_frames(out, frames(), fps=fps, total=len(idx))
+    write_frames(out, frames(), fps=cfg.fps or d.fps, total=len(d.frames))
     print(out)
     return 0
-

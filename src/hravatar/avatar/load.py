@@ -92,29 +92,16 @@ class Reference:
 
 
 def load_state(module: nn.Module, path: Path, device: torch.device) -> None:
-    """Load a safetensors state dict into ``module``, checking every tensor's name and shape first.
+    """Load a safetensors state dict into ``module``, checking every tensor's name, shape, kind and
+    finiteness first (:func:`hravatar.io.state.load_state_file`).
 
     Raises:
-        HRAvatarError: one line naming the file and the first missing, unexpected or mis-shaped tensor.
+        HRAvatarError: one line naming the file and the first missing, unexpected, mis-shaped or
+            non-finite tensor.
     """
-    from safetensors.torch import load_file
+    from hravatar.io.state import load_state_file
 
-    try:
-        state = load_file(str(path), device=str(device))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types
-        raise HRAvatarError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:160]}); "
-                            "copy the avatar folder again or retrain") from None
-    want = module.state_dict()
-    for k, v in want.items():
-        if k not in state:
-            raise HRAvatarError(f"{path}: tensor {k!r} is missing; copy the avatar folder again or retrain")
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise HRAvatarError(f"{path}: tensor {k!r} has shape {list(state[k].shape)}, expected {list(v.shape)}; "
-                                "the file does not belong to this avatar (copy the folder again or retrain)")
-    extra = sorted(set(state) - set(want))
-    if extra:
-        raise HRAvatarError(f"{path}: unexpected tensor {extra[0]!r}; the file does not belong to this avatar")
-    module.load_state_dict(state)
+    load_state_file(module, path, path.stem, device)
 
 
 def _load_encoder(path: Path, num_expr: int, settings: TrainingSettings, device: torch.device,
@@ -128,13 +115,22 @@ def _load_encoder(path: Path, num_expr: int, settings: TrainingSettings, device:
             md = f.metadata() or {}
     except Exception as e:  # noqa: BLE001
         raise HRAvatarError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:160]})") from None
-    if int(md.get("num_expr", num_expr)) != num_expr:
+    try:
+        n = int(md.get("num_expr", num_expr))
+        width = float(md.get("width", settings.encoder_width))
+        size = int(md.get("input_size", settings.encoder_input_size))
+    except ValueError as e:
+        raise HRAvatarError(f"{path}: damaged encoder metadata ({e}); copy the avatar folder again "
+                            "or retrain") from None
+    if n != num_expr:
         raise HRAvatarError(f"{path}: encoder predicts {md['num_expr']} expressions, the avatar has {num_expr}; "
                             "the file does not belong to this avatar")
-    enc = ExpressionEncoder(num_expr, backbone=md.get("backbone", settings.encoder),
-                            width_mult=float(md.get("width", settings.encoder_width)), pretrained=False,
-                            input_size=int(md.get("input_size", settings.encoder_input_size)),
-                            frozen_expressions=jaw_expression_indices(expr_names or [])).to(device)
+    try:
+        enc = ExpressionEncoder(num_expr, backbone=md.get("backbone", settings.encoder), width_mult=width,
+                                pretrained=False, input_size=size,
+                                frozen_expressions=jaw_expression_indices(expr_names or [])).to(device)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise HRAvatarError(f"{path}: encoder settings in the file are unusable ({str(e)[:80]}); retrain") from None
     load_state(enc, path, device)
     return enc.eval()
 

@@ -6,6 +6,13 @@ layout (:data:`GBUFFER_LAYOUT`) is owned here; :func:`render` shades it with any
 :class:`~hravatar.shading.lighting.Lighting` (split-sum, only the covered pixels by default) and
 returns a :class:`RenderOutput`. Both are differentiable (the trainer calls them under autograd);
 :meth:`hravatar.avatar.Avatar.render` is the inference entry point (no autograd).
+
+Inference fast path: when no gradient is needed (``torch.no_grad()``), on the CPU, with the
+``auto``/``cpu`` backend and a blendshape-rigged avatar, ``fast=None`` (the default) uses the C++
+inference kernels: :func:`hravatar.render.fast.fast_gbuffer` (fused deformation, projection +
+rasterization) and :func:`hravatar.shading.fast.shade_foreground_fast` (learned or environment
+lighting). The images equal the differentiable path's up to float round-off
+(``tests/test_render_fast.py``). ``fast=False`` forces the differentiable path.
 """
 
 from __future__ import annotations
@@ -104,6 +111,21 @@ def _check_materials(materials: Mapping[str, Tensor]) -> None:
         raise ValueError(f"render: unknown material override(s) {bad}; use {', '.join(MATERIALS)}")
 
 
+def use_fast_path(gaussians: Any, backend: str = "auto", fast: bool | None = None) -> bool:
+    """Whether :func:`rasterize_gbuffer`/:func:`render` take the C++ inference path (see the module
+    docstring): ``fast`` if given (``True`` raises where impossible), else automatically."""
+    if fast is False:
+        return False
+    if fast is None and (torch.is_grad_enabled() or backend not in ("auto", "cpu")):
+        return False
+    from hravatar.render.fast import fast_available
+
+    ok = fast_available(gaussians)
+    if fast and not ok:
+        raise ValueError("render: fast=True needs a blendshape-rigged avatar on the CPU and a C++ compiler")
+    return ok
+
+
 def rasterize_gbuffer(
     gaussians: Any,
     params: FrameParams,
@@ -111,6 +133,7 @@ def rasterize_gbuffer(
     mode: Mode = "pbr",
     materials: Mapping[str, Tensor] | None = None,
     backend: str = "auto",
+    fast: bool | None = None,
 ) -> GBuffer:
     """Deform the Gaussians with ``params`` and rasterize their G-buffer from ``camera``.
 
@@ -122,11 +145,21 @@ def rasterize_gbuffer(
         materials: per-point overrides of the activated materials, ``{"albedo" [N,3], "roughness"
             [N,1], "f0" [N,1], "colors" [N,3]}`` (material edits; no copy of the avatar).
         backend: rasterizer backend (``auto``, ``cpu``, ``cuda``, ``reference``).
+        fast: the C++ inference path (no autograd); ``None``: when no gradient is needed
+            (:func:`use_fast_path`).
     """
     from hravatar.render import camera_centers, rasterize
 
     mats = dict(materials or {})
     _check_materials(mats)
+    if use_fast_path(gaussians, backend, fast):
+        from hravatar.render.fast import fast_gbuffer
+
+        with torch.no_grad():
+            colors, alphas, meta = fast_gbuffer(gaussians, params.shape, params.expression, params.pose,
+                                                params.translation, camera.viewmat, camera.K, camera.width,
+                                                camera.height, mode, mats)
+        return GBuffer(colors, alphas, colors[..., -1:], meta, COLOR_LAYOUT if mode == "color" else GBUFFER_LAYOUT)
     g = gaussians.deform(params.shape, params.expression, params.pose, params.translation)
     vm, Ks = camera.viewmat[None], camera.K[None]
     if mode == "color":
@@ -154,6 +187,7 @@ def render(
     materials: Mapping[str, Tensor] | None = None,
     backend: str = "auto",
     shading_maps: bool = False,
+    fast: bool | None = None,
 ) -> RenderOutput:
     """Render the Gaussians for one set of parameters and one camera (differentiable).
 
@@ -169,10 +203,13 @@ def render(
         shading_maps: also return every intermediate shading map (pbr only); this shades all
             pixels. By default only covered pixels (alpha > 0) are shaded
             (:func:`hravatar.shading.shade.shade_foreground`: the same image up to float round-off).
+        fast: the C++ inference kernels (no autograd; see the module docstring); ``None``: when no
+            gradient is needed and the backend is ``auto``/``cpu``.
     """
     from hravatar.shading.shade import shade, shade_foreground
 
-    gb = rasterize_gbuffer(gaussians, params, camera, mode, materials, backend)
+    fast = use_fast_path(gaussians, backend, fast)
+    gb = rasterize_gbuffer(gaussians, params, camera, mode, materials, backend, fast)
     alphas = gb.alpha
     bg = 0.0 if background is None else background
     if mode == "color":
@@ -182,6 +219,11 @@ def render(
                        roughness=gb.accumulated("roughness") / a, f0=gb.accumulated("f0") / a, normal=gb.normal())
     if mode == "albedo":
         out.image = out.albedo + (1 - alphas) * bg
+    elif not shading_maps and fast and _fast_shading(lighting, alphas):
+        from hravatar.shading.fast import shade_foreground_fast
+
+        out.image = shade_foreground_fast(gb.features, alphas, camera.viewmat[None], camera.K[None], lighting,
+                                          background)
     elif not shading_maps:
         out.image = shade_foreground(gb.features, alphas, GBUFFER_LAYOUT, camera.viewmat[None], camera.K[None],
                                      lighting, background)
@@ -192,4 +234,14 @@ def render(
     return out
 
 
-__all__ = ["COLOR_LAYOUT", "GBUFFER_LAYOUT", "MATERIALS", "GBuffer", "RenderOutput", "rasterize_gbuffer", "render"]
+def _fast_shading(lighting: Any, like: Tensor) -> bool:
+    from hravatar.shading.fast import fast_shading_available
+
+    # the kernel reads albedo 0:3, roughness 3, F0 4, normal 5:8
+    assert GBUFFER_LAYOUT == {"albedo": slice(0, 3), "roughness": slice(3, 4), "f0": slice(4, 5),
+                              "normal": slice(5, 8)}
+    return like.dtype == torch.float32 and fast_shading_available(lighting, like.device)
+
+
+__all__ = ["COLOR_LAYOUT", "GBUFFER_LAYOUT", "MATERIALS", "GBuffer", "RenderOutput", "rasterize_gbuffer", "render",
+           "use_fast_path"]

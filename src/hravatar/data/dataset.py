@@ -273,11 +273,44 @@ def _split_indices(n: int, split: Split, test_frames: int | None) -> list[int]:
     raise HRAvatarError(f"unknown split {split!r}; use train, test or all")
 
 
-def _arr(x: Any, what: str, path: Path) -> np.ndarray:
+def _arr(x: Any, what: str, path: Path, size: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """``x`` as a finite float64 array (of ``size`` elements: an int or one of a tuple of ints); a one-line
+    HRAvatarError naming the file and ``what`` (e.g. ``frame 00012 expcode``) otherwise."""
     try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise HRAvatarError(f"{path}: {what} is not numeric; the tracking file is damaged") from None
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise HRAvatarError(f"{path}: {what} is not numeric; the tracking file is damaged, re-run tracking") from None
+    sizes = (size,) if isinstance(size, int) else size
+    if sizes is not None and a.size not in sizes:
+        want = " or ".join(str(n) for n in sizes)
+        raise HRAvatarError(f"{path}: {what} has {a.size} numbers, expected {want}; the tracking file is damaged, "
+                            "re-run tracking")
+    if not np.isfinite(a).all():
+        raise HRAvatarError(f"{path}: {what} contains NaN or Inf; the tracking file is damaged, re-run tracking")
+    return a
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(e, "msg", None) or type(e).__name__
+        raise HRAvatarError(f"{path}: damaged {what} (not valid JSON: {reason}); re-run preprocessing "
+                            "with --overwrite") from None
+    except OSError as e:
+        raise HRAvatarError(f"{path}: cannot read the {what} ({(e.strerror or '').lower()})") from None
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` from a PNG header without decoding (None: not a PNG); raises for an empty or cut file."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24:
+        raise HRAvatarError(f"{path}: image file is empty or truncated; the subject folder is damaged, "
+                            "re-run preprocessing")
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def load_subject(
@@ -314,17 +347,22 @@ def load_subject(
         raise HRAvatarError(f"{root}: not a subject folder (needs image/ and tracked_params.json); "
                             "run `hravatar preprocess` to make one")
     man_path = root / "manifest.json"
+    man: Any = None
     if man_path.is_file():
-        man = json.loads(man_path.read_text())
+        man = _read_json(man_path, "manifest")
+        if not isinstance(man, dict):
+            raise HRAvatarError(f"{man_path}: damaged manifest (not a JSON object); "
+                                "re-run preprocessing with --overwrite")
         if man.get("format") == FORMAT_NAME and not man.get("complete", False):
             raise HRAvatarError(f"{root}: subject folder is incomplete; re-run preprocessing")
-    try:
-        tp = json.loads(tp_path.read_text())
-    except json.JSONDecodeError as e:
-        raise HRAvatarError(f"{tp_path}: not valid JSON ({e.msg}); re-run preprocessing") from None
+    tp = _read_json(tp_path, "tracking file")
+    if not isinstance(tp, dict):
+        raise HRAvatarError(f"{tp_path}: not a tracking file (a JSON object is expected); re-run tracking")
     ours = tp.get("hravatar") if isinstance(tp.get("hravatar"), dict) else None
     if ours is not None:
-        scale = float(ours.get("flame_scale", scale))
+        scale = float(_arr(ours.get("flame_scale", scale), "flame_scale", tp_path, 1)[()])
+        if scale <= 0:
+            raise HRAvatarError(f"{tp_path}: flame_scale {scale} must be positive; re-run tracking")
 
     all_paths = _frames_sorted(img_dir)
     keyed = []
@@ -332,6 +370,17 @@ def load_subject(
         key = p.stem if p.stem in tp else (p.name if p.name in tp else None)
         if key is not None:
             keyed.append((p, key))
+    have = {k for _, k in keyed}
+    listed = ours.get("frames") if ours is not None else None
+    if isinstance(listed, list):
+        wanted = [str(n) for n in listed]
+    else:  # other layouts: every per-frame entry
+        wanted = [k for k, v in tp.items() if isinstance(v, dict) and "expcode" in v]
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise HRAvatarError(f"{img_dir}: {len(missing)} frame image(s) listed in {tp_path.name} are missing "
+                            f"({', '.join(missing[:3])}{more}); restore them or re-run preprocessing")
     if not keyed:
         raise HRAvatarError(f"{tp_path}: no entry matches the images in {img_dir}; re-run tracking")
     n_all = len(keyed)
@@ -342,33 +391,53 @@ def load_subject(
 
     first = read_image(sel[0][0])
     H, W = int(first.shape[0]), int(first.shape[1])
+    for p, _ in sel:  # every frame present, readable-looking and of one size (PNG headers only: cheap)
+        hw = _png_size(p)
+        if hw is not None and hw != (H, W):
+            raise HRAvatarError(f"{p}: image is {hw[0]}x{hw[1]}, the others {H}x{W}; the subject folder is "
+                                "damaged, re-run preprocessing")
     if ours is not None and "K" in ours:
-        K = _arr(ours["K"], "K", tp_path).reshape(3, 3)
+        K = _arr(ours["K"], "K", tp_path, 9).reshape(3, 3)
         if list(ours.get("image_size", [H, W])) != [H, W]:
             raise HRAvatarError(f"{root}: images are {H}x{W} but tracked_params says {ours['image_size']}")
     else:
-        fx, fy, cx, cy = _arr(tp["intrinsics"], "intrinsics", tp_path).reshape(4)
+        fx, fy, cx, cy = _arr(tp.get("intrinsics"), "intrinsics", tp_path, 4).reshape(4)
+        if cx <= 0 or fx <= 0:
+            raise HRAvatarError(f"{tp_path}: intrinsics {[fx, fy, cx, cy]} must be positive; re-run tracking")
         f = W * fx / (2 * cx)  # HRAvatar's loader: fov from (fx, cx), principal point at the centre
         K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise HRAvatarError(f"{tp_path}: focal lengths {K[0, 0]}, {K[1, 1]} must be positive; re-run tracking")
 
-    shape = _arr(tp["shapecode"], "shapecode", tp_path).reshape(-1)
+    shape = _arr(tp.get("shapecode"), "shapecode", tp_path).reshape(-1)
     expr, pose, trans, vms, boxes, affs = [], [], [], [], [], []
     for _, key in sel:
         e = tp[key]
-        expr.append(_arr(e["expcode"], "expcode", tp_path).reshape(-1))
-        fp = _arr(e["fullposecode"], "fullposecode", tp_path).reshape(-1)
-        pose.append(np.pad(fp[:15], (0, max(0, 15 - fp.size))).reshape(5, 3))
-        trans.append(_arr(e["translation"], "translation", tp_path).reshape(3) if "translation" in e
+        if not isinstance(e, dict):
+            raise HRAvatarError(f"{tp_path}: frame {key} is not an entry of parameters; re-run tracking")
+        w = f"frame {key}"
+        ex = _arr(e.get("expcode"), f"{w} expcode", tp_path).reshape(-1)
+        if expr and ex.size != expr[0].size:
+            raise HRAvatarError(f"{tp_path}: {w} expcode has {ex.size} numbers, the first frame {expr[0].size}; "
+                                "re-run tracking")
+        expr.append(ex)
+        fp = _arr(e.get("fullposecode"), f"{w} fullposecode", tp_path, (6, 9, 12, 15)).reshape(-1)
+        pose.append(np.pad(fp, (0, 15 - fp.size)).reshape(5, 3))
+        trans.append(_arr(e["translation"], f"{w} translation", tp_path, 3).reshape(3) if "translation" in e
                      else np.zeros(3))
-        wm = _arr(e["world_mat"], "world_mat", tp_path)
+        wm = _arr(e.get("world_mat"), f"{w} world_mat", tp_path, (12, 16))
+        wm = wm.reshape(-1, 4)
         if wm.shape == (3, 4):
             wm = np.vstack([wm, [0, 0, 0, 1]])
-        vm = FLIP_YZ @ wm.reshape(4, 4)
+        vm = FLIP_YZ @ wm
         vm[:3, 3] /= scale
         vms.append(vm)
-        boxes.append(e.get("crop_box"))
-    if len({x.size for x in expr}) != 1:
-        raise HRAvatarError(f"{tp_path}: frames have different expression sizes; re-run tracking")
+        b = e.get("crop_box")
+        if b is not None:
+            b = _arr(b, f"{w} crop_box", tp_path, 3)
+            if b[2] <= 0:
+                raise HRAvatarError(f"{tp_path}: {w} crop_box size {b[2]} must be positive; re-run tracking")
+        boxes.append(b)
 
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
     expression, pose_t, trans_t, vms_t = t(expr), t(pose), t(trans), t(vms)
@@ -376,12 +445,14 @@ def load_subject(
     if all(b is not None for b in boxes):
         affs = np.stack([box_to_affine(b) for b in boxes])
     elif (root / "stable_bbox.npz").is_file():
-        npz = np.load(root / "stable_bbox.npz", allow_pickle=False)
-        by_name = {str(n): m for n, m in zip(npz["frame_basenames"], npz["tform"], strict=True)}
         try:
-            affs = np.stack([np.asarray(by_name[p.name])[:2] for p, _ in sel])
+            npz = np.load(root / "stable_bbox.npz", allow_pickle=False)
+            by_name = {str(n): m for n, m in zip(npz["frame_basenames"], npz["tform"], strict=True)}
+            affs = np.stack([np.asarray(by_name[p.name], np.float64)[:2] for p, _ in sel])
         except KeyError as e:
             raise HRAvatarError(f"{root}/stable_bbox.npz: no entry for {e}; regenerate it") from None
+        except Exception as e:  # noqa: BLE001 - zip / numpy format errors of several types
+            raise HRAvatarError(f"{root}/stable_bbox.npz: damaged ({type(e).__name__}); regenerate it") from None
     elif head_model is not None:
         affs = _boxes_from_head_model(head_model, shape_t, expression, pose_t, trans_t, vms_t, K_t,
                                       crop_scale)
@@ -391,8 +462,8 @@ def load_subject(
     if cache is None:
         cache = len(sel) * H * W * 7 < 1.5e9
     meta = dict(ours or {})
-    if man_path.is_file():
-        meta["manifest"] = json.loads(man_path.read_text())
+    if man is not None:
+        meta["manifest"] = man
     name = (ours or {}).get("head_model", "flame")
     mask_dir = root / "mask" if (root / "mask").is_dir() else None
     albedo_dir = root / "albedo" if (root / "albedo").is_dir() else None

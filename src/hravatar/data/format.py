@@ -61,6 +61,9 @@ HRAVATAR_FLAME_SCALE = 4.0
 #: OpenGL <-> OpenCV camera axes flip (y and z).
 FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 CROP_SIZE = 224
+#: what hravatar's tools write into a subject folder; ``--overwrite`` replaces these and keeps the rest
+SUBJECT_ENTRIES = ("image", "tracked_params.json", "manifest.json", "albedo", "gt", "overlay.mp4", ".work",
+                   "head_model.safetensors")
 
 
 def frame_name(i: int) -> str:
@@ -268,7 +271,8 @@ def write_subject(
         gt: optional synthetic ground truth, key -> T maps: ``"albedo"`` ``[H,W,3]``, ``"normal"``
             ``[H,W,3]`` unit vectors in the OpenCV camera frame, ``"mask"`` ``[H,W(,1)]``, and
             ``"relit/<name>"`` ``[H,W,3]``.
-        overwrite: replace an existing folder (only after the new one is complete).
+        overwrite: replace an existing folder (only after the new one is complete): the entries a
+            subject consists of (:data:`SUBJECT_ENTRIES`) are replaced, any other file in it is kept.
     Returns:
         ``path``.
     """
@@ -306,6 +310,12 @@ def write_subject(
                    created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=_json_default))
         if path.exists():
+            if not path.is_dir():
+                raise HRAvatarError(f"{path}: exists and is not a folder; choose another output folder")
+            # files that are not part of a subject (the user's own) move into the new folder
+            for entry in path.iterdir():
+                if entry.name not in SUBJECT_ENTRIES:
+                    os.replace(entry, tmp / entry.name)
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
             os.replace(tmp, path)

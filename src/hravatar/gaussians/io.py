@@ -85,21 +85,85 @@ def load_gaussians(path: str | Path, device: torch.device | str | None = None) -
         raise HRAvatarError(f"{path}: not a safetensors avatar file ({e})") from None
     if md.get("format") != FORMAT:
         raise HRAvatarError(f"{path}: not a hravatar Gaussian avatar (format {md.get('format')!r})")
-    if int(md.get("version", "0")) > VERSION:
-        raise HRAvatarError(f"{path}: avatar file version {md['version']} is newer than this hravatar; upgrade")
-    cfg = from_dict(AvatarConfig, json.loads(md["config"]))
+    try:
+        version = int(md.get("version", "0"))
+        cfg = from_dict(AvatarConfig, json.loads(md["config"]))
+        expr_names = json.loads(md.get("expr_names", "[]"))
+        meta = json.loads(md.get("meta", "{}"))
+        frozen = json.loads(md.get("frozen", "[]"))
+        if not (isinstance(expr_names, list) and isinstance(meta, dict) and isinstance(frozen, list)):
+            raise ValueError("metadata of the wrong type")
+        expr_names, frozen = [str(x) for x in expr_names], tuple(str(x) for x in frozen)
+    except (KeyError, ValueError, TypeError, HRAvatarError) as e:
+        raise HRAvatarError(f"{path}: damaged avatar metadata ({type(e).__name__}); train or export it again") from None
+    if version > VERSION:
+        raise HRAvatarError(f"{path}: avatar file version {version} is newer than this hravatar; upgrade")
     params = {k[len("param.") :]: v for k, v in t.items() if k.startswith("param.")}
     buffers = {k[len("buffer.") :]: v for k, v in t.items() if k.startswith("buffer.")}
-    avatar = GaussianHead(
-        params,
-        buffers,
-        cfg,
-        md.get("head_model", "unknown"),
-        json.loads(md.get("expr_names", "[]")),
-        json.loads(md.get("meta", "{}")),
-        frozen=tuple(json.loads(md.get("frozen", "[]"))),
-    )
+    check_avatar_tensors(path, params, buffers, cfg.rig)
+    avatar = GaussianHead(params, buffers, cfg, str(md.get("head_model", "unknown")), expr_names, meta, frozen=frozen)
     return avatar.to(device) if device is not None else avatar
+
+
+#: expected shapes (symbols: N points, S shape and E expression components, V vertices, F triangles)
+_COMMON = {"means": ("N", 3), "quats": ("N", 4), "scales": ("N", 3), "opacities": ("N",), "albedo": ("N", 3),
+           "roughness": ("N", 1), "f0": ("N", 1)}
+_OPTIONAL = {"colors": ("N", 3)}
+_RIG_PARAMS = {
+    "blendshape": {"shapedirs": ("N", 3, "S"), "exprdirs": ("N", 3, "E"), "posedirs": ("N", 3, 36),
+                   "lbs_weights": ("N", 6)},
+    "triangle": {"binding": ("N",)},
+}
+_BUFFERS = {"joint_template": (5, 3), "joint_shapedirs": (5, 3, "S")}
+_MESH = {"mesh_v_template": ("V", 3), "mesh_faces": ("F", 3), "mesh_shapedirs": ("V", 3, "S"),
+         "mesh_exprdirs": ("V", 3, "E"), "mesh_posedirs": ("V", 3, 36), "mesh_j_regressor": (5, "V"),
+         "mesh_lbs_weights": ("V", 5)}
+_INTEGER = ("binding", "mesh_faces")
+
+
+def check_avatar_tensors(path: Path, params: dict[str, Tensor], buffers: dict[str, Tensor], rig: str) -> None:
+    """Check an avatar file's tensors before use: every required tensor present, shapes consistent
+    (one N, S, E, ... throughout), floating tensors finite, indices in range. One
+    :class:`HRAvatarError` naming the file and the tensor otherwise."""
+    if rig not in _RIG_PARAMS:
+        raise HRAvatarError(f"{path}: unknown rig {rig!r} in the avatar metadata; the file is damaged")
+    dims: dict[str, int] = {}
+    specs = [("param", k, v, True) for k, v in {**_COMMON, **_RIG_PARAMS[rig]}.items()]
+    specs += [("param", k, v, False) for k, v in _OPTIONAL.items()]
+    specs += [("buffer", k, v, True) for k, v in _BUFFERS.items()]
+    if rig == "triangle":
+        specs += [("buffer", k, v, True) for k, v in _MESH.items()]
+    for kind, name, shape, required in specs:
+        src = params if kind == "param" else buffers
+        if name not in src:
+            if required:
+                raise HRAvatarError(f"{path}: tensor {kind}.{name} is missing; the avatar file is damaged")
+            continue
+        x = src[name]
+        bad = x.dim() != len(shape)
+        for d, want in zip(x.shape, shape, strict=False):
+            if bad:
+                break
+            if isinstance(want, int):
+                bad = d != want
+            else:
+                bad = dims.setdefault(want, d) != d
+        if bad or x.numel() == 0 and name == "means":
+            want = "[" + ", ".join(str(w if isinstance(w, int) else dims.get(w, w)) for w in shape) + "]"
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} has shape {list(x.shape)}, expected {want}; "
+                                "the avatar file is damaged")
+        if name in _INTEGER:
+            if x.is_floating_point() or x.dtype == torch.bool:
+                raise HRAvatarError(f"{path}: tensor {kind}.{name} must hold integers; the avatar file is damaged")
+        elif not x.is_floating_point():
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} must be floating point; the avatar file is damaged")
+        elif not bool(torch.isfinite(x).all()):
+            raise HRAvatarError(f"{path}: tensor {kind}.{name} contains NaN or Inf; the avatar file is damaged")
+    for name, bound in (("binding", "F"), ("mesh_faces", "V")):
+        x = params.get(name, buffers.get(name))
+        if x is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= dims[bound]):
+            raise HRAvatarError(f"{path}: tensor {name} indexes outside 0..{dims[bound] - 1}; "
+                                "the avatar file is damaged")
 
 
 def export_ply(

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["look_at", "intrinsics", "orbit_cameras", "project_points", "camera_centers"]
+__all__ = [
+    "camera_centers",
+    "intrinsics",
+    "look_at",
+    "orbit_cameras",
+    "pixel_rays",
+    "project_points",
+    "ray_directions",
+    "ray_directions_at",
+]
 
 
 def _vec(x: Tensor | Sequence[float], dtype: torch.dtype | None, device: torch.device | str | None) -> Tensor:
@@ -165,3 +174,41 @@ def camera_centers(viewmats: Tensor) -> Tensor:
     """Camera centres ``[...,3]`` in world coordinates of world-to-camera ``viewmats [...,4,4]``."""
     rot = viewmats[..., :3, :3]
     return -(rot.transpose(-1, -2) @ viewmats[..., :3, 3:4]).squeeze(-1)
+
+
+def pixel_rays(Ks: Tensor, height: int, width: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Camera-frame rays ``[C,H,W,3]`` with ``z = 1`` through the pixel centres (+0.5) of ``Ks [C,3,3]``
+    (``dtype``: of the pixel grid and the inverse intrinsics; default ``Ks``'s)."""
+    dev, dt = Ks.device, dtype or Ks.dtype
+    ys = torch.arange(height, device=dev, dtype=dt) + 0.5
+    xs = torch.arange(width, device=dev, dtype=dt) + 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    pix = torch.stack([xx, yy, torch.ones_like(xx)], -1)  # [H, W, 3]
+    return torch.einsum("cij,hwj->chwi", torch.linalg.inv(Ks.to(dt)), pix)
+
+
+def ray_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
+    """World-space unit directions ``[C,H,W,3]`` from the camera centre through each pixel centre.
+
+    ``viewmats [C,4,4]`` world-to-camera (OpenCV: +z forward, +y down), ``Ks [C,3,3]`` in pixels,
+    pixel centres at +0.5; computed in ``viewmats``' dtype.
+    """
+    d_cam = pixel_rays(Ks.to(viewmats.device), height, width, viewmats.dtype)
+    rot = viewmats[:, :3, :3]  # world -> camera
+    d_world = torch.einsum("cji,chwj->chwi", rot, d_cam)  # R^T d
+    return torch.nn.functional.normalize(d_world, dim=-1)
+
+
+def ray_directions_at(viewmats: Tensor, Ks: Tensor, width: int, height: int, flat_idx: Tensor) -> Tensor:
+    """:func:`ray_directions` at flat pixel indices ``c*H*W + y*W + x`` only: ``[P,3]`` world unit vectors."""
+    hw = height * width
+    cam = torch.div(flat_idx, hw, rounding_mode="floor")
+    rem = flat_idx - cam * hw
+    y = torch.div(rem, width, rounding_mode="floor")
+    x = rem - y * width
+    dt = viewmats.dtype
+    pix = torch.stack([x.to(dt) + 0.5, y.to(dt) + 0.5, torch.ones_like(x, dtype=dt)], -1)  # [P,3]
+    kinv = torch.linalg.inv(Ks.to(dt))  # [C,3,3]
+    d_cam = torch.einsum("pij,pj->pi", kinv[cam], pix)
+    d_world = torch.einsum("pji,pj->pi", viewmats[cam, :3, :3], d_cam)  # R^T d
+    return torch.nn.functional.normalize(d_world, dim=-1)

@@ -6,6 +6,8 @@ deformation, projection, densification, the apps' head-rotation edits).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,7 @@ __all__ = [
     "normalize_quat",
     "quat_multiply",
     "quat_to_matrix",
+    "rotation_y",
 ]
 
 
@@ -127,3 +130,13 @@ def euler_to_axis_angle(yaw: float, pitch: float, roll: float, like: Tensor | No
 def compose_axis_angle(a: Tensor, b: Tensor) -> Tensor:
     """Axis-angle ``[...,3]`` of ``R(a) @ R(b)``."""
     return matrix_to_axis_angle(axis_angle_to_matrix(a) @ axis_angle_to_matrix(b))
+
+
+def rotation_y(
+    angle_deg: float | Tensor, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Rotation matrix ``[3, 3]`` about +y by ``angle_deg`` degrees (right-handed: +z turns toward +x)."""
+    a = torch.as_tensor(angle_deg, dtype=dtype, device=device) * (math.pi / 180)
+    c, s = torch.cos(a), torch.sin(a)
+    z, o = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([torch.stack([c, z, s]), torch.stack([z, o, z]), torch.stack([-s, z, c])])

@@ -4,10 +4,10 @@ renderer (:mod:`hravatar.render.mesh`) from a distant, nearly orthographic camer
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 #: Region colours (linear RGB in [0,1]) used when a region mask is given.
 REGION_COLORS: dict[str, tuple[float, float, float]] = {
@@ -15,12 +15,6 @@ REGION_COLORS: dict[str, tuple[float, float, float]] = {
     "eyes": (0.92, 0.92, 0.95), "lips": (0.80, 0.38, 0.38), "teeth": (0.97, 0.95, 0.85),
     "mouth_interior": (0.45, 0.12, 0.14),
 }
-
-
-def rotation_y(deg: float) -> np.ndarray:
-    """Rotation about +y (``[3,3]``); positive turns the face (+z) towards +x."""
-    a = math.radians(deg)
-    return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
 
 
 def render_preview(
@@ -45,9 +39,10 @@ def render_preview(
     Returns:
         ``[size,size,3]`` float32 image in [0,1] (row 0 at the top).
     """
+    from hravatar.geometry.rotations import rotation_y
     from hravatar.render.mesh import render_mesh
 
-    v = np.asarray(verts, dtype=np.float64) @ rotation_y(yaw_deg).T
+    v = np.asarray(verts, dtype=np.float64) @ rotation_y(yaw_deg, dtype=torch.float64).numpy().T
     lo, hi = v[:, :2].min(0), v[:, :2].max(0)
     centre = (lo + hi) / 2
     scale = 0.9 * size / max(hi - lo)  # pixels per metre at the mesh

@@ -93,11 +93,50 @@ def read_envmap(path: str | Path) -> np.ndarray:
         raise HRAvatarError(f"{path}: environment map not found")
     if suffix == ".exr":
         return _check(path, _read_exr(path))
-    with quiet_cv2():
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    _check_hdr_header(path)
+    try:
+        with quiet_cv2():
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
     if img is None or img.dtype != np.float32:
         raise HRAvatarError(f"{path}: not a readable Radiance .hdr file (corrupt or truncated)")
     return _check(path, img[..., ::-1] if img.ndim == 3 else img)
+
+
+#: largest environment map accepted (pixels): 16k x 8k
+MAX_PIXELS = 16384 * 8192
+
+
+def _check_hdr_header(path: Path) -> None:
+    """Validate a Radiance header before decoding: the magic line, the ``-Y H +X W`` resolution line,
+    a sane size, and at least the bytes such an image needs (run-length encoding packs a scan line
+    into no fewer than ``4 + 8 * ceil(W / 127)`` bytes). A header claiming 999999996 rows in a 2 kB
+    file is one clear error instead of an OpenCV assertion or a huge allocation."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if not (head.startswith(b"#?RADIANCE") or head.startswith(b"#?RGBE")):
+        raise HRAvatarError(f"{path}: not a Radiance .hdr file (no #?RADIANCE header)")
+    end = head.find(b"\n\n")
+    if end < 0:
+        raise HRAvatarError(f"{path}: Radiance header is truncated (no blank line after it)")
+    nl = head.find(b"\n", end + 2)
+    res = head[end + 2 : nl if nl >= 0 else len(head)].split()
+    if len(res) != 4 or res[0] not in (b"-Y", b"+Y") or res[2] not in (b"+X", b"-X"):
+        line = b" ".join(res)[:40]
+        raise HRAvatarError(f"{path}: Radiance resolution line {line!r} is not '-Y H +X W'; "
+                            "the file is damaged or uses an unsupported orientation")
+    try:
+        h, w = int(res[1]), int(res[3])
+    except ValueError:
+        raise HRAvatarError(f"{path}: Radiance resolution line has no numbers; the file is damaged") from None
+    if not (1 <= h <= 65536 and 1 <= w <= 65536 and h * w <= MAX_PIXELS):
+        raise HRAvatarError(f"{path}: Radiance header claims {h} x {w} pixels; the file is damaged "
+                            f"(at most {MAX_PIXELS} pixels are supported)")
+    need = (nl + 1 if nl >= 0 else len(head)) + h * (4 + 8 * (-(-w // 127)))
+    size = path.stat().st_size
+    if size < need:
+        raise HRAvatarError(f"{path}: .hdr is truncated ({size} bytes; a {h} x {w} image needs at least {need})")
 
 
 def write_envmap(path: str | Path, img: np.ndarray) -> Path:

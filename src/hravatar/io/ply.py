@@ -70,6 +70,11 @@ def write_gaussian_ply(
             raise ValueError(f"{name} must be {list(shape)}, got {list(arr.shape)}")
     if opac.shape != (n,):
         raise ValueError(f"opacities must be [{n}], got {list(opac.shape)}")
+    for name, arr in (("positions", means), ("scales", scales), ("rotations", quats), ("opacities", opac),
+                      ("colours", rgb)):
+        if not np.isfinite(arr).all():
+            raise HRAvatarError(f"{path}: the Gaussians' {name} contain NaN or Inf; nothing written "
+                                "(use finite, moderate expression/pose values)")
     cols: list[tuple[str, np.ndarray]] = [("x", means[:, 0]), ("y", means[:, 1]), ("z", means[:, 2])]
     nrm = np.zeros((n, 3), np.float32) if normals is None else _np(normals)
     cols += [("nx", nrm[:, 0]), ("ny", nrm[:, 1]), ("nz", nrm[:, 2])]
@@ -209,6 +214,12 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
     else:
         raise HRAvatarError(f"{path}: unknown PLY format {fmt!r}")
 
+    for group in (("f_dc_0", "f_dc_1", "f_dc_2"), ("nx", "ny", "nz")):
+        have = [k for k in group if k in names]
+        if have and len(have) != len(group):
+            absent = ", ".join(k for k in group if k not in names)
+            raise HRAvatarError(f"{path}: PLY has {have[0]} but not {absent}; the file is damaged or not a 3DGS PLY")
+
     def col(*ks: str) -> np.ndarray:
         return np.stack([data[k].astype(np.float32) for k in ks], -1)
 
@@ -225,11 +236,14 @@ def read_gaussian_ply(path: str | Path) -> dict[str, Any]:
     means = col("x", "y", "z")
     if not np.isfinite(means).all():
         raise HRAvatarError(f"{path}: PLY positions contain NaN or Inf")
+    with np.errstate(over="ignore"):  # huge logits / log-scales saturate to 0, 1 or inf as intended
+        scales = np.exp(col("scale_0", "scale_1", "scale_2").astype(np.float64)).astype(np.float32)
+        opacities = (1.0 / (1.0 + np.exp(-opacity_logit))).astype(np.float32)
     return {
         "means": means,
-        "scales": np.exp(col("scale_0", "scale_1", "scale_2").astype(np.float64)).astype(np.float32),
+        "scales": scales,
         "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
-        "opacities": (1.0 / (1.0 + np.exp(-opacity_logit))).astype(np.float32),
+        "opacities": opacities,
         "colors": colors,
         "sh_rest": sh_rest,
         "normals": normals,

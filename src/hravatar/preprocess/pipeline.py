@@ -433,6 +433,33 @@ def _fingerprint(video: Path, s: PipelineSettings) -> dict[str, Any]:
     }
 
 
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_same_input(output: Path, manifest: dict, video: Path) -> None:
+    """A finished subject is only reused for the video it was made from (same size and SHA-256; for
+    older manifests without them, the same file name)."""
+    src = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    if not video.is_file():
+        raise HRAvatarError(f"{video}: no such file; give the path of a video (mp4, mov, webm, ...)")
+    if "sha256" in src:
+        same = src.get("bytes") == video.stat().st_size and src["sha256"] == file_digest(video)
+    else:  # written before the digest was stored: the file name is all there is to compare
+        same = Path(str(src.get("video", ""))).name == video.name
+    if not same:
+        raise HRAvatarError(f"{output}: already holds a finished subject made from another input "
+                            f"({src.get('video', 'unknown source')}); pass --overwrite to replace it with "
+                            f"{video.name}, or choose another -o")
+
+
 def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSettings | None = None) -> Path:
     """Turn ``video`` into the subject folder ``output`` (see :mod:`hravatar.data.format`).
 
@@ -445,17 +472,21 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
     t0 = time.time()
     if s.size < 64 or s.size % 2:
         raise HRAvatarError(f"--size {s.size}: use an even size of at least 64 (512 is the default)")
+    from hravatar.io.atomic import check_writable
+
+    check_writable(output, "folder")
     man = output / "manifest.json"
     if man.is_file() and not s.overwrite:
         try:
-            complete = json.loads(man.read_text()).get("complete", False)
-        except (OSError, json.JSONDecodeError):
-            complete = False
+            old = json.loads(man.read_bytes())
+            complete = bool(old.get("complete", False))
+        except (ValueError, AttributeError):
+            raise HRAvatarError(f"{man}: damaged manifest (not valid JSON); pass --overwrite to redo the subject "
+                                "(your other files in the folder are kept)") from None
         if complete:
+            _check_same_input(output, old, video)
             log.info(f"{output}: already complete; nothing to do (pass --overwrite to redo it)")
             return output
-    if output.exists() and not output.is_dir():
-        raise HRAvatarError(f"{output}: exists and is not a folder; choose another -o")
     if output.is_dir() and not s.overwrite:
         others = [p.name for p in output.iterdir() if p.name != ".work"]
         if others:
@@ -575,7 +606,8 @@ def _write(
 
     info = json.loads(str(tr["info"]))
     manifest = {
-        "source": {"video": str(video), **meta, "frames_used": [int(x) for x in det["source_index"]]},
+        "source": {"video": str(video), "bytes": video.stat().st_size, "sha256": file_digest(video), **meta,
+                   "frames_used": [int(x) for x in det["source_index"]]},
         "versions": {
             "hravatar": version,
             "mediapipe": mp_version,

@@ -7,6 +7,8 @@ first calls are safe: compilation holds a file lock and writes to a temporary fi
 atomically renamed. The library is loaded after ``torch`` (imported above), so it binds to the
 OpenMP runtime torch already loaded (one runtime per process). Set ``HRAVATAR_CXX=none`` to
 disable the kernel (the reference backend is then used after a warning).
+``HRAVATAR_KERNEL_FLAGS`` appends compiler flags (part of the cache key), e.g. ``-mno-avx512f``
+to measure on an AVX-512 machine what an AVX2-only machine runs.
 
 ``OMP_WAIT_POLICY=PASSIVE`` is put into the environment by :mod:`hravatar.render` when the user
 has not set it; the OpenMP runtime reads it only once, when it starts (``import torch``), so it
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -85,11 +88,13 @@ def _flags(cxx: str, cpu_flags: str) -> list[str]:
             flags.append("-mprefer-vector-width=512")
     else:
         flags.append("-mcpu=native")
-    return flags
+    extra = os.environ.get("HRAVATAR_KERNEL_FLAGS", "").split()
+    return flags + extra
 
 
-def kernel_path() -> tuple[Path, list[str], str]:
-    """Where the compiled kernel for this source/compiler/CPU lives, the flags and the compiler."""
+def kernel_path(src: Path = _SRC) -> tuple[Path, list[str], str]:
+    """Where the compiled library of ``src`` (default: the rasterizer) for this source/compiler/CPU
+    lives, the flags and the compiler."""
     from hravatar.assets import cache_dir  # noqa: PLC0415
 
     cxx = _compiler()
@@ -99,7 +104,7 @@ def kernel_path() -> tuple[Path, list[str], str]:
     flags = _flags(cxx, cpu)
     h = hashlib.sha256()
     for part in (
-        _SRC.read_bytes(),
+        src.read_bytes(),
         cxx.encode(),
         _compiler_version(cxx).encode(),
         " ".join(flags).encode(),
@@ -110,7 +115,7 @@ def kernel_path() -> tuple[Path, list[str], str]:
         h.update(b"\0")
     out_dir = cache_dir() / "kernels"
     out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / f"rasterize-{h.hexdigest()[:20]}.so", flags, cxx
+    return out_dir / f"{src.stem}-{h.hexdigest()[:20]}.so", flags, cxx
 
 
 @contextlib.contextmanager
@@ -128,8 +133,10 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build() -> Path:
-    so, flags, cxx = kernel_path()
+def build(src: Path = _SRC) -> Path:
+    """Compile ``src`` (a self-contained C++ file with ``extern "C"`` entry points) into the per-user
+    kernel cache unless already there; returns the shared library's path. Raises RuntimeError."""
+    so, flags, cxx = kernel_path(src)
     if so.is_file():
         return so
     with _file_lock(so.with_suffix(".lock")):
@@ -138,19 +145,19 @@ def _build() -> Path:
         fd, tmp = tempfile.mkstemp(prefix=so.stem + ".", suffix=".tmp.so", dir=so.parent)
         os.close(fd)
         try:
-            cmd = [cxx, *flags, str(_SRC), "-o", tmp]
+            cmd = [cxx, *flags, str(src), "-o", tmp]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if res.returncode != 0 and "-march=native" in flags:
                 cmd = [
                     cxx,
                     *[f for f in flags if "native" not in f and "vector-width" not in f],
-                    str(_SRC),
+                    str(src),
                     "-o",
                     tmp,
                 ]
                 res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if res.returncode != 0:
-                raise RuntimeError(f"compiling {_SRC.name} failed: {res.stderr.strip()[-2000:]}")
+                raise RuntimeError(f"compiling {src.name} failed: {res.stderr.strip()[-2000:]}")
             os.replace(tmp, so)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -171,6 +178,9 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.hr_forward.argtypes = [i32] * 6 + [p] * 11
     lib.hr_backward.restype = i32
     lib.hr_backward.argtypes = [i32] * 6 + [p] * 13
+    f32 = ctypes.c_float
+    lib.hr_render.restype = i64
+    lib.hr_render.argtypes = [i32] * 5 + [p] * 7 + [f32] * 4 + [i32] + [p] * 6
 
 
 def load() -> ctypes.CDLL:
@@ -182,7 +192,7 @@ def load() -> ctypes.CDLL:
         if _error is not None:
             raise RuntimeError(_error)
         try:
-            lib = ctypes.CDLL(str(_build()))
+            lib = ctypes.CDLL(str(build()))
             _bind(lib)
         except Exception as exc:  # noqa: BLE001 - any failure means: fall back
             _error = str(exc)
@@ -384,3 +394,27 @@ def rasterize_to_pixels_cpu(
         outs.append(o[..., : hi - lo])
         alphas = a if alphas is None else alphas
     return (outs[0] if n_chunks == 1 else torch.cat(outs, dim=-1)), alphas
+
+
+_extra_libs: dict[Path, ctypes.CDLL] = {}
+_extra_errors: dict[Path, str] = {}
+
+
+def load_library(src: Path, bind: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL:
+    """Build (on first use, cached as :func:`build` does) and load another self-contained C++ source
+    of this package; ``bind`` sets the ctypes signatures. Raises RuntimeError when impossible
+    (the failure is remembered: later calls raise at once)."""
+    src = Path(src)
+    with _lock:
+        if src in _extra_libs:
+            return _extra_libs[src]
+        if src in _extra_errors:
+            raise RuntimeError(_extra_errors[src])
+        try:
+            lib = ctypes.CDLL(str(build(src)))
+            bind(lib)
+        except Exception as exc:  # noqa: BLE001 - any failure means: fall back
+            _extra_errors[src] = str(exc)
+            raise RuntimeError(str(exc)) from exc
+        _extra_libs[src] = lib
+        return lib

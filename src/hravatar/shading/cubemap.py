@@ -58,7 +58,6 @@ __all__ = [
     "sample_equirect_mips",
     "equirect_to_cube",
     "cube_to_equirect",
-    "rotation_y",
 ]
 
 
@@ -419,13 +418,3 @@ def cube_to_equirect(cube: Tensor, h: int, w: int | None = None) -> Tensor:
     """Bilinear resampling of a cube map ``[6, R, R, C]`` into an equirectangular map ``[H, W, C]``."""
     d = equirect_directions(h, w or 2 * h, device=cube.device, dtype=cube.dtype)
     return sample_cube(cube, d)
-
-
-def rotation_y(
-    angle_deg: float | Tensor, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """Rotation matrix ``[3, 3]`` about +y by ``angle_deg`` degrees (right-handed: +z turns toward +x)."""
-    a = torch.as_tensor(angle_deg, dtype=dtype, device=device) * (math.pi / 180)
-    c, s = torch.cos(a), torch.sin(a)
-    z, o = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([torch.stack([c, z, s]), torch.stack([z, o, z]), torch.stack([-s, z, c])])

@@ -55,7 +55,6 @@ __all__ = [
     "load_prefiltered",
     "rotate_equirect",
     "apply_exposure",
-    "camera_ray_directions",
     "background_image",
     "ggx_d",
 ]
@@ -291,7 +290,7 @@ def load_prefiltered(path: str | Path, device: torch.device | str = "cpu") -> Pr
 def rotate_equirect(equirect: Tensor, angle_deg: float) -> Tensor:
     """The map rotated by ``angle_deg`` about +y: ``L'(d) = L(R_y(-angle) d)`` (a horizontal shift).
 
-    Same sense as :func:`hravatar.shading.cubemap.rotation_y` and the ``rotation`` of
+    Same sense as :func:`hravatar.geometry.rotation_y` and the ``rotation`` of
     :class:`hravatar.shading.lighting.EnvironmentLighting`. Fractional pixel shifts are linear.
     """
     w = equirect.shape[1]
@@ -306,24 +305,6 @@ def rotate_equirect(equirect: Tensor, angle_deg: float) -> Tensor:
 def apply_exposure(x: Tensor, stops: float) -> Tensor:
     """Scale linear radiance by ``2 ** stops``."""
     return x * (2.0**stops)
-
-
-def camera_ray_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Tensor:
-    """World-space unit directions ``[C, H, W, 3]`` from the camera centre through each pixel centre.
-
-    ``viewmats [C, 4, 4]`` world-to-camera (OpenCV: +z forward, +y down), ``Ks [C, 3, 3]`` in
-    pixels, pixel centres at +0.5.
-    """
-    dev, dt = viewmats.device, viewmats.dtype
-    ys = torch.arange(height, device=dev, dtype=dt) + 0.5
-    xs = torch.arange(width, device=dev, dtype=dt) + 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    pix = torch.stack([xx, yy, torch.ones_like(xx)], -1)  # [H, W, 3]
-    kinv = torch.linalg.inv(Ks.to(dt))  # [C, 3, 3]
-    d_cam = torch.einsum("cij,hwj->chwi", kinv, pix)
-    rot = viewmats[:, :3, :3]  # world -> camera
-    d_world = torch.einsum("cji,chwj->chwi", rot, d_cam)  # R^T d
-    return F.normalize(d_world, dim=-1)
 
 
 def background_image(
@@ -341,9 +322,9 @@ def background_image(
     ``blur_level`` > 0 reads coarser mip levels of the map (a defocused backdrop). Rotation and
     exposure follow :func:`rotate_equirect` and :func:`apply_exposure`.
     """
-    from hravatar.shading.cubemap import rotation_y
+    from hravatar.geometry import ray_directions, rotation_y
 
-    d = camera_ray_directions(viewmats, Ks, height, width).to(equirect.dtype)
+    d = ray_directions(viewmats, Ks, height, width).to(equirect.dtype)
     if rotation_deg:
         d = d @ rotation_y(rotation_deg, device=d.device, dtype=d.dtype)  # R(-a) d for row vectors
     if blur_level > 0:

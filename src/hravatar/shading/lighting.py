@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hravatar.geometry.rotations import rotation_y
 from hravatar.shading.cubemap import (
     build_mips,
     cube_to_equirect,
-    rotation_y,
     sample_cube,
     sample_cube_mips,
     texel_directions,
@@ -237,9 +237,9 @@ class EnvironmentLighting(Lighting):
     def background(self, viewmats: Tensor, Ks: Tensor, height: int, width: int, blur_level: float = 0.0) -> Tensor:
         """Linear radiance ``[C, H, W, 3]`` seen by the cameras (rotation and exposure applied)."""
         if self.equirect is None:
-            from hravatar.shading.envmap_tools import camera_ray_directions
+            from hravatar.geometry.cameras import ray_directions
 
-            d = camera_ray_directions(viewmats, Ks, height, width)
+            d = ray_directions(viewmats, Ks, height, width)
             return self.specular(d, torch.zeros(d.shape[:-1], device=d.device))
         return background_image(self.equirect, viewmats, Ks, height, width, self.rotation, self.exposure, blur_level)
 

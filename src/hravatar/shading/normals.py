@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hravatar.geometry.cameras import pixel_rays
+
 Tensor = torch.Tensor
 
 __all__ = ["depth_to_points", "normals_from_depth"]
@@ -12,13 +14,8 @@ __all__ = ["depth_to_points", "normals_from_depth"]
 
 def depth_to_points(depth: Tensor, Ks: Tensor) -> Tensor:
     """Back-project z-depth ``[C,H,W,1]`` to camera-frame points ``[C,H,W,3]`` (OpenCV, pixel centres)."""
-    c, h, w, _ = depth.shape
-    dev, dt = depth.device, depth.dtype
-    ys = torch.arange(h, device=dev, dtype=dt) + 0.5
-    xs = torch.arange(w, device=dev, dtype=dt) + 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    pix = torch.stack([xx, yy, torch.ones_like(xx)], -1)
-    rays = torch.einsum("cij,hwj->chwi", torch.linalg.inv(Ks.to(dt)), pix)  # z = 1
+    _, h, w, _ = depth.shape
+    rays = pixel_rays(Ks.to(depth.device), h, w, depth.dtype)  # z = 1
     return rays * depth
 
 

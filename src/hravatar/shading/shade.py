@@ -20,8 +20,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from hravatar.geometry.cameras import ray_directions, ray_directions_at
 from hravatar.shading.brdf_lut import BrdfLut, default_lut, fresnel_ks
-from hravatar.shading.envmap_tools import camera_ray_directions
 from hravatar.shading.lighting import Lighting
 
 Tensor = torch.Tensor
@@ -35,7 +35,7 @@ def view_directions(viewmats: Tensor, Ks: Tensor, height: int, width: int) -> Te
     ``viewmats [C, 4, 4]`` world-to-camera (OpenCV), ``Ks [C, 3, 3]`` in pixels, pixel centres at
     +0.5. For a pinhole camera this is minus the pixel's viewing ray, whatever the depth.
     """
-    return -camera_ray_directions(viewmats, Ks, height, width)
+    return -ray_directions(viewmats, Ks, height, width)
 
 
 def unpremultiply(gbuffer: Mapping[str, Tensor], eps: float = 1e-6) -> dict[str, Tensor]:
@@ -119,22 +119,6 @@ def shade(
     }
 
 
-def _pixel_view_directions(viewmats: Tensor, Ks: Tensor, width: int, height: int, flat_idx: Tensor) -> Tensor:
-    """Unit directions ``[P,3]`` (world) from the surface toward the camera at flat pixel indices
-    ``c*H*W + y*W + x`` (pixel centres at +0.5): :func:`view_directions` evaluated only where needed."""
-    hw = height * width
-    cam = torch.div(flat_idx, hw, rounding_mode="floor")
-    rem = flat_idx - cam * hw
-    y = torch.div(rem, width, rounding_mode="floor")
-    x = rem - y * width
-    dt = viewmats.dtype
-    pix = torch.stack([x.to(dt) + 0.5, y.to(dt) + 0.5, torch.ones_like(x, dtype=dt)], -1)  # [P,3]
-    kinv = torch.linalg.inv(Ks.to(dt))  # [C,3,3]
-    d_cam = torch.einsum("pij,pj->pi", kinv[cam], pix)
-    d_world = torch.einsum("pji,pj->pi", viewmats[cam, :3, :3], d_cam)  # R^T d
-    return -F.normalize(d_world, dim=-1)
-
-
 def shade_foreground(
     features: Tensor,
     alphas: Tensor,
@@ -163,7 +147,7 @@ def shade_foreground(
     idx = torch.nonzero(alphas.reshape(-1) > 0).squeeze(1)  # [P] covered pixels
     g = features.reshape(-1, D).index_select(0, idx)
     a = alphas.reshape(-1, 1).index_select(0, idx)
-    v = _pixel_view_directions(viewmats, Ks, W, H, idx).to(features.dtype)
+    v = (-ray_directions_at(viewmats, Ks, W, H, idx)).to(features.dtype)
     bg_full = None
     if background is not None and torch.is_tensor(background) and background.dim() > 1:
         bg_full = background.to(features).expand(C, H, W, 3).reshape(-1, 3)

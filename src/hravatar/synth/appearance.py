@@ -71,11 +71,19 @@ class Look:
     noise_phase: tuple[float, ...]
 
 
-def random_look(seed: int) -> Look:
-    """Seeded colours (sRGB triplets) and proportions of a person."""
+def random_look(seed: int, skin: float | None = None) -> Look:
+    """Seeded colours (sRGB triplets) and proportions of a person.
+
+    ``skin`` in [0, 1] picks the skin tone along the palette (0 the lightest, 1 the darkest,
+    interpolated); ``None`` lets the seed choose it. Everything else stays seeded.
+    """
     g = torch.Generator().manual_seed(int(seed) + 7919)
     u = torch.rand(8, generator=g).tolist()
-    i = u[0] * (len(_SKIN) - 1)
+    if skin is not None:
+        if not 0.0 <= float(skin) <= 1.0:
+            raise ValueError(f"skin tone must lie in [0, 1], got {skin}")
+        u[0] = float(skin)
+    i = min(u[0], 1.0 - 1e-9) * (len(_SKIN) - 1)
     a, b = _SKIN[int(i)], _SKIN[min(int(i) + 1, len(_SKIN) - 1)]
     f = i - int(i)
     skin = tuple(x * (1 - f) + y * f for x, y in zip(a, b, strict=False))
@@ -122,6 +130,7 @@ def procedural_materials(
     regions: dict[str, Tensor],
     eye_centers: Tensor,
     seed: int = 0,
+    skin: float | None = None,
 ) -> Materials:
     """Evaluate the procedural appearance at canonical points.
 
@@ -131,11 +140,12 @@ def procedural_materials(
             :data:`~hravatar.head.model.REGION_NAMES`; missing ones count as 0).
         eye_centers: ``[2,3]`` rest positions of the left (+x) and right eyeball centres.
         seed: appearance seed (skin / hair / iris colours, mottling).
+        skin: skin tone in [0, 1] (see :func:`random_look`); ``None``: from the seed.
     Returns:
         :class:`Materials` on ``points``' device.
     """
     dev, dt = points.device, points.dtype
-    look = random_look(seed)
+    look = random_look(seed, skin)
     x, y, z = points.unbind(-1)
     ec = eye_centers.to(points)
     mid = ec.mean(0)
@@ -288,7 +298,8 @@ def vertex_materials(model: HeadModel, shape: Tensor | None = None, seed: int = 
 
 
 def point_materials(
-    model: HeadModel, face_index: Tensor, bary: Tensor, shape: Tensor | None = None, seed: int = 0
+    model: HeadModel, face_index: Tensor, bary: Tensor, shape: Tensor | None = None, seed: int = 0,
+    skin: float | None = None,
 ) -> Materials:
     """Procedural materials at points sampled on faces (``face_index [N]``, ``bary [N,3]``).
 
@@ -307,4 +318,4 @@ def point_materials(
     for k in ("eyes", "teeth", "mouth_interior"):
         if k in model.regions:
             regions[k] = model.regions[k][tri].all(-1).to(pts)
-    return procedural_materials(pts, regions, model_eye_centers(model, shape), seed)
+    return procedural_materials(pts, regions, model_eye_centers(model, shape), seed, skin)

@@ -86,6 +86,41 @@ ENVIRONMENTS: dict[str, EnvSpec] = {
 TRAIN_ENV = "studio"
 TEST_ENVS = ("sunset", "cool")
 
+#: Colours of the training light (``hravatar synth --light``): linear-RGB multipliers of every
+#: radiance of the training environment (before the brightness normalisation, which keeps the
+#: luminance). ``warm``: a tungsten-like cast (a camera white-balanced only part of the way);
+#: ``cool``: a bluish daylight / shade cast. Their chromaticities are 13 (warm) and 9 (cool) degrees from grey.
+LIGHT_TINTS: dict[str, tuple[float, float, float]] = {
+    "neutral": (1.0, 1.0, 1.0),
+    "warm": (1.25, 1.0, 0.70),
+    "cool": (0.85, 1.0, 1.25),
+}
+
+
+def tinted(spec: EnvSpec, tint: tuple[float, float, float], name: str) -> EnvSpec:
+    """``spec`` with every radiance (gradient colours and softboxes) multiplied by ``tint``."""
+
+    def mul(c: tuple[float, float, float]) -> tuple[float, float, float]:
+        return (c[0] * tint[0], c[1] * tint[1], c[2] * tint[2])
+
+    return EnvSpec(
+        name, zenith=mul(spec.zenith), horizon=mul(spec.horizon), ground=mul(spec.ground),
+        lights=tuple(Softbox(L.azimuth_deg, L.elevation_deg, L.radius_deg, mul(L.rgb), L.softness)
+                     for L in spec.lights),
+    )
+
+
+for _k, _t in LIGHT_TINTS.items():
+    if _k != "neutral":
+        ENVIRONMENTS[f"{TRAIN_ENV}_{_k}"] = tinted(ENVIRONMENTS[TRAIN_ENV], _t, f"{TRAIN_ENV}_{_k}")
+
+
+def train_env_name(light: str = "neutral") -> str:
+    """Name (in :data:`ENVIRONMENTS`) of the training environment lit with colour ``light``."""
+    if light not in LIGHT_TINTS:
+        raise KeyError(f"unknown training light {light!r}; choose from {sorted(LIGHT_TINTS)}")
+    return TRAIN_ENV if light == "neutral" else f"{TRAIN_ENV}_{light}"
+
 
 def equirect_directions(height: int, width: int) -> np.ndarray:
     """Unit directions of pixel centres: ``[H,W,3]`` float32 (see the module docstring)."""

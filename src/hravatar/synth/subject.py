@@ -60,6 +60,11 @@ class SynthConfig:
     """head pitch range (+- degrees)"""
     env_height: int = 128
     """height of the procedural equirectangular environments (width = 2x)"""
+    light: str = "neutral"
+    """colour of the training light: neutral, warm (tungsten-like) or cool (daylight-like); the
+    unseen relighting environments are the same for all"""
+    skin: float = -1.0
+    """skin tone in [0, 1], lightest to darkest of the palette; negative: chosen by the seed"""
     head_model: str = "open"
     """head model ("open"; "flame" needs your FLAME file)"""
     backend: str = "auto"
@@ -123,7 +128,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     from hravatar.data import SubjectParams, default_test_count, write_subject
     from hravatar.synth.appearance import random_identity
     from hravatar.synth.curves import make_animation, model_parameters
-    from hravatar.synth.envmaps import ENVIRONMENTS, TEST_ENVS, TRAIN_ENV, make_lighting, write_hdr
+    from hravatar.synth.envmaps import ENVIRONMENTS, LIGHT_TINTS, TEST_ENVS, make_lighting, train_env_name, write_hdr
     from hravatar.synth.render import (
         build_gt_avatar,
         default_camera,
@@ -138,6 +143,12 @@ def synthesize(cfg: SynthConfig) -> Path:
         raise HRAvatarError(f"{out}: already exists; pass --overwrite to replace it")
     if cfg.size < 16 or cfg.frames < 2:
         raise HRAvatarError(f"synth: size must be >= 16 and frames >= 2 (got {cfg.size}, {cfg.frames})")
+    if cfg.light not in LIGHT_TINTS:
+        raise HRAvatarError(f"--light: unknown training light {cfg.light!r}; choose one of {', '.join(LIGHT_TINTS)}")
+    if cfg.skin > 1.0:
+        raise HRAvatarError(f"--skin: {cfg.skin} is above 1; give a tone in [0, 1] (negative: the seed's)")
+    train_env = train_env_name(cfg.light)
+    skin = cfg.skin if cfg.skin >= 0 else None
     t0 = time.perf_counter()
     head = load_head(cfg.head_model)
     shape = random_identity(head, cfg.seed)
@@ -145,10 +156,10 @@ def synthesize(cfg: SynthConfig) -> Path:
     jaw_expr = tuple(head.meta.get("jaw_expressions", ()))
     expr, pose = model_parameters(anim, head.expr_names, jaw_expr)
     trans = anim.translation
-    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face)
+    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin)
     viewmat, K = default_camera(cfg.size, **(TORSO_CAMERA if cfg.torso else {}))
     envs, lights = {}, {}
-    for name in progress((TRAIN_ENV, *TEST_ENVS), desc="synth: prefilter environments"):
+    for name in progress((train_env, *TEST_ENVS), desc="synth: prefilter environments"):
         envs[name], lights[name] = make_lighting(name, cfg.env_height, cache_dir=str(cache))
     t_setup = time.perf_counter() - t0
     log.info(
@@ -175,7 +186,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         cam = Camera(viewmat, K, S, S)
         gb = surface_maps(avatar, FrameParams(shape[None], expr[i : i + 1], pose[i : i + 1], trans[i : i + 1]), cam,
                           backend=cfg.backend)
-        rgb = shade_maps(gb, cam, lights[TRAIN_ENV])["color"]
+        rgb = shade_maps(gb, cam, lights[train_env])["color"]
         frames[i, ..., :3] = u8(rgb[0])
         frames[i, ..., 3:] = u8(gb.alpha[0])
         gt_albedo[i] = u8(gb.albedo[0] * (gb.alpha[0] > 0))
@@ -206,7 +217,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         "version": SYNTH_VERSION,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "num_gaussians": avatar.num_points,
-        "train_env": TRAIN_ENV,
+        "train_env": train_env,
         "test_envs": list(TEST_ENVS),
         "environments": {n: asdict(ENVIRONMENTS[n]) for n in envs},
         "test_frames": n_test,
@@ -327,7 +338,9 @@ def rebuild_gt(subject: str | Path) -> dict[str, Any]:
     head = load_head(st["head_model"])
     gp = info["gt_params"]
     shape = torch.tensor(gp["shape"], dtype=torch.float32)
-    avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"])
+    skin = st.get("skin", -1.0)
+    avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"],
+                                skin=skin if skin is not None and skin >= 0 else None)
     viewmat, K = default_camera(st["size"], **(TORSO_CAMERA if st.get("torso") else {}))
     names = [info["train_env"], *info["test_envs"]]
     envmaps, lights = {}, {}

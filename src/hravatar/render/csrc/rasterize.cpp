@@ -2,15 +2,17 @@
 // screen-space 2D Gaussians, gsplat's numerics ("classic" mode).
 //
 // Plain C++17 with GCC/Clang vector extensions (no torch headers, compiles in seconds), OpenMP
-// over (camera, 16x16 tile) work items, SIMD over the 16 pixels of a tile row.
+// over (camera, 16x16 tile) work items, SIMD over 8-pixel row segments (32 per tile; one 256-bit
+// vector each, native on AVX2 and AVX-512 alike: 16-float rows were split and partly scalarised
+// by the compiler on AVX2-only machines, about 3.5x slower).
 //
 // Layout of the work:
 //  * bin:      per camera, Gaussians (already sorted by depth) are appended to the lists of the
 //              tiles their rectangle covers, so every tile list is depth ordered.
-//  * forward:  per tile, pass 1 culls each listed Gaussian against every tile row (exact
-//              conservative test: the row segment must meet the ellipse opacity*G >= 1/255), pass 2
-//              walks each row's list with the row's 16 pixels in one vector register set and stops
-//              a row when all its pixels terminated (transmittance <= 1e-4).
+//  * forward:  per tile, pass 1 culls each listed Gaussian against every 8-pixel segment (exact
+//              conservative test: the segment must meet the ellipse opacity*G >= 1/255), pass 2
+//              walks each segment's list with its 8 pixels in one vector and stops a segment when
+//              all its pixels terminated (transmittance <= 1e-4).
 //  * backward: per tile, Gaussians are walked back to front from the last contributing index of
 //              the tile's pixels; gradients of a Gaussian summed over the tile are written into the
 //              slot of that (tile, Gaussian) intersection; a final pass sums slots per Gaussian in a
@@ -27,6 +29,9 @@
 #include <cstring>
 #include <vector>
 #include <algorithm>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -38,70 +43,11 @@
 
 namespace {
 
-constexpr int TS = 16;  // tile size (pixels); one tile row = one vector of 16 floats
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
+constexpr int TS = 16;  // tile size (pixels); a tile row = two segments of 8 pixels
 
 constexpr float ALPHA_THRESHOLD = 1.0f / 255.0f;
 constexpr float ALPHA_MAX = 0.999f;
 constexpr float T_MIN = 1e-4f;
-
-HR_INLINE vf splat(float x) { return vf{} + x; }
-HR_INLINE vi splati(int32_t x) { return vi{} + x; }
-
-HR_INLINE bool any(vi m) {
-#if defined(__AVX512F__)
-    __m512i a;
-    std::memcpy(&a, &m, 64);
-    return _mm512_test_epi32_mask(a, a) != 0;
-#elif defined(__AVX2__)
-    __m256i lo, hi;
-    std::memcpy(&lo, &m, 32);
-    std::memcpy(&hi, reinterpret_cast<const char*>(&m) + 32, 32);
-    return !_mm256_testz_si256(_mm256_or_si256(lo, hi), _mm256_or_si256(lo, hi));
-#else
-    int32_t r = 0;
-    for (int i = 0; i < TS; ++i) r |= m[i];
-    return r != 0;
-#endif
-}
-
-HR_INLINE float hsum(vf v) {
-    typedef float v8 __attribute__((vector_size(32)));
-    typedef float v4 __attribute__((vector_size(16)));
-    v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-    v8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    v8 s8 = a + b;
-    v4 c = __builtin_shufflevector(s8, s8, 0, 1, 2, 3);
-    v4 d = __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-    v4 s4 = c + d;
-    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
-
-HR_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
-HR_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
-HR_INLINE vf vabs(vf a) { return a < 0.0f ? -a : a; }
-
-// exp(x) for x <= 0 (inputs are clamped to [-87, 0]).
-HR_INLINE vf vexp_neg(vf x) {
-    x = vmax(vmin(x, splat(0.0f)), splat(-87.0f));
-    vf t = x * 1.44269504088896341f - 0.5f;          // in [-126.1, -0.5]
-    vi n = __builtin_convertvector(t, vi);            // trunc toward 0 == ceil for t < 0
-    vf nf = __builtin_convertvector(n, vf);
-    vf r = x - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    vf e = (p * (r * r) + r) + 1.0f;
-    vi bits = (n + 127) << 23;
-    vf scale;
-    std::memcpy(&scale, &bits, 64);
-    return e * scale;
-}
 
 // Per (camera, Gaussian) parameters used by every tile.
 struct GP {
@@ -152,45 +98,6 @@ void prepare(const float* means2d, const float* conics, const float* opac, int64
     }
 }
 
-// Rows [r0, r1] of the tile (origin x0,y0; nrows, ncols valid) that the Gaussian may touch:
-// returns a bit mask over rows.
-HR_INLINE uint32_t row_mask(const GP& g, int x0, int y0, int nrows, int ncols) {
-    if (!(g.ey >= 0.0f)) return (nrows >= 32) ? 0xffffffffu : ((1u << nrows) - 1u);
-    float ylo = g.my - g.ey - (float)y0 - 0.5f;
-    float yhi = g.my + g.ey - (float)y0 - 0.5f;
-    int r0 = std::max(0, (int)std::ceil(ylo));
-    int r1 = std::min(nrows - 1, (int)std::floor(yhi));
-    if (r0 > r1) return 0u;
-    float xlo = (float)x0 + 0.5f, xhi = (float)x0 + (float)ncols - 0.5f;
-    uint32_t m = 0;
-    for (int r = r0; r <= r1; ++r) {
-        float dy = g.my - ((float)(y0 + r) + 0.5f);
-        float rem = g.thr - 0.5f * g.schur * dy * dy;
-        float wx = std::sqrt(std::max(0.0f, rem * g.inv_ca2)) * (1.0f + 1e-4f) + 0.01f;
-        float xc = g.mx + g.k_x * dy;
-        if (xc - wx <= xhi && xc + wx >= xlo) m |= 1u << r;
-    }
-    return m;
-}
-
-struct Alpha {
-    vf dx, vis, alpha, sigma;
-};
-
-// The one place alpha is computed (forward and backward must agree bit for bit).
-HR_INLINE Alpha eval_alpha(const GP& g, vf px, float py) {
-    Alpha a;
-    a.dx = g.mx - px;
-    float dy = g.my - py;
-    float half_ca = 0.5f * g.ca;
-    float cbdy = g.cb * dy;
-    float c0 = 0.5f * g.cc * dy * dy;
-    a.sigma = a.dx * (half_ca * a.dx + cbdy) + c0;
-    a.vis = vexp_neg(-a.sigma);
-    a.alpha = vmin(g.op * a.vis, splat(ALPHA_MAX));
-    return a;
-}
-
 struct Scene {
     int C, N, D, W, H, TW, TH;
     const GP* gp;
@@ -200,232 +107,12 @@ struct Scene {
     const int32_t* list;     // flat ids c*N + g, per tile in depth order
 };
 
-template <int D>
-void forward_tile(const Scene& s, int64_t tile, std::vector<int32_t>& rl, float* out_color, float* out_alpha,
-                  float* out_T, int32_t* out_last) {
-    const int TT = s.TW * s.TH;
-    const int c = (int)(tile / TT);
-    const int t = (int)(tile % TT);
-    const int tx = t % s.TW, ty = t / s.TW;
-    const int x0 = tx * TS, y0 = ty * TS;
-    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
-    const int64_t beg = s.offsets[tile], end = s.offsets[tile + 1];
-    const int64_t len = end - beg;
-    if ((int64_t)rl.size() < len * TS) rl.resize(len * TS);
-    int32_t cnt[TS] = {0};
-    // pass 1: per-row lists of (tile-list positions)
-    for (int64_t k = 0; k < len; ++k) {
-        const GP& g = s.gp[s.list[beg + k]];
-        uint32_t m = row_mask(g, x0, y0, nrows, ncols);
-        while (m) {
-            int r = __builtin_ctz(m);
-            m &= m - 1;
-            rl[(int64_t)r * len + cnt[r]++] = (int32_t)k;
-        }
-    }
-    vf px;
-    vi lane_ok;
-    for (int i = 0; i < TS; ++i) {
-        px[i] = (float)(x0 + i) + 0.5f;
-        lane_ok[i] = i < ncols ? -1 : 0;
-    }
-    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
-    for (int r = 0; r < nrows; ++r) {
-        const float py = (float)(y0 + r) + 0.5f;
-        vf T = splat(1.0f);
-        vf acc[D];
-        for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
-        vi last = splati(-1);
-        vi active = lane_ok;
-        const int32_t* rowl = rl.data() + (int64_t)r * len;
-        for (int j = 0; j < cnt[r]; ++j) {
-            const int32_t k = rowl[j];
-            const int32_t gid = s.list[beg + k];
-            const GP& g = s.gp[gid];
-            Alpha a = eval_alpha(g, px, py);
-            vi valid = active & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
-            if (!any(valid)) continue;
-            vf nT = T * (1.0f - a.alpha);
-            vi stop = valid & (nT <= T_MIN);
-            vi contrib = valid & ~stop;
-            vf w = contrib ? a.alpha * T : splat(0.0f);
-            const float* col = s.colors + (int64_t)gid * D;
-            for (int d = 0; d < D; ++d) acc[d] += w * col[d];
-            T = contrib ? nT : T;
-            last = contrib ? splati(k) : last;
-            if (any(stop)) {
-                active &= ~stop;
-                if (!any(active)) break;
-            }
-        }
-        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + x0;
-        for (int i = 0; i < ncols; ++i) {
-            float* o = out_color + (pix0 + i) * D;
-            for (int d = 0; d < D; ++d) o[d] = acc[d][i] + (bgc ? T[i] * bgc[d] : 0.0f);
-            out_alpha[pix0 + i] = 1.0f - T[i];
-            out_T[pix0 + i] = T[i];
-            out_last[pix0 + i] = last[i];
-        }
-    }
-}
-
-template <int D>
-void backward_tile(const Scene& s, int64_t tile, const float* T_final, const int32_t* lastp, const float* v_color,
-                   const float* v_alpha_out, float* slots) {
-    constexpr int K = 8 + D;  // mx, my, ca, cb, cc, op, colors[D], |mx|, |my|
-    const int TT = s.TW * s.TH;
-    const int c = (int)(tile / TT);
-    const int t = (int)(tile % TT);
-    const int tx = t % s.TW, ty = t / s.TW;
-    const int x0 = tx * TS, y0 = ty * TS;
-    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
-    const int64_t beg = s.offsets[tile];
-    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
-    std::memset(slots + beg * K, 0, sizeof(float) * (size_t)(s.offsets[tile + 1] - beg) * K);
-
-    vf T[TS], vbgA[TS], vr[TS][D], buf[TS][D];
-    vi last[TS];
-    int rowmax[TS];
-    int kmax = -1;
-    vf px;
-    for (int i = 0; i < TS; ++i) px[i] = (float)(x0 + i) + 0.5f;
-    for (int r = 0; r < nrows; ++r) {
-        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + x0;
-        rowmax[r] = -1;
-        for (int i = 0; i < TS; ++i) {
-            if (i < ncols) {
-                const int64_t p = pix0 + i;
-                T[r][i] = T_final[p];
-                last[r][i] = lastp[p];
-                float bgsum = 0.0f;
-                for (int d = 0; d < D; ++d) {
-                    float v = v_color[p * D + d];
-                    vr[r][d][i] = v;
-                    if (bgc) bgsum += bgc[d] * v;
-                }
-                vbgA[r][i] = T_final[p] * (v_alpha_out[p] - bgsum);
-                rowmax[r] = std::max(rowmax[r], lastp[p]);
-            } else {
-                T[r][i] = 1.0f;
-                last[r][i] = -1;
-                vbgA[r][i] = 0.0f;
-                for (int d = 0; d < D; ++d) vr[r][d][i] = 0.0f;
-            }
-        }
-        for (int d = 0; d < D; ++d) buf[r][d] = splat(0.0f);
-        kmax = std::max(kmax, rowmax[r]);
-    }
-    for (int k = kmax; k >= 0; --k) {
-        const int32_t gid = s.list[beg + k];
-        const GP& g = s.gp[gid];
-        uint32_t m = row_mask(g, x0, y0, nrows, ncols);
-        uint32_t live = 0;
-        for (int r = 0; r < nrows; ++r) live |= (uint32_t)(rowmax[r] >= k) << r;
-        m &= live;
-        if (!m) continue;
-        const float* col = s.colors + (int64_t)gid * D;
-        vf gmx = splat(0.f), gmy = splat(0.f), gca = splat(0.f), gcb = splat(0.f), gcc = splat(0.f);
-        vf gop = splat(0.f), gax = splat(0.f), gay = splat(0.f);
-        vf gcol[D];
-        for (int d = 0; d < D; ++d) gcol[d] = splat(0.0f);
-        bool touched = false;
-        while (m) {
-            const int r = __builtin_ctz(m);
-            m &= m - 1;
-            const float py = (float)(y0 + r) + 0.5f;
-            Alpha a = eval_alpha(g, px, py);
-            vi valid = (splati(k) <= last[r]) & (a.sigma >= 0.0f) & (a.alpha >= ALPHA_THRESHOLD);
-            if (!any(valid)) continue;
-            touched = true;
-            vf ra = 1.0f / (1.0f - a.alpha);
-            vf Tr = valid ? T[r] * ra : T[r];
-            T[r] = Tr;
-            vf fac = valid ? a.alpha * Tr : splat(0.0f);
-            vf va = splat(0.0f);
-            for (int d = 0; d < D; ++d) {
-                gcol[d] += fac * vr[r][d];
-                va += (col[d] * Tr - buf[r][d] * ra) * vr[r][d];
-                buf[r][d] += col[d] * fac;
-            }
-            va += ra * vbgA[r];
-            vf ov = g.op * a.vis;
-            vi use = valid & (ov <= ALPHA_MAX);
-            va = use ? va : splat(0.0f);
-            vf vsig = -ov * va;
-            gop += a.vis * va;
-            const float dy = g.my - py;
-            vf dx = a.dx;
-            gca += 0.5f * vsig * dx * dx;
-            gcb += vsig * dx * dy;
-            gcc += 0.5f * vsig * (dy * dy);
-            vf vmx = vsig * (g.ca * dx + g.cb * dy);
-            vf vmy = vsig * (g.cb * dx + g.cc * dy);
-            gmx += vmx;
-            gmy += vmy;
-            gax += vabs(vmx);
-            gay += vabs(vmy);
-        }
-        if (!touched) continue;
-        float* o = slots + (beg + k) * K;
-        o[0] = hsum(gmx);
-        o[1] = hsum(gmy);
-        o[2] = hsum(gca);
-        o[3] = hsum(gcb);
-        o[4] = hsum(gcc);
-        o[5] = hsum(gop);
-        for (int d = 0; d < D; ++d) o[6 + d] = hsum(gcol[d]);
-        o[6 + D] = hsum(gax);
-        o[7 + D] = hsum(gay);
-    }
-}
-
-template <int D>
-void forward_all(const Scene& s, float* out_color, float* out_alpha, float* out_T, int32_t* out_last, int nthreads) {
-    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
-#pragma omp parallel num_threads(nthreads)
-    {
-        std::vector<int32_t> rl;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t tile = 0; tile < ntiles; ++tile) forward_tile<D>(s, tile, rl, out_color, out_alpha, out_T, out_last);
-    }
-}
-
-template <int D>
-void backward_all(const Scene& s, const float* T_final, const int32_t* last, const float* v_color,
-                  const float* v_alpha, float* slots, int nthreads) {
-    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t tile = 0; tile < ntiles; ++tile) backward_tile<D>(s, tile, T_final, last, v_color, v_alpha, slots);
-}
-
 typedef void (*fwd_fn)(const Scene&, float*, float*, float*, int32_t*, int);
 typedef void (*bwd_fn)(const Scene&, const float*, const int32_t*, const float*, const float*, float*, int);
-
-template <int... Ds>
-struct Table {
-    static void fill(fwd_fn* f, bwd_fn* b) {
-        ((f[Ds] = &forward_all<Ds>, b[Ds] = &backward_all<Ds>), ...);
-    }
-};
 
 // Channel counts with a compiled kernel; other counts are padded with zero channels up to the
 // next one (Python side), counts above DMAX are rendered in chunks.
 constexpr int DMAX = 32;
-using Compiled = Table<1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 16, 17, 24, 32>;
-
-struct Dispatch {
-    fwd_fn f[DMAX + 1];
-    bwd_fn b[DMAX + 1];
-    Dispatch() {
-        std::memset(f, 0, sizeof(f));
-        std::memset(b, 0, sizeof(b));
-        Compiled::fill(f, b);
-    }
-};
-const Dispatch& dispatch() {
-    static Dispatch d;
-    return d;
-}
 
 Scene make_scene(int C, int N, int D, int W, int H, const GP* gp, const float* colors, const float* bg,
                  const int64_t* offsets, const int32_t* list) {
@@ -437,17 +124,450 @@ Scene make_scene(int C, int N, int D, int W, int H, const GP* gp, const float* c
     return s;
 }
 
+
+
+// ---- forward and backward over 8-pixel row segments --------------------------------------------
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+HR_INLINE vf8 splat8(float x) { return vf8{} + x; }
+HR_INLINE vi8 splati8(int32_t x) { return vi8{} + x; }
+HR_INLINE bool any8(vi8 m) {
+#if defined(__AVX2__) || defined(__AVX512F__)
+    __m256i a;
+    std::memcpy(&a, &m, 32);
+    return !_mm256_testz_si256(a, a);
+#else
+    int32_t r = 0;
+    for (int i = 0; i < 8; ++i) r |= m[i];
+    return r != 0;
+#endif
+}
+HR_INLINE vf8 vmin8(vf8 a, vf8 b) { return a < b ? a : b; }
+HR_INLINE vf8 vmax8(vf8 a, vf8 b) { return a > b ? a : b; }
+
+HR_INLINE vf8 vexp_neg8(vf8 x) {
+    x = vmax8(vmin8(x, splat8(0.0f)), splat8(-87.0f));
+    vf8 t = x * 1.44269504088896341f - 0.5f;
+    vi8 n = __builtin_convertvector(t, vi8);
+    vf8 nf = __builtin_convertvector(n, vf8);
+    vf8 r = x - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    vf8 p = splat8(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf8 e = (p * (r * r) + r) + 1.0f;
+    vi8 bits = (n + 127) << 23;
+    vf8 scale;
+    std::memcpy(&scale, &bits, 32);
+    return e * scale;
+}
+
+struct Alpha8 {
+    vf8 dx, vis, alpha, sigma;
+};
+
+// The one place alpha is computed (forward and backward must agree bit for bit).
+HR_INLINE Alpha8 eval_alpha8(const GP& g, vf8 px, float py) {
+    Alpha8 a;
+    a.dx = g.mx - px;
+    float dy = g.my - py;
+    float half_ca = 0.5f * g.ca;
+    float cbdy = g.cb * dy;
+    float c0 = 0.5f * g.cc * dy * dy;
+    a.sigma = a.dx * (half_ca * a.dx + cbdy) + c0;
+    a.vis = vexp_neg8(-a.sigma);
+    a.alpha = vmin8(g.op * a.vis, splat8(ALPHA_MAX));
+    return a;
+}
+
+// Bit mask over the 32 segments (row r, half h -> bit 2r+h) the Gaussian may touch.
+HR_INLINE uint32_t seg_mask(const GP& g, int x0, int y0, int nrows, int ncols) {
+    const int nh = ncols > 8 ? 2 : 1;
+    if (!(g.ey >= 0.0f)) {
+        uint32_t m = 0;
+        for (int r = 0; r < nrows; ++r) m |= (nh == 2 ? 3u : 1u) << (2 * r);
+        return m;
+    }
+    float ylo = g.my - g.ey - (float)y0 - 0.5f;
+    float yhi = g.my + g.ey - (float)y0 - 0.5f;
+    int r0 = std::max(0, (int)std::ceil(ylo));
+    int r1 = std::min(nrows - 1, (int)std::floor(yhi));
+    if (r0 > r1) return 0u;
+    const float xlo0 = (float)x0 + 0.5f, xhi0 = (float)x0 + (float)std::min(ncols, 8) - 0.5f;
+    const float xlo1 = (float)x0 + 8.5f, xhi1 = (float)x0 + (float)ncols - 0.5f;
+    uint32_t m = 0;
+    for (int r = r0; r <= r1; ++r) {
+        float dy = g.my - ((float)(y0 + r) + 0.5f);
+        float rem = g.thr - 0.5f * g.schur * dy * dy;
+        float wx = std::sqrt(std::max(0.0f, rem * g.inv_ca2)) * (1.0f + 1e-4f) + 0.01f;
+        float xc = g.mx + g.k_x * dy;
+        if (xc - wx <= xhi0 && xc + wx >= xlo0) m |= 1u << (2 * r);
+        if (nh == 2 && xc - wx <= xhi1 && xc + wx >= xlo1) m |= 2u << (2 * r);
+    }
+    return m;
+}
+
+template <int D>
+void forward8_tile(const Scene& s, int64_t tile, std::vector<int32_t>& rl, float* out_color, float* out_alpha,
+                   float* out_T, int32_t* out_last) {
+    const int TT = s.TW * s.TH;
+    const int c = (int)(tile / TT);
+    const int t = (int)(tile % TT);
+    const int tx = t % s.TW, ty = t / s.TW;
+    const int x0 = tx * TS, y0 = ty * TS;
+    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
+    const int64_t beg = s.offsets[tile], end = s.offsets[tile + 1];
+    const int64_t len = end - beg;
+    if ((int64_t)rl.size() < len * 32) rl.resize(len * 32);
+    int32_t cnt[32] = {0};
+    for (int64_t k = 0; k < len; ++k) {
+        const GP& g = s.gp[s.list[beg + k]];
+        uint32_t m = seg_mask(g, x0, y0, nrows, ncols);
+        while (m) {
+            int sg = __builtin_ctz(m);
+            m &= m - 1;
+            rl[(int64_t)sg * len + cnt[sg]++] = (int32_t)k;
+        }
+    }
+    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+    for (int sg = 0; sg < 2 * nrows; ++sg) {
+        const int r = sg >> 1, h = sg & 1;
+        const int xs = x0 + 8 * h;
+        const int nc = std::min(8, ncols - 8 * h);
+        if (nc <= 0) continue;
+        vf8 px;
+        vi8 lane_ok;
+        for (int i = 0; i < 8; ++i) {
+            px[i] = (float)(xs + i) + 0.5f;
+            lane_ok[i] = i < nc ? -1 : 0;
+        }
+        const float py = (float)(y0 + r) + 0.5f;
+        vf8 T = splat8(1.0f);
+        vf8 acc[D];
+        for (int d = 0; d < D; ++d) acc[d] = splat8(0.0f);
+        vi8 active = lane_ok;
+        vi8 last = splati8(-1);
+        const int32_t* segl = rl.data() + (int64_t)sg * len;
+        for (int j = 0; j < cnt[sg]; ++j) {
+            const GP& g = s.gp[s.list[beg + segl[j]]];
+            const int32_t gid = s.list[beg + segl[j]];
+            const Alpha8 e = eval_alpha8(g, px, py);
+            const vf8 alpha = e.alpha;
+            vi8 valid = active & (e.sigma >= 0.0f) & (alpha >= ALPHA_THRESHOLD);
+            if (!any8(valid)) continue;
+            vf8 nT = T * (1.0f - alpha);
+            vi8 stop = valid & (nT <= T_MIN);
+            vi8 contrib = valid & ~stop;
+            vf8 w = contrib ? alpha * T : splat8(0.0f);
+            const float* col = s.colors + (int64_t)gid * D;
+            for (int d = 0; d < D; ++d) acc[d] += w * col[d];
+            T = contrib ? nT : T;
+            last = contrib ? splati8(segl[j]) : last;
+            if (any8(stop)) {
+                active &= ~stop;
+                if (!any8(active)) break;
+            }
+        }
+        const int64_t pix0 = ((int64_t)c * s.H + (y0 + r)) * s.W + xs;
+        for (int i = 0; i < nc; ++i) {
+            float* o = out_color + (pix0 + i) * D;
+            for (int d = 0; d < D; ++d) o[d] = acc[d][i] + (bgc ? T[i] * bgc[d] : 0.0f);
+            out_alpha[pix0 + i] = 1.0f - T[i];
+            if (out_T) out_T[pix0 + i] = T[i];
+            if (out_last) out_last[pix0 + i] = last[i];
+        }
+    }
+}
+
+HR_INLINE float hsum8(vf8 v) {
+    typedef float v4 __attribute__((vector_size(16)));
+    v4 c = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+    v4 d = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    v4 s4 = c + d;
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+HR_INLINE vf8 vabs8(vf8 a) { return a < 0.0f ? -a : a; }
+
+// Backward over the same 8-pixel segments (slots: see the file header and hr_backward).
+template <int D>
+void backward8_tile(const Scene& s, int64_t tile, const float* T_final, const int32_t* lastp, const float* v_color,
+                    const float* v_alpha_out, float* slots) {
+    constexpr int K = 8 + D;  // mx, my, ca, cb, cc, op, colors[D], |mx|, |my|
+    constexpr int NS = 2 * TS;
+    const int TT = s.TW * s.TH;
+    const int c = (int)(tile / TT);
+    const int t = (int)(tile % TT);
+    const int tx = t % s.TW, ty = t / s.TW;
+    const int x0 = tx * TS, y0 = ty * TS;
+    const int nrows = std::min(TS, s.H - y0), ncols = std::min(TS, s.W - x0);
+    const int64_t beg = s.offsets[tile];
+    const float* bgc = s.bg ? s.bg + (int64_t)c * D : nullptr;
+    std::memset(slots + beg * K, 0, sizeof(float) * (size_t)(s.offsets[tile + 1] - beg) * K);
+
+    vf8 T[NS], vbgA[NS], vr[NS][D], buf[NS][D];
+    vi8 last[NS];
+    int segmax[NS];
+    int kmax = -1;
+    vf8 px[2];
+    for (int h = 0; h < 2; ++h)
+        for (int i = 0; i < 8; ++i) px[h][i] = (float)(x0 + 8 * h + i) + 0.5f;
+    for (int sg = 0; sg < NS; ++sg) {
+        const int r = sg >> 1, h = sg & 1;
+        segmax[sg] = -1;
+        for (int i = 0; i < 8; ++i) {
+            const int col = 8 * h + i;
+            if (r < nrows && col < ncols) {
+                const int64_t p = ((int64_t)c * s.H + (y0 + r)) * s.W + x0 + col;
+                T[sg][i] = T_final[p];
+                last[sg][i] = lastp[p];
+                float bgsum = 0.0f;
+                for (int d = 0; d < D; ++d) {
+                    float v = v_color[p * D + d];
+                    vr[sg][d][i] = v;
+                    if (bgc) bgsum += bgc[d] * v;
+                }
+                vbgA[sg][i] = T_final[p] * (v_alpha_out[p] - bgsum);
+                segmax[sg] = std::max(segmax[sg], lastp[p]);
+            } else {
+                T[sg][i] = 1.0f;
+                last[sg][i] = -1;
+                vbgA[sg][i] = 0.0f;
+                for (int d = 0; d < D; ++d) vr[sg][d][i] = 0.0f;
+            }
+        }
+        for (int d = 0; d < D; ++d) buf[sg][d] = splat8(0.0f);
+        kmax = std::max(kmax, segmax[sg]);
+    }
+    for (int k = kmax; k >= 0; --k) {
+        const int32_t gid = s.list[beg + k];
+        const GP& g = s.gp[gid];
+        uint32_t live = 0;
+        for (int sg = 0; sg < NS; ++sg) live |= (uint32_t)(segmax[sg] >= k) << sg;
+        if (!live) continue;
+        uint32_t m = seg_mask(g, x0, y0, nrows, ncols) & live;
+        if (!m) continue;
+        const float* col = s.colors + (int64_t)gid * D;
+        vf8 gmx = splat8(0.f), gmy = splat8(0.f), gca = splat8(0.f), gcb = splat8(0.f), gcc = splat8(0.f);
+        vf8 gop = splat8(0.f), gax = splat8(0.f), gay = splat8(0.f);
+        vf8 gcol[D];
+        for (int d = 0; d < D; ++d) gcol[d] = splat8(0.0f);
+        bool touched = false;
+        while (m) {
+            const int sg = __builtin_ctz(m);
+            m &= m - 1;
+            const int r = sg >> 1, h = sg & 1;
+            const float py = (float)(y0 + r) + 0.5f;
+            const Alpha8 e = eval_alpha8(g, px[h], py);
+            const vf8 dx = e.dx, vis = e.vis, alpha = e.alpha;
+            const float dy = g.my - py;
+            vi8 valid = (splati8(k) <= last[sg]) & (e.sigma >= 0.0f) & (alpha >= ALPHA_THRESHOLD);
+            if (!any8(valid)) continue;
+            touched = true;
+            vf8 ra = 1.0f / (1.0f - alpha);
+            vf8 Tr = valid ? T[sg] * ra : T[sg];
+            T[sg] = Tr;
+            vf8 fac = valid ? alpha * Tr : splat8(0.0f);
+            vf8 va = splat8(0.0f);
+            for (int d = 0; d < D; ++d) {
+                gcol[d] += fac * vr[sg][d];
+                va += (col[d] * Tr - buf[sg][d] * ra) * vr[sg][d];
+                buf[sg][d] += col[d] * fac;
+            }
+            va += ra * vbgA[sg];
+            vf8 ov = g.op * vis;
+            vi8 use = valid & (ov <= ALPHA_MAX);
+            va = use ? va : splat8(0.0f);
+            vf8 vsig = -ov * va;
+            gop += vis * va;
+            gca += 0.5f * vsig * dx * dx;
+            gcb += vsig * dx * dy;
+            gcc += 0.5f * vsig * (dy * dy);
+            vf8 vmx = vsig * (g.ca * dx + g.cb * dy);
+            vf8 vmy = vsig * (g.cb * dx + g.cc * dy);
+            gmx += vmx;
+            gmy += vmy;
+            gax += vabs8(vmx);
+            gay += vabs8(vmy);
+        }
+        if (!touched) continue;
+        float* o = slots + (beg + k) * K;
+        o[0] = hsum8(gmx);
+        o[1] = hsum8(gmy);
+        o[2] = hsum8(gca);
+        o[3] = hsum8(gcb);
+        o[4] = hsum8(gcc);
+        o[5] = hsum8(gop);
+        for (int d = 0; d < D; ++d) o[6 + d] = hsum8(gcol[d]);
+        o[6 + D] = hsum8(gax);
+        o[7 + D] = hsum8(gay);
+    }
+}
+
+template <int D>
+void backward8_all(const Scene& s, const float* T_final, const int32_t* last, const float* v_color,
+                   const float* v_alpha, float* slots, int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t tile = 0; tile < ntiles; ++tile) backward8_tile<D>(s, tile, T_final, last, v_color, v_alpha, slots);
+}
+
+template <int D>
+void forward8_train_all(const Scene& s, float* out_color, float* out_alpha, float* out_T, int32_t* out_last,
+                        int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<int32_t> rl;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < ntiles; ++tile) forward8_tile<D>(s, tile, rl, out_color, out_alpha, out_T, out_last);
+    }
+}
+
+template <int D>
+void forward8_all(const Scene& s, float* out_color, float* out_alpha, int nthreads) {
+    const int64_t ntiles = (int64_t)s.C * s.TW * s.TH;
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<int32_t> rl;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < ntiles; ++tile)
+            forward8_tile<D>(s, tile, rl, out_color, out_alpha, nullptr, nullptr);
+    }
+}
+
+typedef void (*fwd8_fn)(const Scene&, float*, float*, int);
+template <int... Ds>
+struct Table8 {
+    static void fill(fwd8_fn* f, fwd_fn* ft, bwd_fn* bt) {
+        ((f[Ds] = &forward8_all<Ds>, ft[Ds] = &forward8_train_all<Ds>, bt[Ds] = &backward8_all<Ds>), ...);
+    }
+};
+struct Dispatch8 {
+    fwd8_fn f[33];
+    fwd_fn ft[33];
+    bwd_fn bt[33];
+    Dispatch8() {
+        std::memset(f, 0, sizeof(f));
+        std::memset(ft, 0, sizeof(ft));
+        std::memset(bt, 0, sizeof(bt));
+        Table8<1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 16, 17, 24, 32>::fill(f, ft, bt);
+    }
+};
+const Dispatch8& dispatch8() {
+    static Dispatch8 d;
+    return d;
+}
+
+// ---- fused projection + depth sort + binning (inference entry point hr_render) ---------------
+
+// The per-Gaussian projection of hravatar.render.projection.project_gaussians (one camera).
+struct Proj {
+    float mx, my, ca, cb, cc, depth;
+    int32_t rx, ry;
+    bool keep;
+};
+
+inline Proj project_one(const float* mean, const float* quat, const float* scale, float op, const float* vm,
+                        const float* Kp, int W, int H, float near_plane, float far_plane, float eps2d,
+                        float radius_clip) {
+    Proj r;
+    // rotation of the Gaussian, M = R diag(s), cov = M M^T
+    float qw = quat[0], qx = quat[1], qy = quat[2], qz = quat[3];
+    float qn = std::sqrt(qw * qw + qx * qx + qy * qy + qz * qz);
+    float qi = 1.0f / std::fmax(qn, 1e-12f);
+    qw *= qi; qx *= qi; qy *= qi; qz *= qi;
+    float R[3][3] = {{1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)},
+                     {2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)},
+                     {2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)}};
+    // camera-frame M_c = Rv R diag(s); cov_c = M_c M_c^T
+    float Mc[3][3];
+    for (int i = 0; i < 3; ++i)
+        for (int k = 0; k < 3; ++k)
+            Mc[i][k] = (vm[i * 4 + 0] * R[0][k] + vm[i * 4 + 1] * R[1][k] + vm[i * 4 + 2] * R[2][k]) * scale[k];
+    float mc[3];
+    for (int i = 0; i < 3; ++i)
+        mc[i] = vm[i * 4 + 0] * mean[0] + vm[i * 4 + 1] * mean[1] + vm[i * 4 + 2] * mean[2] + vm[i * 4 + 3];
+    const float fx = Kp[0], fy = Kp[4], cx = Kp[2], cy = Kp[5];
+    float tz = mc[2];
+    const bool in_depth = tz >= near_plane && tz <= far_plane;
+    if (!in_depth) tz = 1.0f;
+    const float tan_fovx = 0.5f * W / fx, tan_fovy = 0.5f * H / fy;
+    const float lim_x_pos = (W - cx) / fx + 0.3f * tan_fovx, lim_x_neg = cx / fx + 0.3f * tan_fovx;
+    const float lim_y_pos = (H - cy) / fy + 0.3f * tan_fovy, lim_y_neg = cy / fy + 0.3f * tan_fovy;
+    const float u = mc[0] / tz, v = mc[1] / tz;
+    const float tx = tz * std::fmin(std::fmax(u, -lim_x_neg), lim_x_pos);
+    const float ty = tz * std::fmin(std::fmax(v, -lim_y_neg), lim_y_pos);
+    const float j00 = fx / tz, j02 = -fx * tx / (tz * tz), j11 = fy / tz, j12 = -fy * ty / (tz * tz);
+    // JM = J M_c (2x3); cov2d = JM JM^T
+    float JM[2][3];
+    for (int k = 0; k < 3; ++k) {
+        JM[0][k] = j00 * Mc[0][k] + j02 * Mc[2][k];
+        JM[1][k] = j11 * Mc[1][k] + j12 * Mc[2][k];
+    }
+    const float a = JM[0][0] * JM[0][0] + JM[0][1] * JM[0][1] + JM[0][2] * JM[0][2] + eps2d;
+    const float b = JM[0][0] * JM[1][0] + JM[0][1] * JM[1][1] + JM[0][2] * JM[1][2];
+    const float c = JM[1][0] * JM[1][0] + JM[1][1] * JM[1][1] + JM[1][2] * JM[1][2] + eps2d;
+    const float det = a * c - b * b;
+    const bool good_det = det > 0.0f;
+    const float ds = good_det ? det : 1.0f;
+    r.ca = c / ds;
+    r.cb = -b / ds;
+    r.cc = a / ds;
+    r.mx = fx * u + cx;
+    r.my = fy * v + cy;
+    float opc = op > ALPHA_THRESHOLD ? op : ALPHA_THRESHOLD;
+    float extend = std::sqrt(2.0f * std::log(opc / ALPHA_THRESHOLD));
+    extend = std::fmin(extend, 3.33f);
+    const float rx = std::ceil(extend * std::sqrt(std::fmax(a, 0.0f)));
+    const float ry = std::ceil(extend * std::sqrt(std::fmax(c, 0.0f)));
+    bool keep = in_depth && good_det && op >= ALPHA_THRESHOLD && (rx > radius_clip || ry > radius_clip);
+    keep = keep && (r.mx + rx > 0) && (r.mx - rx < W) && (r.my + ry > 0) && (r.my - ry < H);
+    keep = keep && std::isfinite(r.mx) && std::isfinite(r.my) && std::isfinite(r.ca) && std::isfinite(r.cb) &&
+           std::isfinite(r.cc);
+    r.keep = keep;
+    r.rx = keep ? (int32_t)rx : 0;
+    r.ry = keep ? (int32_t)ry : 0;
+    r.depth = keep ? mc[2] : 0.0f;
+    if (!keep) r.mx = r.my = r.ca = r.cb = r.cc = 0.0f;
+    return r;
+}
+
+// Stable LSD radix sort of non-negative float keys (their bit patterns order like the values).
+void radix_sort(std::vector<uint32_t>& keys, std::vector<int32_t>& vals) {
+    const size_t n = keys.size();
+    std::vector<uint32_t> k2(n);
+    std::vector<int32_t> v2(n);
+    for (int pass = 0; pass < 4; ++pass) {
+        const int sh = pass * 8;
+        size_t cnt[257] = {0};
+        for (size_t i = 0; i < n; ++i) cnt[((keys[i] >> sh) & 255u) + 1]++;
+        if (cnt[1] == n || cnt[((keys[0] >> sh) & 255u) + 1] == n) continue;  // all equal digits
+        for (int i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+        for (size_t i = 0; i < n; ++i) {
+            const size_t d = (keys[i] >> sh) & 255u;
+            const size_t o = cnt[d]++;
+            k2[o] = keys[i];
+            v2[o] = vals[i];
+        }
+        keys.swap(k2);
+        vals.swap(v2);
+    }
+}
 }  // namespace
 
 extern "C" {
 
-int hr_version() { return 1; }
+int hr_version() { return 2; }
 int hr_max_channels() { return DMAX; }
 
 // Smallest compiled channel count >= D (0 if D > DMAX).
 int hr_channels_for(int D) {
     for (int d = std::max(D, 1); d <= DMAX; ++d)
-        if (dispatch().f[d]) return d;
+        if (dispatch8().ft[d]) return d;
     return 0;
 }
 int hr_tile_size() { return TS; }
@@ -496,11 +616,11 @@ int64_t hr_bin(int C, int N, int W, int H, const int32_t* rects, const int64_t* 
 int hr_forward(int C, int N, int D, int W, int H, int nthreads, const float* means2d, const float* conics,
                const float* colors, const float* opac, const float* bg, const int64_t* offsets,
                const int32_t* list, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
-    if (D < 1 || D > DMAX || !dispatch().f[D]) return 1;
+    if (D < 1 || D > DMAX || !dispatch8().ft[D]) return 1;
     std::vector<GP> gp((size_t)C * N);
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
-    dispatch().f[D](s, out_color, out_alpha, out_T, out_last, nthreads);
+    dispatch8().ft[D](s, out_color, out_alpha, out_T, out_last, nthreads);
     return 0;
 }
 
@@ -511,11 +631,11 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
                 const float* colors, const float* opac, const float* bg, const int64_t* offsets,
                 const int32_t* list, const float* T_final, const int32_t* last, const float* v_color,
                 const float* v_alpha, float* slots, float* out) {
-    if (D < 1 || D > DMAX || !dispatch().f[D]) return 1;
+    if (D < 1 || D > DMAX || !dispatch8().ft[D]) return 1;
     std::vector<GP> gp((size_t)C * N);
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
-    dispatch().b[D](s, T_final, last, v_color, v_alpha, slots, nthreads);
+    dispatch8().bt[D](s, T_final, last, v_color, v_alpha, slots, nthreads);
     // deterministic reduction of slots into Gaussians: threads split the columns, every column
     // is summed in intersection order
     const int K = 8 + D;
@@ -524,6 +644,134 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
     for (int j = 0; j < K; ++j)
         for (int64_t i = 0; i < n_isect; ++i) out[(int64_t)list[i] * K + j] += slots[i * K + j];
     return 0;
+}
+
+
+// Inference render of N world-frame Gaussians into one pinhole camera: projection (as
+// project_gaussians), depth sort, tile binning and the forward pass in one call (no autograd).
+// means [N,3], quats [N,4] (w,x,y,z), scales [N,3] linear, opac [N], colors [N,D], viewmat [4,4]
+// world-to-camera (row-major), K [3,3]; bg [D] or null (colour channels only).
+// depth_mode: 0 = no depth channel, 1 = accumulated depth appended, 2 = expected depth (/alpha).
+// Outputs: out_color [H,W,D(+1)], out_alpha [H,W]; optional (null = skip): out_means2d [N,2],
+// out_radii [N,2] int32, out_depths [N]. Returns the number of tile intersections (>= 0) or -1
+// when the channel count has no compiled kernel.
+int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, const float* quats,
+                  const float* scales, const float* opac, const float* colors, const float* viewmat,
+                  const float* Kp, float near_plane, float far_plane, float eps2d, float radius_clip,
+                  int depth_mode, const float* bg, float* out_color, float* out_alpha, float* out_means2d,
+                  int32_t* out_radii, float* out_depths) {
+    const bool prof = std::getenv("HR_PROFILE") != nullptr;
+    auto now = [] {  // process CPU time (stable on a loaded machine; with one thread = the work)
+        timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    };
+    double t0 = now();
+    const int Dout = D + (depth_mode ? 1 : 0);
+    const int Dc = hr_channels_for(Dout);
+    if (Dc == 0 || D < 0) return -1;
+    const int TW = (W + TS - 1) / TS, TH = (H + TS - 1) / TS;
+    const int64_t TT = (int64_t)TW * TH;
+    std::vector<float> m2((size_t)N * 2), con((size_t)N * 3), dep(N), feats((size_t)N * Dc);
+    std::vector<int32_t> rect((size_t)N * 4);
+    std::vector<uint8_t> keep(N);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int n = 0; n < N; ++n) {
+        Proj p = project_one(means + 3 * (int64_t)n, quats + 4 * (int64_t)n, scales + 3 * (int64_t)n, opac[n],
+                             viewmat, Kp, W, H, near_plane, far_plane, eps2d, radius_clip);
+        m2[2 * n] = p.mx; m2[2 * n + 1] = p.my;
+        con[3 * n] = p.ca; con[3 * n + 1] = p.cb; con[3 * n + 2] = p.cc;
+        dep[n] = p.depth;
+        keep[n] = p.keep;
+        if (out_means2d) { out_means2d[2 * n] = p.mx; out_means2d[2 * n + 1] = p.my; }
+        if (out_radii) { out_radii[2 * n] = p.rx; out_radii[2 * n + 1] = p.ry; }
+        if (out_depths) out_depths[n] = p.depth;
+        // tile rectangle (gsplat's isect_tiles rule, as projection.tile_bounds)
+        const float mx = p.mx / TS, my = p.my / TS, rxf = (float)p.rx / TS, ryf = (float)p.ry / TS;
+        int x0 = std::min(std::max((int)std::floor(mx - rxf), 0), TW);
+        int y0 = std::min(std::max((int)std::floor(my - ryf), 0), TH);
+        int x1 = std::min(std::max((int)std::ceil(mx + rxf), 0), TW);
+        int y1 = std::min(std::max((int)std::ceil(my + ryf), 0), TH);
+        if (!p.keep) { x1 = x0; y1 = y0; }
+        rect[4 * n] = x0; rect[4 * n + 1] = y0; rect[4 * n + 2] = x1; rect[4 * n + 3] = y1;
+        float* f = feats.data() + (int64_t)n * Dc;
+        for (int d = 0; d < D; ++d) f[d] = colors[(int64_t)n * D + d];
+        for (int d = D; d < Dc; ++d) f[d] = 0.0f;
+        if (depth_mode) f[D] = p.depth;
+    }
+    double t1 = now();
+    // depth order of the kept Gaussians (stable: ties keep index order)
+    std::vector<uint32_t> keys;
+    std::vector<int32_t> order;
+    keys.reserve(N);
+    order.reserve(N);
+    for (int n = 0; n < N; ++n)
+        if (keep[n]) {
+            float d = dep[n] > 0.0f ? dep[n] : 0.0f;
+            uint32_t k;
+            std::memcpy(&k, &d, 4);
+            keys.push_back(k);
+            order.push_back(n);
+        }
+    if (!order.empty()) radix_sort(keys, order);
+    double t2 = now();
+    // binning: counts, prefix sums, fill in depth order
+    std::vector<int64_t> offsets(TT + 1, 0);
+    for (int32_t n : order) {
+        const int32_t* rc = rect.data() + 4 * (int64_t)n;
+        for (int y = rc[1]; y < rc[3]; ++y)
+            for (int x = rc[0]; x < rc[2]; ++x) offsets[1 + (int64_t)y * TW + x]++;
+    }
+    for (int64_t i = 0; i < TT; ++i) offsets[i + 1] += offsets[i];
+    const int64_t total = offsets[TT];
+    std::vector<int32_t> list(std::max<int64_t>(total, 1));
+    {
+        std::vector<int64_t> cur(offsets.begin(), offsets.end() - 1);
+        for (int32_t n : order) {
+            const int32_t* rc = rect.data() + 4 * (int64_t)n;
+            for (int y = rc[1]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[2]; ++x) list[cur[(int64_t)y * TW + x]++] = n;
+        }
+    }
+    double t3 = now();
+    std::vector<float> bgc;
+    if (bg) {
+        bgc.assign(Dc, 0.0f);
+        for (int d = 0; d < D; ++d) bgc[d] = bg[d];
+    }
+    std::vector<GP> gp(N);
+    std::vector<float> opac_kept(N);
+    for (int n = 0; n < N; ++n) opac_kept[n] = opac[n];
+    prepare(m2.data(), con.data(), opac_kept.data(), N, gp.data(), nthreads);
+    Scene s = make_scene(1, N, Dc, W, H, gp.data(), feats.data(), bg ? bgc.data() : nullptr, offsets.data(),
+                         list.data());
+    const int64_t P = (int64_t)W * H;
+    std::vector<float> tmp;
+    float* col = out_color;
+    if (Dc != Dout) {
+        tmp.resize((size_t)P * Dc);
+        col = tmp.data();
+    }
+    double t4 = now();
+    dispatch8().f[Dc](s, col, out_alpha, nthreads);
+    double t5 = now();
+    if (Dc != Dout || depth_mode == 2) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (int64_t p = 0; p < P; ++p) {
+            const float* src = col + p * Dc;
+            float* dst = out_color + p * Dout;
+            if (Dc != Dout)
+                for (int d = 0; d < Dout; ++d) dst[d] = src[d];
+            if (depth_mode == 2) {
+                const float a = out_alpha[p];
+                dst[D] = dst[D] / (a > 1e-10f ? a : 1e-10f);
+            }
+        }
+    }
+    if (prof)
+        std::fprintf(stderr, "hr_render: project %.1f sort %.1f bin %.1f prepare %.1f forward %.1f finish %.1f ms (isect %lld)\n",
+                     t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, now() - t5, (long long)total);
+    return total;
 }
 
 }  // extern "C"

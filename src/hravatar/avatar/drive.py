@@ -1,0 +1,495 @@
+"""Driving an avatar with another person: a driver's per-frame signal -> the avatar's expression and pose.
+
+One mapping serves the command line (``hravatar reenact``) and the browser viewer's webcam mode: it is
+a plain table (:func:`driver_mapping`, serialised by :func:`driver_mapping_json`) plus the few lines
+of arithmetic in :func:`map_scores` and :func:`head_motion`, which the JavaScript side re-implements.
+
+Driver signals
+--------------
+* ``mediapipe``: MediaPipe face landmarker's 51 ARKit blendshape scores (``[T,52]`` in
+  :data:`~hravatar.head.arkit.ARKIT_NAMES` order; ``tongueOut`` is 0) and its facial transformation
+  matrix (``[T,4,4]``, canonical face -> OpenGL camera, centimetres). Works for any face.
+* ``tracked``: our tracker's parameters of the driver (same ARKit-named head model): expression
+  ``[T,E]``, pose ``[T,5,3]`` (global, neck, jaw, eye_l, eye_r), translation ``[T,3]``, viewmat.
+
+Relative transfer (the default)
+-------------------------------
+Every channel is transferred as the driver's change from its own neutral, added to the avatar's
+neutral::
+
+    expression[k] = clamp(avatar_neutral[k] + gain_k * (score[k] - driver_neutral[k]), 0, 1)
+    jaw angle     = avatar_neutral_jaw + rad_per_unit * (jawOpen - driver_neutral_jawOpen)
+    eye yaw/pitch = rad_per_unit * ((out - in) - neutral, (down - up) - neutral)   (per eye)
+
+The driver's neutral is the ``q``-th percentile of each score over the calibration frames (the whole
+clip offline, the first seconds live); gaze uses the median. The avatar's neutral is the same
+percentile of its training subject's tracked expression (zero if unknown).
+
+The jaw ambiguity: the open head model's ``jawOpen``/``jawLeft``/``jawRight``/``jawForward``
+displace the jaw like the jaw joint does; tracking freezes them at zero and opens the jaw with the
+joint (``jaw_gain_rad`` per unit ``jawOpen``). The mapping does the same: those expressions stay at
+the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what it was trained on.
+
+Head motion: the driver's rotation and translation relative to its first frame, expressed in the
+driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
+(the avatar stays framed by its own camera). ``absolute`` uses the driver's rotation relative to its
+camera as the avatar's rotation relative to its camera (translation stays relative).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from hravatar.head.arkit import ARKIT_NAMES
+
+#: MediaPipe / OpenGL camera axes (x right, y up, z backwards) -> OpenCV (x right, y down, z forwards).
+GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+
+#: Expressions the open head model drives through the jaw joint (see module docstring).
+JAW_EXPRESSIONS = ("jawForward", "jawLeft", "jawOpen", "jawRight")
+
+#: Gaze scores, per eye: driven through the eye joints, not as expressions.
+GAZE = {
+    "left": {"out": "eyeLookOutLeft", "in": "eyeLookInLeft", "up": "eyeLookUpLeft", "down": "eyeLookDownLeft"},
+    "right": {"out": "eyeLookOutRight", "in": "eyeLookInRight", "up": "eyeLookUpRight", "down": "eyeLookDownRight"},
+}
+
+#: Default jaw angle (radians about +x, the chin moves down) per unit ``jawOpen`` when the avatar's
+#: tracking did not record one (the open model's calibration is about 0.33).
+DEFAULT_JAW_RAD = 0.33
+
+#: Eye rotation (radians) per unit gaze score difference (ARKit's full look is roughly 30 degrees).
+DEFAULT_GAZE_RAD = 0.5
+
+MAPPING_VERSION = 1
+
+
+def driver_mapping(
+    jaw_rad_per_unit: float = DEFAULT_JAW_RAD,
+    gaze_rad_per_unit: float = DEFAULT_GAZE_RAD,
+    neutral_percentile: float = 10.0,
+    gains: dict[str, float] | None = None,
+) -> dict:
+    """The driver -> avatar mapping as a JSON-serialisable table.
+
+    Keys: ``version``; ``names`` (the 52 ARKit names, the order of score vectors); ``expressions``
+    (ARKit name -> ``{"source": driver score name, "gain": float}``, every expression transferred
+    as such); ``zeroed`` (names held at the avatar's neutral: jaw expressions and gaze); ``jaw``
+    (``{"source": "jawOpen", "rad_per_unit", "axis": [1,0,0]}``, the jaw joint's rotation);
+    ``eyes`` (per eye, yaw = ``rad_per_unit * (out - in)`` about +y, pitch = ``rad_per_unit *
+    (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
+    ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's; ``translation_scale_m``:
+    its translation's unit, 0.01 m; ``lever``: the turning point is fitted per driver by
+    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's).
+    """
+    gains = gains or {}
+    gaze_names = {n for eye in GAZE.values() for n in eye.values()}
+    zeroed = [n for n in ARKIT_NAMES if n in JAW_EXPRESSIONS or n in gaze_names]
+    expressions = {n: {"source": n, "gain": float(gains.get(n, 1.0))} for n in ARKIT_NAMES if n not in zeroed}
+    eyes = {
+        side: {
+            "yaw": [[g["out"] if side == "left" else g["in"], gaze_rad_per_unit],
+                    [g["in"] if side == "left" else g["out"], -gaze_rad_per_unit]],
+            "pitch": [[g["down"], gaze_rad_per_unit], [g["up"], -gaze_rad_per_unit]],
+        }
+        for side, g in GAZE.items()
+    }
+    return {
+        "version": MAPPING_VERSION,
+        "names": list(ARKIT_NAMES),
+        "expressions": expressions,
+        "zeroed": zeroed,
+        "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit), "axis": [1.0, 0.0, 0.0]},
+        "eyes": eyes,
+        "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
+        "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01, "lever": "fit_lever",
+                 "lever_ridge": 0.1},
+    }
+
+
+def driver_mapping_json(**kw: float) -> str:
+    """:func:`driver_mapping` as a JSON string (what the browser viewer loads)."""
+    return json.dumps(driver_mapping(**kw), indent=1)
+
+
+# ---- neutral calibration and expressions ---------------------------------------------------------
+def _col(names: list[str] | tuple[str, ...]) -> dict[str, int]:
+    return {n: i for i, n in enumerate(names)}
+
+
+def gaze_angles(scores: np.ndarray, mapping: dict) -> np.ndarray:
+    """``[T,2,2]`` raw eye (yaw, pitch) in radians for the left and right eye from ``scores [T,52]``."""
+    c = _col(mapping["names"])
+    out = np.zeros((scores.shape[0], 2, 2))
+    for e, side in enumerate(("left", "right")):
+        for a, axis in enumerate(("yaw", "pitch")):
+            for name, k in mapping["eyes"][side][axis]:
+                out[:, e, a] += k * scores[:, c[name]]
+    return out
+
+
+@dataclass
+class Neutral:
+    """A driver's neutral: ``scores [52]`` (percentile per score) and ``gaze [2,2]`` (median, radians)."""
+
+    scores: np.ndarray
+    gaze: np.ndarray
+
+
+def calibrate_neutral(scores: np.ndarray, mapping: dict, frames: slice | None = None) -> Neutral:
+    """Neutral of a driver from its scores ``[T,52]`` over ``frames`` (default: all)."""
+    s = np.asarray(scores, np.float64)[frames or slice(None)]
+    return Neutral(np.percentile(s, mapping["neutral"]["percentile"], axis=0), np.median(gaze_angles(s, mapping), 0))
+
+
+def map_scores(
+    scores: np.ndarray,
+    neutral: Neutral,
+    expr_names: list[str] | tuple[str, ...],
+    mapping: dict,
+    avatar_neutral: np.ndarray | None = None,
+    avatar_neutral_jaw: float = 0.0,
+    relative: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ARKit scores -> the avatar's expression, jaw and eye rotations.
+
+    Args:
+        scores: ``[T,52]`` driver scores in ``mapping["names"]`` order.
+        neutral: the driver's :class:`Neutral` (ignored with ``relative=False``).
+        expr_names: the avatar's expression names ``[E]`` (ARKit names; others stay at neutral).
+        avatar_neutral: ``[E]`` the avatar's neutral expression (default zeros).
+        avatar_neutral_jaw: the avatar's neutral jaw angle (radians).
+        relative: transfer changes from the neutrals (else the scores themselves).
+    Returns:
+        ``(expression [T,E], jaw [T,3] axis-angle, eyes [T,2,3] axis-angle (left, right))``.
+    """
+    s = np.asarray(scores, np.float64)
+    T, E = s.shape[0], len(expr_names)
+    c = _col(mapping["names"])
+    base = np.zeros(E) if avatar_neutral is None else np.asarray(avatar_neutral, np.float64)
+    expr = np.repeat(base[None], T, 0)
+    for j, n in enumerate(expr_names):
+        m = mapping["expressions"].get(n)
+        if m is None:
+            continue
+        v = s[:, c[m["source"]]]
+        if relative:
+            expr[:, j] = base[j] + m["gain"] * (v - neutral.scores[c[m["source"]]])
+        else:
+            expr[:, j] = m["gain"] * v
+    expr = np.clip(expr, 0.0, 1.0)
+    jm = mapping["jaw"]
+    jo = s[:, c[jm["source"]]] - (neutral.scores[c[jm["source"]]] if relative else 0.0)
+    angle = (avatar_neutral_jaw if relative else 0.0) + jm["rad_per_unit"] * jo
+    jaw = np.asarray(jm["axis"])[None] * np.clip(angle, 0.0, None)[:, None]
+    g = gaze_angles(s, mapping) - (neutral.gaze[None] if relative else 0.0)
+    eyes = np.stack([euler_yx(g[:, e, 0], g[:, e, 1]) for e in range(2)], 1)
+    return expr.astype(np.float32), jaw.astype(np.float32), eyes.astype(np.float32)
+
+
+def map_tracked(
+    expression: np.ndarray,
+    jaw: np.ndarray,
+    expr_names: list[str] | tuple[str, ...],
+    avatar_neutral: np.ndarray | None = None,
+    avatar_neutral_jaw: float = 0.0,
+    percentile: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relative transfer of a tracked driver (same head model): ``expression [T,E]``, ``jaw [T,3]``.
+
+    Each expression and the jaw angle about +x move by the driver's change from its ``percentile``
+    neutral, added to the avatar's neutral; the jaw's other axes are passed through. Returns
+    ``(expression [T,E] in [0,1], jaw [T,3])``.
+    """
+    e = np.asarray(expression, np.float64)
+    base = np.zeros(len(expr_names)) if avatar_neutral is None else np.asarray(avatar_neutral, np.float64)
+    out = np.clip(base[None] + e - np.percentile(e, percentile, axis=0)[None], 0.0, 1.0)
+    j = np.array(jaw, np.float64)
+    j[:, 0] = np.clip(avatar_neutral_jaw + j[:, 0] - np.percentile(j[:, 0], percentile), 0.0, None)
+    return out.astype(np.float32), j.astype(np.float32)
+
+
+# ---- rotations and head motion ---------------------------------------------------------------------
+def rotvec_to_matrix(r: np.ndarray) -> np.ndarray:
+    """Axis-angle ``[...,3]`` -> rotation matrices ``[...,3,3]`` (Rodrigues)."""
+    r = np.asarray(r, np.float64)
+    th = np.linalg.norm(r, axis=-1, keepdims=True)
+    k = r / np.maximum(th, 1e-12)
+    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
+    z = np.zeros_like(kx)
+    Kx = np.stack([np.stack([z, -kz, ky], -1), np.stack([kz, z, -kx], -1), np.stack([-ky, kx, z], -1)], -2)
+    s, c = np.sin(th)[..., None], np.cos(th)[..., None]
+    return np.eye(3) + s * Kx + (1 - c) * (Kx @ Kx)
+
+
+def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``[...,3,3]`` -> axis-angle ``[...,3]``."""
+    from scipy.spatial.transform import Rotation
+
+    R = np.asarray(R, np.float64)
+    return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(R.shape[:-2] + (3,))
+
+
+def euler_yx(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """Axis-angle ``[T,3]`` of ``Ry(yaw) @ Rx(pitch)`` (radians; the synthetic subject's eye convention)."""
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+    z, o = np.zeros_like(yaw), np.ones_like(yaw)
+    Ry = np.stack([np.stack([cy, z, sy], -1), np.stack([z, o, z], -1), np.stack([-sy, z, cy], -1)], -2)
+    Rx = np.stack([np.stack([o, z, z], -1), np.stack([z, cp, -sp], -1), np.stack([z, sp, cp], -1)], -2)
+    return matrix_to_rotvec(Ry @ Rx)
+
+
+def mediapipe_head(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe facial transformation matrices ``[T,4,4]`` (cm, OpenGL camera) -> head rotation
+    ``[T,3,3]`` and translation ``[T,3]`` (metres) in the OpenCV camera frame."""
+    M = np.asarray(matrices, np.float64)
+    U, _, Vt = np.linalg.svd(M[:, :3, :3])  # the nearest rotation (drops any scale of the transform)
+    R = U @ Vt
+    return GL_TO_CV @ R @ GL_TO_CV, (M[:, :3, 3] @ GL_TO_CV.T) * 0.01
+
+
+def fit_lever(rot_cam: np.ndarray, trans_cam: np.ndarray, first: int = 0, ridge: float = 0.1) -> np.ndarray:
+    """The point ``c [3]`` (camera frame, metres, relative to the tracked face point at frame
+    ``first``) about which the driver's head turns: least squares of ``t_i - t_first ~ (R_i R_first^T -
+    I) c`` over the frames, with a small ridge. MediaPipe's face origin sits in front of the neck, so
+    a turn of the head also moves it; ``t_i - t_first - (R_i R_first^T - I) c`` is the translation
+    left once the turn is accounted for."""
+    Rr = np.asarray(rot_cam, np.float64) @ np.asarray(rot_cam, np.float64)[first].T
+    dt = np.asarray(trans_cam, np.float64) - np.asarray(trans_cam, np.float64)[first]
+    A = np.concatenate([(Rr - np.eye(3)).reshape(-1, 3), ridge * np.eye(3)])
+    b = np.concatenate([dt.reshape(-1), np.zeros(3)])
+    return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def pivot_translation(rot_cam: np.ndarray, trans_cam: np.ndarray, lever: np.ndarray, first: int = 0) -> np.ndarray:
+    """``[T,3]`` the turning point's track in the camera frame: ``t_i - (R_i R_first^T - I) lever``
+    (see :func:`fit_lever`)."""
+    Rr = np.asarray(rot_cam, np.float64) @ np.asarray(rot_cam, np.float64)[first].T
+    return np.asarray(trans_cam, np.float64) - (Rr - np.eye(3)) @ np.asarray(lever, np.float64)
+
+
+def head_motion(
+    rot_cam: np.ndarray,
+    trans_cam: np.ndarray,
+    ref_global: np.ndarray,
+    ref_translation: np.ndarray,
+    viewmat: np.ndarray,
+    pivot_offset: np.ndarray | None = None,
+    absolute: bool = False,
+    first: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The avatar's global rotation and translation that follow a driver's head.
+
+    Args:
+        rot_cam: ``[T,3,3]`` the driver head's rotation in its (OpenCV) camera frame; only changes
+            matter (any fixed head-frame offset cancels in ``R_t R_first^T``).
+        trans_cam: ``[T,3]`` a point of the driver's face in its camera frame (metres).
+        ref_global: ``[3]`` the avatar's reference global rotation (axis-angle, world).
+        ref_translation: ``[3]`` the avatar's reference translation (metres, world).
+        viewmat: ``[4,4]`` the avatar's world-to-camera matrix.
+        pivot_offset: ``[3]`` the avatar's face point minus its global pivot at the reference pose
+            (world metres): the face point, not the pivot, follows ``trans_cam`` (default: zero).
+        absolute: use ``V^T rot_cam`` as the avatar's rotation (its rotation relative to the camera),
+            instead of the change since frame ``first`` applied to the reference.
+        first: the driver's neutral frame for relative motion.
+    Returns:
+        ``(global [T,3] axis-angle, translation [T,3])``.
+    """
+    V = np.asarray(viewmat, np.float64)[:3, :3]
+    Rc = np.asarray(rot_cam, np.float64)
+    R_ref = rotvec_to_matrix(np.asarray(ref_global, np.float64))
+    if absolute:
+        R = V.T @ Rc
+    else:
+        R = V.T @ (Rc @ Rc[first].T) @ V @ R_ref
+    off = np.zeros(3) if pivot_offset is None else np.asarray(pivot_offset, np.float64)
+    o = R_ref.T @ off  # the face point in the avatar's unrotated frame, relative to the pivot
+    dt = (np.asarray(trans_cam, np.float64) - np.asarray(trans_cam, np.float64)[first]) @ V  # V^T d, per row
+    t = np.asarray(ref_translation, np.float64)[None] + dt - (R @ o - R_ref @ o)
+    return matrix_to_rotvec(R).astype(np.float32), t.astype(np.float32)
+
+
+def tracked_head(pose: np.ndarray, translation: np.ndarray, viewmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tracked driver's global rotation ``[T,3,3]`` and translation ``[T,3]`` in its camera frame
+    (``pose [T,5,3]``, ``translation [T,3]``, ``viewmat [4,4]`` or ``[T,4,4]``)."""
+    V = np.asarray(viewmat, np.float64)
+    V = np.broadcast_to(V, (len(pose), 4, 4)) if V.ndim == 2 else V
+    R = V[:, :3, :3] @ rotvec_to_matrix(np.asarray(pose, np.float64)[:, 0])
+    t = np.einsum("tij,tj->ti", V[:, :3, :3], np.asarray(translation, np.float64)) + V[:, :3, 3]
+    return R, t
+
+
+# ---- the avatar side -------------------------------------------------------------------------------
+@dataclass
+class AvatarBase:
+    """What driving needs to know about an avatar.
+
+    Attributes:
+        expr_names: ``[E]`` its expression names.
+        pose: ``[5,3]`` reference pose (global, neck, jaw, eye_l, eye_r; axis-angle, radians).
+        translation: ``[3]`` reference translation (metres).
+        viewmat: ``[4,4]`` its reference camera (OpenCV world-to-camera).
+        neutral: ``[E]`` its neutral expression (percentile of its subject's tracked expression).
+        neutral_jaw: its neutral jaw angle (radians about +x).
+        jaw_rad_per_unit: jaw angle per unit ``jawOpen`` used when its subject was tracked.
+    """
+
+    expr_names: list[str]
+    pose: np.ndarray
+    translation: np.ndarray
+    viewmat: np.ndarray
+    neutral: np.ndarray
+    neutral_jaw: float = 0.0
+    jaw_rad_per_unit: float = DEFAULT_JAW_RAD
+
+
+def frontal_frame(pose: np.ndarray, viewmats: np.ndarray) -> int:
+    """Index of the frame whose head faces its camera most directly (``pose [N,5,3]``, ``viewmats
+    [N,4,4]``): the head's forward axis (+z of the head model, after global and neck) closest to the
+    camera's -z."""
+    p = np.asarray(pose, np.float64)
+    R = np.asarray(viewmats, np.float64)[:, :3, :3] @ rotvec_to_matrix(p[:, 0]) @ rotvec_to_matrix(p[:, 1])
+    return int(np.argmin(R[:, 2, 2]))
+
+
+def avatar_base(la: object, percentile: float = 10.0, frontal: bool = True) -> AvatarBase:
+    """:class:`AvatarBase` of a loaded avatar (:class:`hravatar.apps.common.LoadedAvatar`).
+
+    Camera: the avatar's reference camera. Head pose: with ``frontal`` (and the training subject at
+    hand), the global and neck rotation and translation of its most frontal training frame
+    (:func:`frontal_frame`; the subject's camera is assumed fixed, as tracking and ``hravatar synth``
+    write it), else the reference frame's. Neutral: the ``percentile`` of its subject's tracked
+    expression and jaw (zeros when the subject folder is gone). Jaw gain: what its tracking recorded
+    (manifest ``tracking.jaw_gain_rad``), else :data:`DEFAULT_JAW_RAD`.
+    """
+    ref = la.reference  # type: ignore[attr-defined]
+    names = list(la.expr_names)  # type: ignore[attr-defined]
+    E = len(names)
+    p = ref.params
+    pose = p.pose[0].detach().cpu().numpy().astype(np.float64)
+    trans = p.translation[0].detach().cpu().numpy().astype(np.float64)
+    neutral, njaw, gain = np.zeros(E), 0.0, DEFAULT_JAW_RAD
+    if la.has_subject():  # type: ignore[attr-defined]
+        ds = la.subject("all")  # type: ignore[attr-defined]
+        e = ds.expression.numpy()
+        neutral[: min(E, e.shape[1])] = np.percentile(e, percentile, axis=0)[:E]
+        njaw = float(np.percentile(ds.pose[:, 2, 0].numpy(), percentile))
+        man = ds.meta.get("manifest", {}) if isinstance(ds.meta, dict) else {}
+        gain = float((man.get("tracking") or {}).get("jaw_gain_rad") or DEFAULT_JAW_RAD)
+        if frontal:
+            i = frontal_frame(ds.pose.numpy(), ds.viewmats.numpy())
+            pose[:2] = ds.pose[i, :2].numpy()
+            trans = ds.translation[i].numpy().astype(np.float64)
+    return AvatarBase(names, pose, trans, ref.camera.viewmat.detach().cpu().numpy().astype(np.float64),
+                      neutral, njaw, gain)
+
+
+def drive_mediapipe(
+    base: AvatarBase,
+    scores: np.ndarray,
+    matrices: np.ndarray,
+    mapping: dict | None = None,
+    relative: bool = True,
+    head: bool = True,
+    absolute_pose: bool = False,
+    neutral: Neutral | None = None,
+    lever: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Avatar parameters from MediaPipe scores ``[T,52]`` and matrices ``[T,4,4]``.
+
+    ``neutral`` defaults to :func:`calibrate_neutral` over all frames, ``lever`` (the driver's
+    turning point, see :func:`fit_lever`) to the fit over all frames: the translation applied is
+    that of the turning point, so the avatar turns about its own pivot. With ``head=False`` the
+    avatar keeps its reference head pose. Returns ``(expression [T,E], pose [T,5,3], translation [T,3])``.
+    """
+    mapping = mapping or driver_mapping(base.jaw_rad_per_unit)
+    neutral = neutral or calibrate_neutral(scores, mapping)
+    expr, jaw, eyes = map_scores(scores, neutral, base.expr_names, mapping, base.neutral, base.neutral_jaw, relative)
+    T = len(scores)
+    pose = np.repeat(base.pose[None], T, 0)
+    pose[:, 2], pose[:, 3:] = jaw, eyes
+    trans = np.repeat(base.translation[None], T, 0)
+    if head:
+        R, t = mediapipe_head(matrices)
+        t = pivot_translation(R, t, fit_lever(R, t) if lever is None else lever)
+        pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
+    return expr, pose.astype(np.float32), trans.astype(np.float32)
+
+
+def drive_tracked(
+    base: AvatarBase,
+    expression: np.ndarray,
+    pose: np.ndarray,
+    translation: np.ndarray,
+    viewmat: np.ndarray,
+    relative: bool = True,
+    head: bool = True,
+    absolute_pose: bool = False,
+    percentile: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Avatar parameters from a tracked driver (same ARKit head model): ``expression [T,E]``,
+    ``pose [T,5,3]``, ``translation [T,3]``, its ``viewmat [4,4]`` (or ``[T,4,4]``).
+
+    Expression and jaw: relative transfer (:func:`map_tracked`) or the driver's own values; eyes:
+    the driver's; head: global rotation and translation by :func:`head_motion` (pivot = the model
+    origin, which tracking translates), neck as its change since the first frame.
+    Returns ``(expression [T,E], pose [T,5,3], translation [T,3])``.
+    """
+    e = np.asarray(expression, np.float64)
+    p = np.asarray(pose, np.float64)
+    if e.shape[1] != len(base.expr_names):
+        raise ValueError(f"driver has {e.shape[1]} expression components, the avatar {len(base.expr_names)}")
+    T = len(e)
+    if relative:
+        expr, jaw = map_tracked(e, p[:, 2], base.expr_names, base.neutral, base.neutral_jaw, percentile)
+    else:
+        expr, jaw = e.astype(np.float32), p[:, 2]
+    out = np.repeat(base.pose[None], T, 0)
+    out[:, 2], out[:, 3:] = jaw, p[:, 3:]
+    trans = np.repeat(base.translation[None], T, 0)
+    if head:
+        R, t = tracked_head(p, translation, viewmat)
+        out[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
+        if absolute_pose:
+            out[:, 1] = p[:, 1]
+        else:
+            Rn = rotvec_to_matrix(p[:, 1])
+            out[:, 1] = matrix_to_rotvec(Rn @ Rn[0].T @ rotvec_to_matrix(base.pose[1]))
+    return expr, out.astype(np.float32), trans.astype(np.float32)
+
+
+# ---- the driver side -------------------------------------------------------------------------------
+def mediapipe_signal(frames: object, total: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run MediaPipe's face landmarker (Tasks model, with blendshapes) on RGB uint8 frames ``[H,W,3]``.
+
+    Returns ``(scores [T,52] in ARKIT_NAMES order, matrices [T,4,4], found [T] bool)``; frames without
+    a face take their neighbours' values (raises ``ValueError`` when no frame has one).
+    """
+    from hravatar.preprocess.mediapipe_models import FaceLandmarker
+    from hravatar.progress import progress
+
+    lmk = FaceLandmarker(require_task=True)
+    scores, mats, found = [], [], []
+    try:
+        for img in progress(frames, total=total, desc="driver: face landmarks"):
+            r = lmk.detect(np.ascontiguousarray(img[..., :3]))
+            ok = r is not None and r.blendshapes is not None and r.matrix is not None
+            s = np.zeros(len(ARKIT_NAMES), np.float32)
+            if ok:
+                s[: len(r.blendshapes)] = r.blendshapes  # type: ignore[union-attr]
+            scores.append(s)
+            mats.append(r.matrix if ok else np.eye(4, dtype=np.float32))  # type: ignore[union-attr]
+            found.append(ok)
+    finally:
+        lmk.close()
+    S, M, F = np.stack(scores), np.stack(mats).astype(np.float64), np.array(found)
+    if not F.any():
+        raise ValueError("no face found in any driver frame")
+    if not F.all():
+        idx = np.arange(len(F))
+        near = np.array([idx[F][np.abs(idx[F] - i).argmin()] for i in idx])
+        S, M = S[near], M[near]
+    return S, M, F

@@ -1,0 +1,132 @@
+"""Priors that resolve the albedo / light colour ambiguity of inverse rendering (issue 18).
+
+The image constrains only the product ``albedo x irradiance``: a redder light and a bluer albedo,
+or a brighter light and a darker albedo, give the same video. The paper pins the split with
+pseudo-ground-truth albedos from a diffusion model; without one, these priors do it, each with
+its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
+
+* :func:`exposure_loss` (``light_exposure``): the learned irradiance averaged over front-facing
+  normals has the luminance :data:`FRONT_IRRADIANCE`, the level every relighting environment of
+  the synthetic subject is normalised to (a convention, like a camera's exposure: it fixes the
+  overall brightness split, not the colour);
+* :func:`neutral_light_loss` (``light_neutral``): that mean irradiance is grey (grey world on the
+  light: right for a white-balanced video, wrong by the cast of a coloured light);
+* :func:`specular_white_balance_loss` (``light_specular_wb``): the mean irradiance has the colour
+  of the learned specular light (F0 is achromatic, so the colour of specular reflection is the
+  light's: a white balance read from the highlights);
+* :func:`skin_albedo_loss` (``skin_albedo``): the mean albedo of the foreground lies in a
+  plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it).
+
+Colours are compared as log-chromaticities ``(log r - log g, log b - log g)``, which ignore the
+overall scale. All functions return scalars and are differentiable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+#: Luminance of the mean irradiance over front-facing normals that relighting environments are
+#: normalised to (the same value as :data:`hravatar.synth.envmaps.FRONT_IRRADIANCE`).
+FRONT_IRRADIANCE = 0.85
+#: Rec. 709 luminance weights (linear RGB).
+LUMA = (0.2126, 0.7152, 0.0722)
+#: Plausible mean skin reflectance (linear RGB) as ``(lo, hi)`` bands of ``g/r``, ``b/r`` and
+#: luminance: light to dark skin has green / red about 0.42-0.70 and blue / red about 0.20-0.55
+#: (reflectance red-dominant, blue lowest, darker skin more saturated).
+SKIN_BANDS = {"g_over_r": (0.42, 0.70), "b_over_r": (0.20, 0.55), "luminance": (0.04, 0.65)}
+
+
+@lru_cache(maxsize=4)
+def _front_dirs_cached(n: int, device: str) -> Tensor:
+    g = torch.Generator().manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(4 * n, 3, generator=g), dim=-1)
+    d = d[d[:, 2] > 0.2][:n]
+    return d.to(device)
+
+
+def front_directions(n: int = 256, device: torch.device | str = "cpu") -> Tensor:
+    """``[n,3]`` fixed random unit directions with z > 0.2 (facing the default camera, +z)."""
+    return _front_dirs_cached(int(n), str(device))
+
+
+def log_chroma(c: Tensor, eps: float = 1e-6) -> Tensor:
+    """``[..., 2]`` log-chromaticity ``(log r - log g, log b - log g)`` of colours ``[..., 3]``."""
+    lc = torch.log(c.clamp_min(eps))
+    return torch.stack([lc[..., 0] - lc[..., 1], lc[..., 2] - lc[..., 1]], -1)
+
+
+def luminance(c: Tensor) -> Tensor:
+    """``[...]`` Rec. 709 luminance of linear RGB ``[..., 3]``."""
+    w = torch.tensor(LUMA, dtype=c.dtype, device=c.device)
+    return (c * w).sum(-1)
+
+
+def mean_front_irradiance(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
+    """``[3]`` mean irradiance of ``lighting`` over :func:`front_directions` (differentiable)."""
+    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    return lighting.irradiance(front_directions(n, dev)).mean(0)
+
+
+def mean_front_specular(lighting, roughness: float = 0.75, n: int = 256) -> Tensor:  # noqa: ANN001
+    """``[3]`` mean prefiltered specular radiance over :func:`front_directions` at ``roughness``."""
+    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    d = front_directions(n, dev)
+    return lighting.specular(d, torch.full((d.shape[0], 1), float(roughness), device=dev)).mean(0)
+
+
+def exposure_loss(irradiance_mean: Tensor, target: float = FRONT_IRRADIANCE, weight: float = 1.0) -> Tensor:
+    """``weight * log(lum(E) / target)^2`` for the mean front irradiance ``E [3]``."""
+    return weight * torch.log(luminance(irradiance_mean).clamp_min(1e-6) / target) ** 2
+
+
+def neutral_light_loss(irradiance_mean: Tensor, weight: float = 1.0) -> Tensor:
+    """``weight * |log_chroma(E)|^2``: 0 for a grey mean irradiance ``E [3]``."""
+    return weight * (log_chroma(irradiance_mean) ** 2).sum()
+
+
+def specular_white_balance_loss(irradiance_mean: Tensor, specular_mean: Tensor, weight: float = 1.0) -> Tensor:
+    """``weight * |log_chroma(E) - log_chroma(S)|^2`` with the specular colour ``S [3]`` detached
+    (the highlights are the measurement; only the diffuse light is pulled toward their colour)."""
+    return weight * ((log_chroma(irradiance_mean) - log_chroma(specular_mean.detach())) ** 2).sum()
+
+
+def _hinge(x: Tensor, lo: float, hi: float) -> Tensor:
+    return torch.relu(lo - x) ** 2 + torch.relu(x - hi) ** 2
+
+
+def mean_albedo(albedo: Tensor, mask: Tensor, alpha: Tensor | None = None) -> Tensor:
+    """``[3]`` mean (straight) albedo over the ``mask``.
+
+    Args:
+        albedo: ``[B,H,W,3]`` or ``[H,W,3]`` alpha-premultiplied albedo (the rasterizer's) when
+            ``alpha`` is given, else straight.
+        mask: ``[...,H,W,1]`` weights in [0,1] (e.g. the foreground).
+        alpha: ``[...,H,W,1]`` accumulated opacity of ``albedo``.
+    """
+    a = albedo.reshape(-1, 3)
+    m = mask.reshape(-1, 1).to(a)
+    den = (m * alpha.reshape(-1, 1)).sum() if alpha is not None else m.sum()
+    return (a * m).sum(0) / den.clamp_min(1e-6)
+
+
+def skin_albedo_loss(albedo_mean: Tensor, weight: float = 1.0, bands: dict | None = None) -> Tensor:
+    """``weight *`` squared distance of the mean albedo ``[3]`` outside :data:`SKIN_BANDS`, summed
+    over ``log(g/r)``, ``log(b/r)`` and ``log(luminance)`` (0 inside every band)."""
+    b = SKIN_BANDS if bands is None else bands
+    lc = torch.log(albedo_mean.clamp_min(1e-6))
+    gr, br = lc[1] - lc[0], lc[2] - lc[0]
+    ll = torch.log(luminance(albedo_mean).clamp_min(1e-6))
+    loss = _hinge(gr, *(float(torch.log(torch.tensor(v))) for v in b["g_over_r"]))
+    loss = loss + _hinge(br, *(float(torch.log(torch.tensor(v))) for v in b["b_over_r"]))
+    loss = loss + _hinge(ll, *(float(torch.log(torch.tensor(v))) for v in b["luminance"]))
+    return weight * loss
+
+
+def chromaticity_angle_deg(a: Tensor, b: Tensor) -> float:
+    """Angle in degrees between two RGB colours ``[3]`` (0 = the same chromaticity, any scale)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    c = float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-12))
+    return float(torch.rad2deg(torch.arccos(torch.tensor(min(1.0, max(-1.0, c))))))

@@ -1,0 +1,153 @@
+"""Albedo / light colour priors (issue 18): each loss is 0 where it should be, and a few gradient
+steps on a learnable light (or albedo) move it the way the prior says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hravatar import light_priors as lp
+from hravatar.losses import LossWeights
+from hravatar.shading.lighting import LearnableLighting
+
+
+def _tinted_light(tint: tuple[float, float, float], level: float = 0.0) -> LearnableLighting:
+    light = LearnableLighting(diffuse_res=4, specular_res=8, max_mip_level=2)
+    with torch.no_grad():
+        light.diffuse_map.copy_(level + torch.tensor(tint).expand_as(light.diffuse_map))
+    return light
+
+
+def _descend(params: list[torch.Tensor], loss_fn, steps: int = 60, lr: float = 0.05) -> None:
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+
+
+def test_log_chroma_and_angle():
+    assert lp.log_chroma(torch.tensor([0.3, 0.3, 0.3])).abs().max() < 1e-6
+    assert lp.log_chroma(torch.tensor([0.6, 0.3, 0.15])).tolist() == pytest.approx([math.log(2), math.log(0.5)],
+                                                                                   abs=1e-5)
+    assert lp.chromaticity_angle_deg(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0])) < 1e-3
+    assert lp.chromaticity_angle_deg(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])) == pytest.approx(90)
+
+
+def test_front_directions_face_the_camera():
+    d = lp.front_directions(128)
+    assert d.shape == (128, 3)
+    assert bool((d[:, 2] > 0.2).all())
+    assert torch.allclose(d.norm(dim=-1), torch.ones(128), atol=1e-5)
+
+
+def test_exposure_prior_sets_the_light_level():
+    light = _tinted_light((0.0, 0.0, 0.0), level=-1.5)  # sigmoid(-1.5) = 0.18: far too dark
+    e0 = lp.mean_front_irradiance(light).detach()
+    assert float(lp.exposure_loss(e0)) > 0.5
+    _descend([light.diffuse_map], lambda: lp.exposure_loss(lp.mean_front_irradiance(light)), steps=200, lr=0.1)
+    lum = float(lp.luminance(lp.mean_front_irradiance(light).detach()))
+    assert lum == pytest.approx(lp.FRONT_IRRADIANCE, rel=0.03)
+    assert float(lp.exposure_loss(torch.tensor([0.85, 0.85, 0.85]))) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_neutral_prior_greys_the_light():
+    light = _tinted_light((1.0, 0.0, -1.0))  # warm
+    c0 = float(lp.neutral_light_loss(lp.mean_front_irradiance(light).detach()))
+    assert c0 > 0.3
+    _descend([light.diffuse_map], lambda: lp.neutral_light_loss(lp.mean_front_irradiance(light)))
+    e = lp.mean_front_irradiance(light).detach()
+    assert lp.chromaticity_angle_deg(e, torch.ones(3)) < 1.0
+    # no force on a grey light
+    grey = _tinted_light((0.3, 0.3, 0.3))
+    lp.neutral_light_loss(lp.mean_front_irradiance(grey)).backward()
+    assert grey.diffuse_map.grad.abs().max() < 1e-6
+
+
+def test_specular_white_balance_follows_the_highlights():
+    light = _tinted_light((0.0, 0.0, 0.0))  # grey diffuse light
+    with torch.no_grad():
+        light.specular_map.copy_(torch.tensor([0.8, 0.2, -0.6]).expand_as(light.specular_map))  # warm highlights
+    s = lp.mean_front_specular(light).detach()
+    assert lp.chromaticity_angle_deg(lp.mean_front_irradiance(light).detach(), s) > 5
+
+    def loss():
+        return lp.specular_white_balance_loss(lp.mean_front_irradiance(light), lp.mean_front_specular(light))
+
+    loss().backward()
+    assert light.specular_map.grad is None or light.specular_map.grad.abs().max() == 0  # highlights: measurement
+    light.zero_grad()
+    _descend([light.diffuse_map], loss)
+    assert lp.chromaticity_angle_deg(lp.mean_front_irradiance(light).detach(), s) < 1.0
+
+
+def test_skin_prior_hinge():
+    inside = torch.tensor([0.5, 0.28, 0.18])  # g/r 0.56, b/r 0.36, luminance 0.32
+    assert float(lp.skin_albedo_loss(inside)) == 0.0
+    blue = torch.tensor([0.3, 0.3, 0.35])  # a pale, blue-shifted albedo: outside
+    assert float(lp.skin_albedo_loss(blue)) > 0.1
+    x = torch.log(torch.tensor([0.3, 0.3, 0.35])).requires_grad_(True)
+    _descend([x], lambda: lp.skin_albedo_loss(torch.exp(x)), steps=100)
+    a = torch.exp(x).detach()
+    assert float(lp.skin_albedo_loss(a)) < 1e-3
+    assert a[0] > a[1] > a[2]  # red-dominant, blue lowest
+
+
+def test_mean_albedo_unpremultiplies():
+    a = torch.tensor([0.4, 0.2, 0.1]).expand(1, 4, 4, 3).clone()
+    alpha = torch.full((1, 4, 4, 1), 0.5)
+    m = torch.ones(1, 4, 4, 1)
+    m[0, 0] = 0
+    assert lp.mean_albedo(a * alpha, m, alpha).tolist() == pytest.approx([0.4, 0.2, 0.1], rel=1e-5)
+
+
+def test_train_terms_are_switchable():
+    from types import SimpleNamespace
+
+    from hravatar.train import colour_prior_terms
+
+    light = _tinted_light((0.5, 0.0, -0.5))
+    out = SimpleNamespace(albedo=torch.rand(1, 8, 8, 3) * 0.5, alpha=torch.ones(1, 8, 8, 1))
+    mask = torch.ones(8, 8, 1)
+    assert colour_prior_terms(LossWeights(), light, out, mask, "pbr") == {}
+    w = LossWeights(light_exposure=1.0, light_neutral=1.0, light_specular_wb=1.0, skin_albedo=1.0)
+    terms = colour_prior_terms(w, light, out, mask, "pbr")
+    assert set(terms) == {"exposure", "neutral", "spec_wb", "skin"}
+    assert all(bool(torch.isfinite(v)) for v in terms.values())
+    assert set(colour_prior_terms(w, light, out, mask, "albedo")) == {"skin"}  # no light in the warm-up
+
+
+def test_synth_tints_and_skin_tones():
+    from hravatar.synth.appearance import random_look
+    from hravatar.synth.envmaps import front_irradiance, make_envmap, normalized_envmap, train_env_name
+
+    assert train_env_name("neutral") == "studio"
+    with pytest.raises(KeyError):
+        train_env_name("purple")
+    warm = make_envmap(train_env_name("warm"), 16)
+    base = make_envmap("studio", 16)
+    ratio = warm.reshape(-1, 3).sum(0) / base.reshape(-1, 3).sum(0)
+    assert ratio.tolist() == pytest.approx([1.25, 1.0, 0.70], rel=1e-4)
+    # normalisation keeps the luminance level whatever the colour
+    assert front_irradiance(normalized_envmap(train_env_name("cool"), 16)) == pytest.approx(0.85, rel=1e-3)
+    light, dark = random_look(0, skin=0.0).skin, random_look(0, skin=1.0).skin
+    assert sum(light) > 2 * sum(dark)
+    assert random_look(3, skin=0.5).skin == random_look(4, skin=0.5).skin
+    assert random_look(3).hair == random_look(3, skin=0.2).hair  # the rest stays seeded
+    with pytest.raises(ValueError):
+        random_look(0, skin=1.5)
+    assert np.isfinite(warm).all()
+
+
+def test_synth_rejects_bad_light_and_skin(tmp_path):
+    from hravatar.errors import HRAvatarError
+    from hravatar.synth.subject import SynthConfig, synthesize
+
+    with pytest.raises(HRAvatarError, match="--light"):
+        synthesize(SynthConfig(out=tmp_path / "a", light="purple"))
+    with pytest.raises(HRAvatarError, match="--skin"):
+        synthesize(SynthConfig(out=tmp_path / "b", skin=1.5))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -1,0 +1,163 @@
+"""Live webcam driving end to end: Chromium's fake camera plays a clip rendered from our synthetic
+subject; the page runs MediaPipe's face landmarker (local wasm + model) and drives the avatar. The
+jawOpen the page applies must follow the clip's ground truth (correlation >= 0.8).
+
+Each clip frame carries its index as a 7-bit black/white code strip at the bottom, which a probe
+injected into the page reads back from the video frame MediaPipe saw, so the page's values can be
+paired with the ground truth of that exact frame."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_subject import make_tiny_subject
+from helpers.web_browser import Page, browser, chromium_path, serve_bundle
+from hravatar.apps.view import mediapipe_dir
+from hravatar.apps.web_bundle import build_bundle
+from hravatar.avatar import load_avatar
+from hravatar.train import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIDE = 224  # synthetic frames
+FRAME_W, FRAME_H = 320, 320  # the clip: the face in the top middle, the code strip at the bottom
+BITS, BLOCK = 7, 32
+FRAMES = 48
+
+PROBE = """c => {
+  const g = c.getContext('2d', {willReadFrequently: true});
+  let code = 0;
+  for (let k = 0; k < %(bits)d; k++) {
+    const x = Math.round((%(x0)d + k * %(block)d + %(block)d / 2) / %(fw)d * c.width);
+    const y = Math.round((%(fh)d - %(block)d / 4) / %(fh)d * c.height);
+    if (g.getImageData(x, y, 1, 1).data[0] > 128) code |= 1 << k;
+  }
+  return code;
+}"""
+
+
+def _write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    """uint8 RGB frames -> a YUV 4:2:0 (BT.601 full range, 'C420jpeg') y4m clip."""
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for fr in frames:
+            rgb = fr.astype(np.float32)
+            y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+            u = -0.168736 * rgb[..., 0] - 0.331264 * rgb[..., 1] + 0.5 * rgb[..., 2] + 128
+            v = 0.5 * rgb[..., 0] - 0.418688 * rgb[..., 1] - 0.081312 * rgb[..., 2] + 128
+            sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean((1, 3))  # noqa: E731
+            f.write(b"FRAME\n")
+            for plane in (y, sub(u), sub(v)):
+                f.write(np.clip(np.round(plane), 0, 255).astype(np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """(y4m path, ground-truth jawOpen and head yaw (radians) per frame, an avatar bundle, strip x)."""
+    chromium_path()
+    if not (mediapipe_dir() / "vision_bundle.mjs").is_file():
+        pytest.skip(f"MediaPipe web files not installed ({mediapipe_dir()}); run scripts/setup_env.sh")
+    from hravatar.assets import asset_path
+
+    if asset_path("face_landmarker.task", required=False) is None:
+        pytest.skip("face_landmarker.task not in the asset cache; run scripts/fetch_assets.py")
+    from hravatar.avatar import Camera, FrameParams, render
+    from hravatar.geometry import compose_axis_angle
+    from hravatar.synth.curves import JAW_RAD_PER_JAWOPEN
+    from hravatar.synth.subject import SynthConfig, rebuild_gt, synthesize
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("webcam")
+    # the synthetic subject (identity, appearance, light, camera), its jaw driven by a known curve:
+    # three open-close cycles of different heights (jawOpen in [0, 1]); the head turns +-10 degrees
+    # (about +y, before the subject's pose) on a slower cycle
+    syn = synthesize(SynthConfig(out=root / "syn", size=SIDE, frames=2, points_per_face=4, env_height=32))
+    gt = rebuild_gt(syn)
+    t = np.arange(FRAMES)
+    amp = np.array([1.0, 0.55, 0.8])[np.minimum(t // 16, 2)]
+    truth = amp * 0.5 * (1 - np.cos(2 * np.pi * t / 16))
+    yaw = np.radians(10.0) * np.sin(2 * np.pi * t / FRAMES)
+    light = gt["lights"][gt["info"]["train_env"]]
+    frames = []
+    x0 = (FRAME_W - SIDE) // 2
+    with torch.no_grad():
+        for i in range(FRAMES):
+            pose = gt["pose"][0:1].clone()
+            pose[0, 2, 0] = JAW_RAD_PER_JAWOPEN * float(truth[i])
+            pose[0, 0] = compose_axis_angle(torch.tensor([0.0, float(yaw[i]), 0.0]), pose[0, 0])
+            p = FrameParams(gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose, gt["translation"][0:1])
+            out = render(gt["avatar"], light, p, Camera(gt["viewmat"], gt["K"], SIDE, SIDE), "pbr",
+                         background=torch.full((3,), 0.55))
+            rgb = out.image[0].clamp(0, 1).numpy()
+            canvas = np.full((FRAME_H, FRAME_W, 3), 140, np.uint8)
+            canvas[16:16 + SIDE, x0:x0 + SIDE] = (rgb * 255 + 0.5).astype(np.uint8)
+            strip = canvas[FRAME_H - BLOCK // 2:]
+            strip[:] = 0
+            for k in range(BITS):
+                if i >> k & 1:
+                    strip[:, x0 + k * BLOCK: x0 + (k + 1) * BLOCK] = 255
+            frames.append(canvas)
+    y4m = _write_y4m(root / "clip.y4m", frames, fps=8)
+    # any small avatar: the test checks what the page applies
+    subj = make_tiny_subject(root / "subj", size=32, frames=4)
+    assert train(TrainConfig(subject=subj, output=root / "av", iterations=2, points_per_face=1, encoder_width=0.25,
+                             encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
+    bundle = build_bundle(load_avatar(root / "av", "cpu"))
+    torch.set_num_threads(n)
+    return y4m, truth, yaw, bundle, x0
+
+
+def test_webcam_jaw_follows_clip(clip):
+    y4m, truth, yaw, bundle, x0 = clip
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required"]
+    with serve_bundle(bundle) as url, browser(args) as br:
+        page = Page(br, url)
+        assert page.ready
+        pg = page.page
+        pg.evaluate("p => { window.hravatar.webcamProbe = eval(p); }",
+                    PROBE % {"bits": BITS, "x0": x0, "block": BLOCK, "fw": FRAME_W, "fh": FRAME_H})
+        pg.click("#btn_webcam")
+        pg.wait_for_function("(window.hravatar.webcamLog || []).length > 0 || window.hravatar.errors.length > 0",
+                             timeout=90000)
+        assert pg.evaluate("window.hravatar.errors") == []
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            log = pg.evaluate("window.hravatar.webcamLog")
+            codes = {e["probe"] for e in log if 0 <= e.get("probe", -1) < len(truth)}
+            if len(log) >= 60 and len(codes) >= 30:
+                break
+            time.sleep(1.0)
+        # one evaluate (JS runs it atomically): the applied jaw and the latest score
+        applied, last = pg.evaluate("[window.hravatar.currentParams().pose[2][0], "
+                                    "window.hravatar.webcamLog.at(-1).jawOpen]")
+        # MediaPipe's wasm prints its TFLite "INFO: ..." lines through console.error
+        errors = [e for e in page.console_errors if not e.startswith("INFO:")]
+        assert errors == [], errors
+    pairs = [(truth[e["probe"]], e["jawOpen"]) for e in log if 0 <= e.get("probe", -1) < len(truth)]
+    assert len(pairs) >= 20, f"only {len(pairs)} webcam frames identified ({len(log)} processed)"
+    gt, got = np.array(pairs).T
+    r = float(np.corrcoef(gt, got)[0, 1])
+    print(f"webcam: jawOpen correlation {r:.3f} over {len(pairs)} frames ({len(log)} processed, "
+          f"MediaPipe {np.median([e['detectMs'] for e in log]):.0f} ms/frame)")
+    assert r >= 0.8, f"jawOpen correlation {r:.2f} over {len(pairs)} frames"
+    # head motion: the page's head rotation (relative to its first webcam frame, in the avatar's
+    # world) turns the same way as the clip's, by about as much
+    ided = [e for e in log if 0 <= e.get("probe", -1) < len(truth) and e.get("rotation")]
+    page_yaw = np.array([math.atan2(e["rotation"][2], e["rotation"][8]) for e in ided])
+    first = next(e["probe"] for e in log if e.get("rotation"))
+    true_yaw = np.array([yaw[e["probe"]] - yaw[first] for e in ided])
+    ry = float(np.corrcoef(true_yaw, page_yaw)[0, 1])
+    gain = float(np.polyfit(true_yaw, page_yaw, 1)[0])
+    print(f"webcam: head yaw correlation {ry:.3f}, gain {gain:.2f}")
+    assert ry >= 0.8 and 0.5 < gain < 2.0, f"head yaw correlation {ry:.2f}, gain {gain:.2f}"
+    # the jaw the page applies is the tracker's mapping of the score (gain x jawOpen, radians)
+    assert applied == pytest.approx(bundle.header["driver"]["jaw_gain"] * last, abs=1e-6)
