@@ -194,6 +194,7 @@ def main() -> None:
     calib = calibration()
     avatar, lighting, desc = build_scene(args.avatar, args.points)
     rows = []
+    cuda_error = None
     for size in args.sizes:
         r = {"size": size, "path": "fast", "device": "cpu"} | time_fast(avatar, lighting, size, args.iters)
         rows.append(r)
@@ -204,8 +205,15 @@ def main() -> None:
             rows.append(r)
             print(_row(r), flush=True)
         if torch.cuda.is_available():
-            r = {"size": size, "path": "reference", "device": "cuda"} | time_reference(
-                avatar, lighting, size, args.iters, torch.device("cuda"))
+            try:
+                r = {"size": size, "path": "reference", "device": "cuda"} | time_reference(
+                    avatar, lighting, size, args.iters, torch.device("cuda"))
+            except Exception as exc:  # noqa: BLE001 - e.g. gsplat missing: record, keep the CPU rows
+                avatar.to("cpu")
+                lighting.to("cpu")
+                print(f"CUDA path failed: {exc}", flush=True)
+                cuda_error = str(exc)
+                continue
             rows.append(r)
             print(_row(r), flush=True)
     load_after = os.getloadavg()
@@ -216,6 +224,7 @@ def main() -> None:
         "scene": {"avatar": desc, "gaussians": avatar.num_points, "camera": "0.6 m from the centre, focal 2x size",
                   "lighting": type(lighting).__name__, "background": "black"},
         "rows": rows,
+        "cuda_error": cuda_error,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -272,3 +272,54 @@ def test_fast_gbuffer_materials_override(avatar: GaussianHead) -> None:
     covered = alpha[..., 0] > 0.1
     torch.testing.assert_close(feats[..., 0][covered], alpha[..., 0][covered], atol=1e-5, rtol=0)
     assert feats[..., 1:3].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("n_cams", [1, 2])
+def test_cpu_projection_and_its_backward_match_pytorch(n_cams: int) -> None:
+    """The training projection in C++ (hand-written backward) against project_gaussians + autograd."""
+    from hravatar.render.cpu import project_gaussians_cpu
+    from hravatar.render.projection import project_gaussians
+
+    size = 48
+    vm, K = _camera(size)
+    vms = torch.stack([vm] * n_cams)
+    if n_cams > 1:
+        vms[1, :3, 3] += torch.tensor([0.05, -0.02, 0.1])
+    Ks = K.expand(n_cams, 3, 3).clone()
+    x = _random_gaussians(500, 9)
+    x["means"][3] = torch.tensor([0.21, 0.0, 0.0])  # beyond the field-of-view clamp of the Jacobian,
+    x["scales"][3] = torch.tensor([0.08, 0.05, 0.06])  # but large enough to reach into the image
+    x["opacities"][3] = 0.9
+    x["quats"][4] *= 7.0  # unnormalised quaternion
+    outs = []
+    for fn in (project_gaussians, project_gaussians_cpu):
+        ins = [x[k].clone().requires_grad_() for k in ("means", "quats", "scales")]
+        p = fn(*ins, x["opacities"], vms, Ks, size, size)
+        w = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in
+             enumerate((p.means2d, p.conics, p.depths))]
+        loss = (p.means2d * w[0]).sum() + (p.conics * w[1]).sum() * 0.01 + (p.depths * w[2]).sum()
+        loss.backward()
+        outs.append((p, [t.grad for t in ins]))
+    (pr, gr), (pc, gc) = outs
+    assert torch.equal(pr.radii, pc.radii)
+    assert (pc.radii[0, :3] == 0).all() and (pc.radii[:, 3] > 0).all()
+    torch.testing.assert_close(pc.means2d, pr.means2d, atol=2e-4, rtol=1e-6)
+    torch.testing.assert_close(pc.conics, pr.conics, atol=1e-6, rtol=2e-5)
+    torch.testing.assert_close(pc.depths, pr.depths, atol=1e-6, rtol=1e-6)
+    for a, b, name in zip(gc, gr, ("means", "quats", "scales"), strict=True):
+        assert b.abs().sum() > 0
+        err = float((a - b).abs().max() / b.abs().max())
+        assert err < 1e-4, f"{name}: relative error {err}"
+
+
+def test_empty_avatar_and_empty_image(avatar: GaussianHead) -> None:
+    empty = GaussianHead({k: v.detach()[:0].clone() for k, v in avatar.params.items()},
+                         {"joint_template": avatar.joint_template, "joint_shapedirs": avatar.joint_shapedirs},
+                         avatar.config)
+    g = fast_deform(empty, expression=torch.ones(1, avatar.num_expr))
+    assert g.means.shape == (0, 3) and g.quats.shape == (0, 4) and g.normals.shape == (0, 3)
+    vm, K = _camera(16)
+    feats, alpha, meta = fast_gbuffer(empty, None, None, None, None, vm, K, 16, 16)
+    assert feats.shape == (1, 16, 16, 9) and float(alpha.abs().max()) == 0.0 and meta["n_isect"] == 0
+    img = shade_foreground_fast(feats, alpha, vm[None], K[None], _learnable(1), torch.tensor([0.1, 0.2, 0.3]))
+    torch.testing.assert_close(img, torch.tensor([0.1, 0.2, 0.3]).expand(1, 16, 16, 3))

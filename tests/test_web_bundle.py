@@ -99,10 +99,13 @@ def test_export_web_bundle_reproduces_deformation(tiny_avatar):
     scale = np.abs(ref).max()
     assert err < 2e-3 * scale, f"bundle deformation off by {err:.2e} m"
     np.testing.assert_allclose(mo[:, 3], la.gaussians.opacities.numpy(), atol=1e-6)
-    # the driver mapping is the tracker's: ARKit names -> expression indices, jaw gain in radians
+    # the driver mapping is hravatar.avatar.drive's (the one `hravatar reenact` uses) with this avatar's values
+    from hravatar.avatar.drive import avatar_base, live_mapping
+
     d = h["driver"]
-    assert d["jaw_from"] == "jawOpen" and d["jaw_gain"] > 0
-    assert all(la.expr_names[i] == n for n, i in d["expression_index"].items())
+    assert d == json.loads(json.dumps(live_mapping(avatar_base(la))))
+    assert d["jaw"]["source"] == "jawOpen" and d["jaw"]["rad_per_unit"] > 0 and "jawOpen" in d["zeroed"]
+    assert d["avatar"]["expr_names"] == list(la.expr_names) and len(d["avatar"]["neutral"]) == len(la.expr_names)
 
 
 def test_export_web_refuses_a_foreign_folder(tiny_avatar, capsys):

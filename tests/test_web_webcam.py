@@ -21,6 +21,7 @@ from helpers.web_browser import Page, browser, chromium_path, serve_bundle
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
 from hravatar.avatar import load_avatar
+from hravatar.avatar.drive import AvatarBase, drive_live
 from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,9 +137,8 @@ def test_webcam_jaw_follows_clip(clip):
             if len(log) >= 60 and len(codes) >= 30:
                 break
             time.sleep(1.0)
-        # one evaluate (JS runs it atomically): the applied jaw and the latest score
-        applied, last = pg.evaluate("[window.hravatar.currentParams().pose[2][0], "
-                                    "window.hravatar.webcamLog.at(-1).jawOpen]")
+        # one evaluate (JS runs it atomically): what the page applies now and every frame it mapped
+        applied, log = pg.evaluate("[window.hravatar.currentParams(), window.hravatar.webcamLog]")
         # MediaPipe's wasm prints its TFLite "INFO: ..." lines through console.error
         errors = [e for e in page.console_errors if not e.startswith("INFO:")]
         assert errors == [], errors
@@ -159,5 +159,16 @@ def test_webcam_jaw_follows_clip(clip):
     gain = float(np.polyfit(true_yaw, page_yaw, 1)[0])
     print(f"webcam: head yaw correlation {ry:.3f}, gain {gain:.2f}")
     assert ry >= 0.8 and 0.5 < gain < 2.0, f"head yaw correlation {ry:.2f}, gain {gain:.2f}"
-    # the jaw the page applies is the tracker's mapping of the score (gain x jawOpen, radians)
-    assert applied == pytest.approx(bundle.header["driver"]["jaw_gain"] * last, abs=1e-6)
+    # what the page applies is hravatar.avatar.drive's live mapping of the scores and matrices it saw
+    # (live neutral from its first frames, jaw via the jaw gain, gaze -> eyes, head relative to frame 0)
+    d = bundle.header["driver"]
+    a = d["avatar"]
+    base = AvatarBase(a["expr_names"], np.array(a["pose"]), np.array(a["translation"]), np.array(a["viewmat"]),
+                      np.array(a["neutral"]), a["neutral_jaw"], d["jaw"]["rad_per_unit"])
+    scores = np.array([e["scores"] for e in log])
+    mats = np.array([np.reshape(e["matrix"], (4, 4)) for e in log])
+    e, p, t = drive_live(base, scores, mats, d)
+    np.testing.assert_allclose(applied["expression"], e[-1], atol=1e-5)
+    np.testing.assert_allclose(applied["pose"], p[-1], atol=1e-5)
+    np.testing.assert_allclose(applied["translation"], t[-1], atol=1e-5)
+    np.testing.assert_allclose([x["jaw"] for x in log], p[:, 2, 0], atol=1e-5)

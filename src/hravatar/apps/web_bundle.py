@@ -4,7 +4,8 @@ A bundle is a folder with a small JSON header and raw little-endian binary files
 uploads to the GPU as they are (no parsing, no build step)::
 
     DIR/avatar.json     header: sizes, expression names, joints, camera, reference and sequence
-                        parameters, the lights, the driver mapping, and where each array lies
+                        parameters, the lights, the driver mapping
+                        (:func:`hravatar.avatar.drive.live_mapping`), and where each array lies
     DIR/avatar.bin      per-point arrays (float32 / float16), already laid out as textures
     DIR/light_K.bin     light K: padded cube maps (float32 RGBA), see below
     DIR/lut.bin         the split-sum BRDF table (float32 [128,128,2])
@@ -137,42 +138,12 @@ def light_arrays(lighting: Any) -> tuple[dict[str, Any], bytes]:
 
 
 # ---- the driver mapping ---------------------------------------------------------------------------
-def driver_mapping(la: Any) -> dict[str, Any]:
-    """How MediaPipe's ARKit scores drive this avatar: the tracker's correspondence
-    (:func:`hravatar.preprocess.tracking.expression_init`): an ARKit-named expression takes its score,
-    the model's jaw expressions stay at zero and the jaw opens by ``jaw_gain * jawOpen`` radians about x.
-    """
-    from hravatar.head.arkit import MEDIAPIPE_ARKIT_NAMES
+def driver_table(la: Any) -> dict[str, Any]:
+    """The webcam mode's driver table: :func:`hravatar.avatar.drive.live_mapping` of the avatar's
+    :func:`~hravatar.avatar.drive.avatar_base` (the same mapping and avatar values ``hravatar reenact`` uses)."""
+    from hravatar.avatar.drive import avatar_base, live_mapping
 
-    names = la.expr_names
-    jaw_names: list[str] = []
-    gain = None
-    if la.has_subject():
-        try:
-            man = la.subject("all").meta.get("manifest", {})
-            tr = man.get("tracking", {}) if isinstance(man, dict) else {}
-            gain = tr.get("jaw_gain_rad")
-            jaw_names = list(tr.get("frozen_expressions", []))
-        except HRAvatarError:
-            pass
-    if gain is None or not jaw_names:
-        # not recorded by the tracker (e.g. a synthetic subject): what the tracker would compute
-        try:
-            from hravatar.preprocess.tracking import jaw_calibration
-
-            model = la.head_model()
-            if gain is None:
-                gain = jaw_calibration(model)
-            if not jaw_names:
-                jaw_names = [n for n in (getattr(model, "meta", {}) or {}).get("jaw_expressions", []) if n in names]
-        except Exception as e:  # noqa: BLE001 - the head model is optional here
-            log.debug("driver mapping: head model unavailable (%s); defaults used", e)
-    if gain is None:
-        gain = 0.3  # the tracker's value for models without a jawOpen expression
-    table = {n: names.index(n) for n in MEDIAPIPE_ARKIT_NAMES if n in names and n not in jaw_names}
-    return {"expression_index": table, "jaw_gain": float(gain), "jaw_from": "jawOpen",
-            "frozen": jaw_names, "note": "expression[index[name]] = score; pose.jaw.x = jaw_gain * score[jaw_from]; "
-            "head rotation relative to the first webcam frame, applied before the reference pose"}
+    return live_mapping(avatar_base(la))
 
 
 # ---- the bundle -----------------------------------------------------------------------------------
@@ -264,7 +235,7 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
         "head_center": _np(la.head_center()).tolist(),
         "materials": {"roughness_range": [av.config.roughness_min, av.config.roughness_max],
                       "f0_range": [av.config.f0_min, av.config.f0_max]},
-        "driver": driver_mapping(la),
+        "driver": driver_table(la),
         "fps": ref.fps,
     }
     # the tracked sequence (expression from the encoder, as `hravatar render` uses it)
@@ -344,4 +315,4 @@ def write_bundle(bundle: WebBundle, dest: str | Path, with_app: bool = True) -> 
     return dest
 
 
-__all__ = ["WebBundle", "app_files", "build_bundle", "check_web_dest", "driver_mapping", "light_arrays", "write_bundle"]
+__all__ = ["WebBundle", "app_files", "build_bundle", "check_web_dest", "driver_table", "light_arrays", "write_bundle"]

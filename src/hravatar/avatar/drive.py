@@ -21,9 +21,12 @@ neutral::
     jaw angle     = avatar_neutral_jaw + rad_per_unit * (jawOpen - driver_neutral_jawOpen)
     eye yaw/pitch = rad_per_unit * ((out - in) - neutral, (down - up) - neutral)   (per eye)
 
-The driver's neutral is the ``q``-th percentile of each score over the calibration frames (the whole
-clip offline, the first seconds live); gaze uses the median. The avatar's neutral is the same
-percentile of its training subject's tracked expression (zero if unknown).
+The driver's neutral is the ``q``-th percentile of each score over the calibration frames; gaze uses
+the median. Offline (``hravatar reenact``) the calibration frames are the whole clip. Live (the
+browser's webcam, :func:`live_neutral` / :func:`drive_live`, mirrored by ``web/drive.js``) they are
+the first ``live.calibration_frames`` frames since the start (or since "set neutral"): at frame ``t``
+the neutral is the percentile over the calibration frames seen so far, then it stays fixed. The
+avatar's neutral is the same percentile of its training subject's tracked expression (zero if unknown).
 
 The jaw ambiguity: the open head model's ``jawOpen``/``jawLeft``/``jawRight``/``jawForward``
 displace the jaw like the jaw joint does; tracking freezes them at zero and opens the jaw with the
@@ -32,8 +35,10 @@ the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what i
 
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
-(the avatar stays framed by its own camera). ``absolute`` uses the driver's rotation relative to its
-camera as the avatar's rotation relative to its camera (translation stays relative).
+(the avatar stays framed by its own camera). Live, the rotation is relative to the calibration's
+first frame and the translation is not followed (no clip to fit the turning point on).
+``absolute`` uses the driver's rotation relative to its camera as the avatar's rotation relative to
+its camera (translation stays relative).
 """
 
 from __future__ import annotations
@@ -64,7 +69,10 @@ DEFAULT_JAW_RAD = 0.33
 #: Eye rotation (radians) per unit gaze score difference (ARKit's full look is roughly 30 degrees).
 DEFAULT_GAZE_RAD = 0.5
 
-MAPPING_VERSION = 1
+#: Live neutral: frames from the start (or "set neutral") over which the webcam calibrates (~1 s).
+LIVE_CALIBRATION_FRAMES = 30
+
+MAPPING_VERSION = 2
 
 
 def driver_mapping(
@@ -72,6 +80,7 @@ def driver_mapping(
     gaze_rad_per_unit: float = DEFAULT_GAZE_RAD,
     neutral_percentile: float = 10.0,
     gains: dict[str, float] | None = None,
+    calibration_frames: int = LIVE_CALIBRATION_FRAMES,
 ) -> dict:
     """The driver -> avatar mapping as a JSON-serialisable table.
 
@@ -83,7 +92,8 @@ def driver_mapping(
     (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
     ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's; ``translation_scale_m``:
     its translation's unit, 0.01 m; ``lever``: the turning point is fitted per driver by
-    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's).
+    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's);
+    ``live`` (``{"calibration_frames"}``, see :func:`live_neutral`).
     """
     gains = gains or {}
     gaze_names = {n for eye in GAZE.values() for n in eye.values()}
@@ -107,6 +117,7 @@ def driver_mapping(
         "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
         "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01, "lever": "fit_lever",
                  "lever_ridge": 0.1},
+        "live": {"calibration_frames": int(calibration_frames)},
     }
 
 
@@ -143,6 +154,14 @@ def calibrate_neutral(scores: np.ndarray, mapping: dict, frames: slice | None = 
     """Neutral of a driver from its scores ``[T,52]`` over ``frames`` (default: all)."""
     s = np.asarray(scores, np.float64)[frames or slice(None)]
     return Neutral(np.percentile(s, mapping["neutral"]["percentile"], axis=0), np.median(gaze_angles(s, mapping), 0))
+
+
+def live_neutral(scores: np.ndarray, mapping: dict, t: int, start: int = 0) -> Neutral:
+    """The live (webcam) neutral at frame ``t`` of ``scores [T,52]``: :func:`calibrate_neutral` over the
+    calibration frames seen so far, ``start .. min(t, start + calibration_frames - 1)``, where ``start``
+    is the first frame (or the last "set neutral"). ``web/drive.js`` computes the same per frame."""
+    n = int(mapping["live"]["calibration_frames"])
+    return calibrate_neutral(scores, mapping, slice(start, min(t, start + n - 1) + 1))
 
 
 def map_scores(
@@ -242,12 +261,24 @@ def euler_yx(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     return matrix_to_rotvec(Ry @ Rx)
 
 
+def nearest_rotation(M: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """The orthogonal polar factor of ``M [...,3,3]`` (the nearest rotation: ``U V^T`` of its SVD, any
+    scale dropped) by Newton's iteration ``X <- (X + X^-T) / 2``, which ``web/drive.js`` repeats."""
+    X = np.array(M, np.float64)
+    for _ in range(iterations):
+        Y = 0.5 * (X + np.swapaxes(np.linalg.inv(X), -1, -2))
+        done = np.abs(Y - X).max() < 1e-15
+        X = Y
+        if done:
+            break
+    return X
+
+
 def mediapipe_head(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe facial transformation matrices ``[T,4,4]`` (cm, OpenGL camera) -> head rotation
     ``[T,3,3]`` and translation ``[T,3]`` (metres) in the OpenCV camera frame."""
     M = np.asarray(matrices, np.float64)
-    U, _, Vt = np.linalg.svd(M[:, :3, :3])  # the nearest rotation (drops any scale of the transform)
-    R = U @ Vt
+    R = nearest_rotation(M[:, :3, :3])  # drops any scale of the transform
     return GL_TO_CV @ R @ GL_TO_CV, (M[:, :3, 3] @ GL_TO_CV.T) * 0.01
 
 
@@ -416,6 +447,49 @@ def drive_mediapipe(
         R, t = mediapipe_head(matrices)
         t = pivot_translation(R, t, fit_lever(R, t) if lever is None else lever)
         pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
+    return expr, pose.astype(np.float32), trans.astype(np.float32)
+
+
+def live_mapping(base: AvatarBase, mapping: dict | None = None) -> dict:
+    """The browser viewer's driver table: :func:`driver_mapping` (with the avatar's jaw gain) plus
+    ``avatar``, the :class:`AvatarBase` values the page needs (``expr_names``, ``neutral``,
+    ``neutral_jaw``, ``pose [5,3]``, ``translation [3]``, ``viewmat [4,4]``). ``web/drive.js`` applies
+    it frame by frame exactly as :func:`drive_live` does."""
+    m = dict(mapping or driver_mapping(base.jaw_rad_per_unit))
+    m["avatar"] = {"expr_names": list(base.expr_names), "neutral": np.asarray(base.neutral, np.float64).tolist(),
+                   "neutral_jaw": float(base.neutral_jaw), "pose": np.asarray(base.pose, np.float64).tolist(),
+                   "translation": np.asarray(base.translation, np.float64).tolist(),
+                   "viewmat": np.asarray(base.viewmat, np.float64).tolist()}
+    return m
+
+
+def drive_live(
+    base: AvatarBase,
+    scores: np.ndarray,
+    matrices: np.ndarray | None,
+    mapping: dict | None = None,
+    start: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the webcam mode applies at each frame ``t >= start`` of a stream (``web/drive.js``).
+
+    Expressions, jaw and eyes: :func:`map_scores` with the live neutral (:func:`live_neutral`, which
+    uses no later frame); head: the rotation relative to frame ``start`` (:func:`head_motion`), the
+    translation held at the avatar's (``matrices`` ``[T,4,4]`` or ``None``: the reference head).
+    Returns ``(expression [T',E], pose [T',5,3], translation [T',3])`` for frames ``start ..``.
+    """
+    mapping = mapping or driver_mapping(base.jaw_rad_per_unit)
+    s = np.asarray(scores, np.float64)
+    rows = [map_scores(s[t:t + 1], live_neutral(s, mapping, t, start), base.expr_names, mapping, base.neutral,
+                       base.neutral_jaw) for t in range(start, len(s))]
+    expr = np.concatenate([r[0] for r in rows])
+    T = len(expr)
+    pose = np.repeat(base.pose[None], T, 0)
+    pose[:, 2] = np.concatenate([r[1] for r in rows])
+    pose[:, 3:] = np.concatenate([r[2] for r in rows])
+    trans = np.repeat(base.translation[None], T, 0)
+    if matrices is not None:
+        R, _ = mediapipe_head(np.asarray(matrices, np.float64)[start:])
+        pose[:, 0], trans = head_motion(R, np.zeros((T, 3)), base.pose[0], base.translation, base.viewmat)
     return expr, pose.astype(np.float32), trans.astype(np.float32)
 
 

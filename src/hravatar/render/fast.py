@@ -11,8 +11,10 @@ Two entry points, each with a PyTorch reference it is tested against (``tests/te
 
 Both are CPU-only, float32, and take no gradient (inputs are detached). Both kernels are compiled
 on first use by :func:`hravatar.render.cpu.build` (per-user cache keyed by source hash, compiler
-and CPU flags). :func:`fast_available` says whether they can be used (False without a compiler,
-for CUDA tensors, and for triangle-rigged avatars in the case of :func:`fast_deform`).
+and CPU flags), with FMA contraction allowed (:data:`hravatar.render.cpu.INFERENCE_FLAGS`; the
+rasterizer is thus a second build of the training kernel's source). :func:`fast_available` says
+whether they can be used (False without a compiler, for CUDA tensors, and for triangle-rigged
+avatars).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def fast_available(avatar: Any = None, device: torch.device | str | None = None)
     if avatar is not None and getattr(avatar, "rig", "blendshape") != "blendshape":
         return False
     try:
-        cpu.load()
-        cpu.load_library(_DEFORM_SRC, _bind_deform)
+        cpu.load_inference()
+        cpu.load_library(_DEFORM_SRC, _bind_deform, cpu.INFERENCE_FLAGS)
     except RuntimeError:
         return False
     return True
@@ -149,7 +151,7 @@ def fast_deform(
         raise ValueError("fast_deform: only blendshape-rigged avatars (use avatar.deform for rig='triangle')")
     if avatar.device.type != "cpu":
         raise ValueError("fast_deform: CPU tensors only")
-    lib = cpu.load_library(_DEFORM_SRC, _bind_deform)
+    lib = cpu.load_library(_DEFORM_SRC, _bind_deform, cpu.INFERENCE_FLAGS)
     p = avatar.params
     N = int(p["means"].shape[0])
     beta, psi, pf, A = joint_inputs(avatar, shape, expression, pose)
@@ -219,7 +221,7 @@ def rasterize_fast(
         raise ValueError(f"rasterize_fast: depth must be one of {tuple(modes)}, got {depth!r}")
     if means.device.type != "cpu":
         raise ValueError("rasterize_fast: CPU tensors only")
-    lib = cpu.load()
+    lib = cpu.load_inference()
     N, D = int(means.shape[0]), int(colors.shape[-1])
     W, H = int(width), int(height)
     Dout = D + (1 if modes[depth] else 0)

@@ -7,8 +7,10 @@ Backends (see :func:`select_backend`):
 * ``"cuda"``: gsplat's CUDA rasterizer, imported lazily, for CUDA tensors.
 * ``"reference"``: dense PyTorch (all pixels x all Gaussians), the test oracle; small scenes only.
 
-All backends share the projection in :mod:`hravatar.render.projection` (except ``"cuda"``, which
-uses gsplat's fused projection with the same numerics) and return the same outputs.
+All backends share the projection of :mod:`hravatar.render.projection` (``"cpu"`` runs its C++
+port with a hand-written backward, :func:`hravatar.render.cpu.project_gaussians_cpu`, unless the
+cameras need gradients; ``"cuda"`` uses gsplat's fused projection with the same numerics) and
+return the same outputs.
 """
 
 from __future__ import annotations
@@ -141,7 +143,12 @@ def rasterize(
             radius_clip=radius_clip,
         )
 
-    proj = project_gaussians(
+    cams_need_grad = viewmats.requires_grad or Ks.requires_grad
+    if backend == "cpu" and not cams_need_grad and means.dtype == torch.float32:
+        from hravatar.render.cpu import project_gaussians_cpu as project  # noqa: PLC0415
+    else:
+        project = project_gaussians
+    proj = project(
         means,
         quats,
         scales,

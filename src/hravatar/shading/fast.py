@@ -30,9 +30,9 @@ def _bind(lib: ctypes.CDLL) -> None:
 
 
 def _lib() -> ctypes.CDLL:
-    from hravatar.render.cpu import load_library  # noqa: PLC0415
+    from hravatar.render.cpu import INFERENCE_FLAGS, load_library  # noqa: PLC0415
 
-    return load_library(_SRC, _bind)
+    return load_library(_SRC, _bind, INFERENCE_FLAGS)
 
 
 @dataclass

@@ -2,28 +2,14 @@
 // renderer.js, and offers orbit, expression sliders, pose, jaw, lights, materials, playback of the
 // tracked sequence, an FPS counter and live webcam driving (webcam.js, MediaPipe served locally).
 import { AvatarRenderer, loadBundle, rodrigues, mat3mul } from './renderer.js';
+import { matToAxisAngle } from './drive.js';
 
 const $ = (id) => document.getElementById(id);
 const api = { errors: [], ready: null };
 window.hravatar = api;
 
 // ---- rotations ------------------------------------------------------------------------------------
-function matToAxisAngle(R) { // row-major 3x3 -> axis-angle (via the quaternion, as hravatar.apps.common)
-  const [m00, m01, m02, m10, m11, m12, m20, m21, m22] = R;
-  const tr = m00 + m11 + m22;
-  let w = Math.sqrt(Math.max(1 + tr, 1e-12)) / 2;
-  let x = Math.sqrt(Math.max(1 + m00 - m11 - m22, 1e-12)) / 2;
-  let y = Math.sqrt(Math.max(1 - m00 + m11 - m22, 1e-12)) / 2;
-  let z = Math.sqrt(Math.max(1 - m00 - m11 + m22, 1e-12)) / 2;
-  x = Math.sign(m21 - m12 || 1) * x; y = Math.sign(m02 - m20 || 1) * y; z = Math.sign(m10 - m01 || 1) * z;
-  const n = Math.hypot(w, x, y, z); w /= n; x /= n; y /= n; z /= n;
-  const s = Math.hypot(x, y, z);
-  if (s < 1e-8) return [2 * x, 2 * y, 2 * z];
-  const ang = 2 * Math.atan2(s, w);
-  return [x / s * ang, y / s * ang, z / s * ang];
-}
 export function eulerMatrix(yaw, pitch, roll) { return mat3mul(mat3mul(rodrigues([0, yaw, 0]), rodrigues([pitch, 0, 0])), rodrigues([0, 0, roll])); }
-function transpose3(R) { return [R[0], R[3], R[6], R[1], R[4], R[7], R[2], R[5], R[8]]; }
 
 // ---- state ---------------------------------------------------------------------------------------
 const st = {
@@ -46,22 +32,15 @@ function baseParams() {
 }
 
 export function currentParams() {
-  const p = baseParams();
-  let extraRot = null;
-  if (st.webcam && st.webcam.latest) {
-    const d = st.webcam.latest; // {expression: {index: value}, jaw, rotation (row-major 3x3, world)}
-    for (const [i, v] of Object.entries(d.expression)) p.expression[+i] = v;
-    p.pose[2][0] = d.jaw;
-    extraRot = d.rotation;
-  }
+  // the webcam's frame (drive.js: expression, pose and translation of the whole avatar) replaces
+  // the reference/sequence frame; the sliders add to whichever is shown
+  const p = st.webcam && st.webcam.latest ? copyParams(st.webcam.latest) : baseParams();
   for (const [i, v] of Object.entries(st.expr)) p.expression[+i] += v;
   p.pose[2][0] += st.jaw;
-  let Rg = rodrigues(p.pose[0]);
-  if (extraRot) Rg = mat3mul(extraRot, Rg);
-  if (st.yaw || st.pitch || st.roll) Rg = mat3mul(eulerMatrix(st.yaw, st.pitch, st.roll), Rg);
-  if (extraRot || st.yaw || st.pitch || st.roll) p.pose[0] = matToAxisAngle(Rg);
+  if (st.yaw || st.pitch || st.roll) p.pose[0] = matToAxisAngle(mat3mul(eulerMatrix(st.yaw, st.pitch, st.roll), rodrigues(p.pose[0])));
   return p;
 }
+function copyParams(d) { return { expression: d.expression.slice(), pose: d.pose.map((r) => r.slice()), translation: d.translation.slice() }; }
 
 export function currentCamera() {
   const c = H.camera; const s = st.size / Math.max(c.width, c.height);
@@ -166,7 +145,10 @@ function buildUI() {
     try { const m = await import('./webcam.js'); st.webcam = await m.startWebcam(H, $('cam'), (msg) => { $('msg').textContent = msg; }); wb.textContent = 'webcam off'; }
     catch (e) { fail(e); } finally { wb.disabled = false; }
   };
-  wr.appendChild(wb); c.appendChild(wr);
+  const nb = document.createElement('button'); nb.textContent = 'set neutral'; nb.id = 'btn_neutral';
+  nb.title = 'hold a neutral face: the next frames become the neutral and the head reference';
+  nb.onclick = () => { if (st.webcam) st.webcam.setNeutral(); };
+  wr.appendChild(wb); wr.appendChild(nb); c.appendChild(wr);
   heading(c, 'expressions (added to the current frame)');
   H.expr_names.forEach((n, i) => slider(c, n, -1, 1.5, 0.01, 0, (v) => { if (v) st.expr[i] = v; else delete st.expr[i]; }, 'sl_expr_' + n));
   // orbit by dragging

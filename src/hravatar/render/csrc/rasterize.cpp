@@ -462,6 +462,61 @@ const Dispatch8& dispatch8() {
     return d;
 }
 
+
+// ---- projection for training: forward and hand-written backward ------------------------------
+// The same projection as project_one (hravatar.render.projection.project_gaussians) for C
+// cameras; the backward gives the gradients with respect to means, quats (raw) and scales from
+// those of means2d, conics and depths (cameras get no gradient).
+
+struct ProjCache {
+    float R[3][3], M[3][3], Mc[3][3], JM[2][3];
+    float mc[3], tz, u, v, tx, ty, a, b, c, det, qn;
+    bool clx, cly;  // the Jacobian's field-of-view clamp was active (x, y)
+};
+
+inline void project_full(const float* mean, const float* quat, const float* scale, const float* vm, const float* Kp,
+                         int W, int H, float eps2d, ProjCache& pc) {
+    float qw = quat[0], qx = quat[1], qy = quat[2], qz = quat[3];
+    pc.qn = std::sqrt(qw * qw + qx * qx + qy * qy + qz * qz);
+    float qi = 1.0f / std::fmax(pc.qn, 1e-12f);
+    qw *= qi; qx *= qi; qy *= qi; qz *= qi;
+    float R[3][3] = {{1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)},
+                     {2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)},
+                     {2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)}};
+    for (int i = 0; i < 3; ++i)
+        for (int k = 0; k < 3; ++k) {
+            pc.R[i][k] = R[i][k];
+            pc.M[i][k] = R[i][k] * scale[k];
+        }
+    for (int i = 0; i < 3; ++i)
+        for (int k = 0; k < 3; ++k)
+            pc.Mc[i][k] = vm[i * 4 + 0] * pc.M[0][k] + vm[i * 4 + 1] * pc.M[1][k] + vm[i * 4 + 2] * pc.M[2][k];
+    for (int i = 0; i < 3; ++i)
+        pc.mc[i] = vm[i * 4 + 0] * mean[0] + vm[i * 4 + 1] * mean[1] + vm[i * 4 + 2] * mean[2] + vm[i * 4 + 3];
+    const float fx = Kp[0], fy = Kp[4], cx = Kp[2], cy = Kp[5];
+    pc.tz = pc.mc[2];
+    const float tan_fovx = 0.5f * W / fx, tan_fovy = 0.5f * H / fy;
+    const float lxp = (W - cx) / fx + 0.3f * tan_fovx, lxn = cx / fx + 0.3f * tan_fovx;
+    const float lyp = (H - cy) / fy + 0.3f * tan_fovy, lyn = cy / fy + 0.3f * tan_fovy;
+    const float tz = pc.tz;
+    pc.u = pc.mc[0] / tz;
+    pc.v = pc.mc[1] / tz;
+    const float uc = std::fmin(std::fmax(pc.u, -lxn), lxp), vc = std::fmin(std::fmax(pc.v, -lyn), lyp);
+    pc.clx = uc != pc.u;
+    pc.cly = vc != pc.v;
+    pc.tx = tz * uc;
+    pc.ty = tz * vc;
+    const float j00 = fx / tz, j02 = -fx * pc.tx / (tz * tz), j11 = fy / tz, j12 = -fy * pc.ty / (tz * tz);
+    for (int k = 0; k < 3; ++k) {
+        pc.JM[0][k] = j00 * pc.Mc[0][k] + j02 * pc.Mc[2][k];
+        pc.JM[1][k] = j11 * pc.Mc[1][k] + j12 * pc.Mc[2][k];
+    }
+    pc.a = pc.JM[0][0] * pc.JM[0][0] + pc.JM[0][1] * pc.JM[0][1] + pc.JM[0][2] * pc.JM[0][2] + eps2d;
+    pc.b = pc.JM[0][0] * pc.JM[1][0] + pc.JM[0][1] * pc.JM[1][1] + pc.JM[0][2] * pc.JM[1][2];
+    pc.c = pc.JM[1][0] * pc.JM[1][0] + pc.JM[1][1] * pc.JM[1][1] + pc.JM[1][2] * pc.JM[1][2] + eps2d;
+    pc.det = pc.a * pc.c - pc.b * pc.b;
+}
+
 // ---- fused projection + depth sort + binning (inference entry point hr_render) ---------------
 
 // The per-Gaussian projection of hravatar.render.projection.project_gaussians (one camera).
@@ -636,13 +691,24 @@ int hr_backward(int C, int N, int D, int W, int H, int nthreads, const float* me
     prepare(means2d, conics, opac, (int64_t)C * N, gp.data(), nthreads);
     Scene s = make_scene(C, N, D, W, H, gp.data(), colors, bg, offsets, list);
     dispatch8().bt[D](s, T_final, last, v_color, v_alpha, slots, nthreads);
-    // deterministic reduction of slots into Gaussians: threads split the columns, every column
-    // is summed in intersection order
+    // deterministic reduction of slots into Gaussians: threads split the columns into contiguous
+    // ranges, every column is summed in intersection order (one row-wise pass per thread)
     const int K = 8 + D;
     const int64_t n_isect = offsets[(int64_t)C * s.TW * s.TH];
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int j = 0; j < K; ++j)
-        for (int64_t i = 0; i < n_isect; ++i) out[(int64_t)list[i] * K + j] += slots[i * K + j];
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+        const int nt = 1, t = 0;
+#endif
+        const int j0 = K * t / nt, j1 = K * (t + 1) / nt;
+        for (int64_t i = 0; i < n_isect; ++i) {
+            float* o = out + (int64_t)list[i] * K;
+            const float* sl = slots + i * K;
+            for (int j = j0; j < j1; ++j) o[j] += sl[j];
+        }
+    }
     return 0;
 }
 
@@ -715,19 +781,38 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
         }
     if (!order.empty()) radix_sort(keys, order);
     double t2 = now();
-    // binning: counts, prefix sums, fill in depth order
+    // binning in parallel over contiguous chunks of the depth order: per-chunk tile counts, prefix
+    // sums (chunk after chunk inside every tile), then every chunk fills its own slots; the lists
+    // are exactly the serial ones (depth order inside every tile)
+    const int nchunks = std::max(1, nthreads);
+    const int64_t nord = (int64_t)order.size();
+    std::vector<int64_t> ccount((size_t)nchunks * TT, 0);
     std::vector<int64_t> offsets(TT + 1, 0);
-    for (int32_t n : order) {
-        const int32_t* rc = rect.data() + 4 * (int64_t)n;
-        for (int y = rc[1]; y < rc[3]; ++y)
-            for (int x = rc[0]; x < rc[2]; ++x) offsets[1 + (int64_t)y * TW + x]++;
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads)
+    for (int k = 0; k < nchunks; ++k) {
+        int64_t* cc = ccount.data() + (int64_t)k * TT;
+        for (int64_t j = nord * k / nchunks; j < nord * (k + 1) / nchunks; ++j) {
+            const int32_t* rc = rect.data() + 4 * (int64_t)order[j];
+            for (int y = rc[1]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[2]; ++x) cc[(int64_t)y * TW + x]++;
+        }
     }
-    for (int64_t i = 0; i < TT; ++i) offsets[i + 1] += offsets[i];
+    for (int64_t i = 0; i < TT; ++i) {
+        int64_t run = offsets[i];
+        for (int k = 0; k < nchunks; ++k) {
+            const int64_t c = ccount[(int64_t)k * TT + i];
+            ccount[(int64_t)k * TT + i] = run;  // becomes the chunk's first slot in tile i
+            run += c;
+        }
+        offsets[i + 1] = run;
+    }
     const int64_t total = offsets[TT];
     std::vector<int32_t> list(std::max<int64_t>(total, 1));
-    {
-        std::vector<int64_t> cur(offsets.begin(), offsets.end() - 1);
-        for (int32_t n : order) {
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads)
+    for (int k = 0; k < nchunks; ++k) {
+        int64_t* cur = ccount.data() + (int64_t)k * TT;
+        for (int64_t j = nord * k / nchunks; j < nord * (k + 1) / nchunks; ++j) {
+            const int32_t n = order[j];
             const int32_t* rc = rect.data() + 4 * (int64_t)n;
             for (int y = rc[1]; y < rc[3]; ++y)
                 for (int x = rc[0]; x < rc[2]; ++x) list[cur[(int64_t)y * TW + x]++] = n;
@@ -772,6 +857,132 @@ int64_t hr_render(int N, int D, int W, int H, int nthreads, const float* means, 
         std::fprintf(stderr, "hr_render: project %.1f sort %.1f bin %.1f prepare %.1f forward %.1f finish %.1f ms (isect %lld)\n",
                      t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, now() - t5, (long long)total);
     return total;
+}
+
+
+// Training projection, forward: means [N,3], quats [N,4], scales [N,3], opac [N]; viewmats [C,4,4],
+// Ks [C,3,3]. Outputs [C,N,...]: means2d (2), conics (3), depths, radii (2, int32); culled
+// Gaussians get zeros (as project_gaussians).
+int hr_project_fwd(int C, int N, int W, int H, int nthreads, const float* means, const float* quats,
+                   const float* scales, const float* opac, const float* viewmats, const float* Ks, float near_plane,
+                   float far_plane, float eps2d, float radius_clip, float* out_means2d, float* out_conics,
+                   float* out_depths, int32_t* out_radii) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < (int64_t)C * N; ++i) {
+        const int64_t c = i / N, n = i % N;
+        Proj p = project_one(means + 3 * n, quats + 4 * n, scales + 3 * n, opac[n], viewmats + 16 * c, Ks + 9 * c, W,
+                             H, near_plane, far_plane, eps2d, radius_clip);
+        out_means2d[2 * i] = p.mx; out_means2d[2 * i + 1] = p.my;
+        out_conics[3 * i] = p.ca; out_conics[3 * i + 1] = p.cb; out_conics[3 * i + 2] = p.cc;
+        out_depths[i] = p.depth;
+        out_radii[2 * i] = p.rx; out_radii[2 * i + 1] = p.ry;
+    }
+    return 0;
+}
+
+// Training projection, backward: v_means2d [C,N,2], v_conics [C,N,3], v_depths [C,N] (the
+// gradients of the forward's outputs); radii [C,N,2] from the forward (0 = culled: no gradient).
+// Outputs (overwritten) v_means [N,3], v_quats [N,4], v_scales [N,3], summed over cameras.
+int hr_project_bwd(int C, int N, int W, int H, int nthreads, const float* means, const float* quats,
+                   const float* scales, const float* viewmats, const float* Ks, float eps2d, const int32_t* radii,
+                   const float* v_means2d, const float* v_conics, const float* v_depths, float* v_means,
+                   float* v_quats, float* v_scales) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t n = 0; n < N; ++n) {
+        double gm[3] = {0, 0, 0}, gq[4] = {0, 0, 0, 0}, gs[3] = {0, 0, 0};
+        for (int c = 0; c < C; ++c) {
+            const int64_t i = (int64_t)c * N + n;
+            if (radii[2 * i] == 0 && radii[2 * i + 1] == 0) continue;  // culled: outputs are constants
+            const float* vm = viewmats + 16 * c;
+            const float* Kp = Ks + 9 * c;
+            ProjCache pc;
+            project_full(means + 3 * n, quats + 4 * n, scales + 3 * n, vm, Kp, W, H, eps2d, pc);
+            const float fx = Kp[0], fy = Kp[4];
+            const float tz = pc.tz;
+            // conic = inverse of [[a,b],[b,c]]: dL/dSigma = -Sinv G Sinv with G = [[gA, gB/2], [gB/2, gC]]
+            const float id = 1.0f / pc.det;
+            const float A = pc.c * id, B = -pc.b * id, Cc = pc.a * id;
+            const float gA = v_conics[3 * i], gB = v_conics[3 * i + 1], gC = v_conics[3 * i + 2];
+            const float G00 = gA, G01 = 0.5f * gB, G11 = gC;
+            // S G S with S = [[A,B],[B,Cc]]
+            const float t00 = A * G00 + B * G01, t01 = A * G01 + B * G11;
+            const float t10 = B * G00 + Cc * G01, t11 = B * G01 + Cc * G11;
+            const float da = -(t00 * A + t01 * B);
+            const float db_half = -(t00 * B + t01 * Cc);  // dL/dSigma01 (= dL/dSigma10)
+            const float dc = -(t10 * B + t11 * Cc);
+            // cov2d = JM JM^T, Sigma = cov2d + eps I: dL/dJM = 2 [[da, db_half], [db_half, dc]] JM
+            float gJM[2][3];
+            for (int k = 0; k < 3; ++k) {
+                gJM[0][k] = 2.0f * (da * pc.JM[0][k] + db_half * pc.JM[1][k]);
+                gJM[1][k] = 2.0f * (db_half * pc.JM[0][k] + dc * pc.JM[1][k]);
+            }
+            // JM = J Mc, J = [[j00, 0, j02], [0, j11, j12]]
+            const float j00 = fx / tz, j02 = -fx * pc.tx / (tz * tz), j11 = fy / tz, j12 = -fy * pc.ty / (tz * tz);
+            float gMc[3][3];
+            for (int k = 0; k < 3; ++k) {
+                gMc[0][k] = j00 * gJM[0][k];
+                gMc[1][k] = j11 * gJM[1][k];
+                gMc[2][k] = j02 * gJM[0][k] + j12 * gJM[1][k];
+            }
+            float gj00 = 0, gj02 = 0, gj11 = 0, gj12 = 0;
+            for (int k = 0; k < 3; ++k) {
+                gj00 += gJM[0][k] * pc.Mc[0][k];
+                gj02 += gJM[0][k] * pc.Mc[2][k];
+                gj11 += gJM[1][k] * pc.Mc[1][k];
+                gj12 += gJM[1][k] * pc.Mc[2][k];
+            }
+            // camera-frame mean gradient
+            float gmc[3] = {0.0f, 0.0f, v_depths[i]};
+            const float tz2 = tz * tz, tz3 = tz2 * tz;
+            gmc[2] += gj00 * (-fx / tz2) + gj11 * (-fy / tz2);
+            if (pc.clx) {
+                gmc[2] += gj02 * (fx * (pc.tx / tz) / tz2);  // j02 = -fx lim / tz
+            } else {
+                gmc[0] += gj02 * (-fx / tz2);
+                gmc[2] += gj02 * (2.0f * fx * pc.mc[0] / tz3);
+            }
+            if (pc.cly) {
+                gmc[2] += gj12 * (fy * (pc.ty / tz) / tz2);
+            } else {
+                gmc[1] += gj12 * (-fy / tz2);
+                gmc[2] += gj12 * (2.0f * fy * pc.mc[1] / tz3);
+            }
+            const float gx = v_means2d[2 * i], gy = v_means2d[2 * i + 1];
+            gmc[0] += gx * fx / tz;
+            gmc[1] += gy * fy / tz;
+            gmc[2] += -gx * fx * pc.mc[0] / tz2 - gy * fy * pc.mc[1] / tz2;
+            for (int j = 0; j < 3; ++j) gm[j] += vm[0 * 4 + j] * gmc[0] + vm[1 * 4 + j] * gmc[1] + vm[2 * 4 + j] * gmc[2];
+            // Mc = Rv M, M = R diag(s)
+            float gR[3][3];
+            for (int j = 0; j < 3; ++j)
+                for (int k = 0; k < 3; ++k) {
+                    const float gM = vm[0 * 4 + j] * gMc[0][k] + vm[1 * 4 + j] * gMc[1][k] + vm[2 * 4 + j] * gMc[2][k];
+                    gR[j][k] = gM * scales[3 * n + k];
+                    gs[k] += gM * pc.R[j][k];
+                }
+            // R(qn) -> qn
+            const float* q = quats + 4 * n;
+            const float qi = 1.0f / std::fmax(pc.qn, 1e-12f);
+            const float w = q[0] * qi, x = q[1] * qi, y = q[2] * qi, z = q[3] * qi;
+            float gw = 2.0f * (x * (gR[2][1] - gR[1][2]) + y * (gR[0][2] - gR[2][0]) + z * (gR[1][0] - gR[0][1]));
+            float gxq = 2.0f * (-2.0f * x * (gR[1][1] + gR[2][2]) + y * (gR[1][0] + gR[0][1]) + z * (gR[2][0] + gR[0][2]) +
+                                w * (gR[2][1] - gR[1][2]));
+            float gyq = 2.0f * (x * (gR[1][0] + gR[0][1]) - 2.0f * y * (gR[0][0] + gR[2][2]) + z * (gR[2][1] + gR[1][2]) +
+                                w * (gR[0][2] - gR[2][0]));
+            float gzq = 2.0f * (x * (gR[2][0] + gR[0][2]) + y * (gR[2][1] + gR[1][2]) - 2.0f * z * (gR[0][0] + gR[1][1]) +
+                                w * (gR[1][0] - gR[0][1]));
+            // qn = q / |q|
+            const float dot = w * gw + x * gxq + y * gyq + z * gzq;
+            gq[0] += (gw - w * dot) * qi;
+            gq[1] += (gxq - x * dot) * qi;
+            gq[2] += (gyq - y * dot) * qi;
+            gq[3] += (gzq - z * dot) * qi;
+        }
+        for (int j = 0; j < 3; ++j) v_means[3 * n + j] = (float)gm[j];
+        for (int j = 0; j < 4; ++j) v_quats[4 * n + j] = (float)gq[j];
+        for (int j = 0; j < 3; ++j) v_scales[3 * n + j] = (float)gs[j];
+    }
+    return 0;
 }
 
 }  // extern "C"

@@ -1,0 +1,129 @@
+// The driver -> avatar mapping of the webcam mode: a frame-by-frame port of hravatar.avatar.drive
+// (drive_live: map_scores with the live neutral, head_motion for the rotation). The table comes from
+// Python (the bundle's `driver`, drive.live_mapping); nothing here decides a rule of its own.
+//   expression[k] = clamp(avatar.neutral[k] + gain * (score - neutral), 0, 1)   (ARKit-named, not jaw/gaze)
+//   jaw           = axis * max(avatar.neutral_jaw + rad_per_unit * (jawOpen - neutral), 0)
+//   eye (per eye) = Ry(yaw) Rx(pitch), yaw/pitch = weighted gaze scores minus their neutral
+//   global        = V^T (Rc Rc0^T) V R_ref   (Rc: the face's rotation in the OpenCV camera, Rc0: at the
+//                   calibration's first frame; V: the avatar's camera; R_ref: its frontal reference pose)
+//   translation   = the avatar's (not followed live)
+// Live neutral: the percentile (gaze: the median) of each score over the first
+// `live.calibration_frames` frames since the start or since resetNeutral(), updated as they come in.
+import { rodrigues, mat3mul } from './renderer.js';
+
+export function transpose3(R) { return [R[0], R[3], R[6], R[1], R[4], R[7], R[2], R[5], R[8]]; }
+
+function inverse3(A) {
+  const [a, b, c, d, e, f, g, h, i] = A;
+  const C = [e * i - f * h, c * h - b * i, b * f - c * e, f * g - d * i, a * i - c * g, c * d - a * f,
+    d * h - e * g, b * g - a * h, a * e - b * d];
+  const det = a * C[0] + b * C[3] + c * C[6];
+  return C.map((x) => x / det);
+}
+
+/** The nearest rotation of a row-major 3x3 (drive.nearest_rotation: Newton's polar iteration). */
+export function nearestRotation(M, iterations = 30) {
+  let X = M.slice();
+  for (let k = 0; k < iterations; k++) {
+    const Yt = transpose3(inverse3(X));
+    const Y = X.map((x, j) => 0.5 * (x + Yt[j]));
+    const done = Math.max(...Y.map((y, j) => Math.abs(y - X[j]))) < 1e-15;
+    X = Y;
+    if (done) break;
+  }
+  return X;
+}
+
+/** Row-major 3x3 rotation -> axis-angle (via the quaternion, largest component first). */
+export function matToAxisAngle(R) {
+  const [m00, m01, m02, m10, m11, m12, m20, m21, m22] = R;
+  const tr = m00 + m11 + m22;
+  let w, x, y, z, S;
+  if (tr > 0) { S = Math.sqrt(tr + 1) * 2; w = 0.25 * S; x = (m21 - m12) / S; y = (m02 - m20) / S; z = (m10 - m01) / S; }
+  else if (m00 > m11 && m00 > m22) { S = Math.sqrt(1 + m00 - m11 - m22) * 2; w = (m21 - m12) / S; x = 0.25 * S; y = (m01 + m10) / S; z = (m02 + m20) / S; }
+  else if (m11 > m22) { S = Math.sqrt(1 + m11 - m00 - m22) * 2; w = (m02 - m20) / S; x = (m01 + m10) / S; y = 0.25 * S; z = (m12 + m21) / S; }
+  else { S = Math.sqrt(1 + m22 - m00 - m11) * 2; w = (m10 - m01) / S; x = (m02 + m20) / S; y = (m12 + m21) / S; z = 0.25 * S; }
+  if (w < 0) { w = -w; x = -x; y = -y; z = -z; }
+  const s = Math.hypot(x, y, z);
+  if (s < 1e-12) return [2 * x, 2 * y, 2 * z];
+  const ang = 2 * Math.atan2(s, w);
+  return [x / s * ang, y / s * ang, z / s * ang];
+}
+
+/** numpy.percentile (linear interpolation) of an array of numbers. */
+export function percentile(values, q) {
+  const v = values.slice().sort((a, b) => a - b);
+  const pos = (q / 100) * (v.length - 1);
+  const lo = Math.floor(pos), hi = Math.min(lo + 1, v.length - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+const GL_TO_CV = (m) => [m[0][0], m[0][1], m[0][2], m[1][0], m[1][1], m[1][2], m[2][0], m[2][1], m[2][2]];
+
+export class LiveDriver {
+  /** `table`: the bundle's `driver` (hravatar.avatar.drive.live_mapping). */
+  constructor(table) {
+    this.m = table; this.a = table.avatar;
+    this.col = {}; table.names.forEach((n, i) => { this.col[n] = i; });
+    const V = this.a.viewmat;
+    this.V = [V[0][0], V[0][1], V[0][2], V[1][0], V[1][1], V[1][2], V[2][0], V[2][1], V[2][2]];
+    this.F = GL_TO_CV(table.head.gl_to_cv);
+    this.Rref = rodrigues(this.a.pose[0]);
+    this.resetNeutral();
+  }
+
+  /** Start a new calibration ("set neutral"): the next frames are the neutral, the next face pose the reference. */
+  resetNeutral() { this.calib = []; this.calibGaze = []; this.neutral = null; this.R0 = null; }
+
+  /** MediaPipe categories [{categoryName, score}] -> the score vector in the table's name order. */
+  scoreVector(categories) {
+    const s = new Array(this.m.names.length).fill(0);
+    for (const c of categories) if (c.categoryName in this.col) s[this.col[c.categoryName]] = c.score;
+    return s;
+  }
+
+  gaze(s) { // [[yaw, pitch] left, [yaw, pitch] right] (drive.gaze_angles)
+    return ['left', 'right'].map((side) => ['yaw', 'pitch'].map((ax) =>
+      this.m.eyes[side][ax].reduce((acc, [n, k]) => acc + k * s[this.col[n]], 0)));
+  }
+
+  calibrate(s) { // drive.live_neutral
+    if (this.calib.length >= this.m.live.calibration_frames) return;
+    this.calib.push(s.slice()); this.calibGaze.push(this.gaze(s));
+    const q = this.m.neutral.percentile;
+    this.neutral = {
+      scores: s.map((_, k) => percentile(this.calib.map((r) => r[k]), q)),
+      gaze: [0, 1].map((e) => [0, 1].map((a) => percentile(this.calibGaze.map((g) => g[e][a]), 50))),
+    };
+  }
+
+  /** One frame: `s` scores (table name order), `M` the facial transformation matrix as a row-major
+   * 4x4 (16 numbers; null: keep the reference head). Returns {expression [E], pose [5][3], translation
+   * [3], rotation (row-major 3x3, the head's change in the avatar's world frame, or null)}. */
+  step(s, M) {
+    this.calibrate(s);
+    const m = this.m, a = this.a, c = this.col, n = this.neutral;
+    const expression = a.expr_names.map((name, j) => {
+      const e = m.expressions[name];
+      const v = e ? a.neutral[j] + e.gain * (s[c[e.source]] - n.scores[c[e.source]]) : a.neutral[j];
+      return Math.min(1, Math.max(0, v));
+    });
+    const jm = m.jaw;
+    const angle = Math.max(0, a.neutral_jaw + jm.rad_per_unit * (s[c[jm.source]] - n.scores[c[jm.source]]));
+    const pose = a.pose.map((r) => r.slice());
+    pose[2] = jm.axis.map((x) => x * angle);
+    const g = this.gaze(s);
+    for (let e = 0; e < 2; e++) {
+      const yaw = g[e][0] - n.gaze[e][0], pitch = g[e][1] - n.gaze[e][1];
+      pose[3 + e] = matToAxisAngle(mat3mul(rodrigues([0, yaw, 0]), rodrigues([pitch, 0, 0])));
+    }
+    let rotation = null;
+    if (M) {
+      const Rc = mat3mul(this.F, mat3mul(nearestRotation([M[0], M[1], M[2], M[4], M[5], M[6], M[8], M[9], M[10]]), this.F));
+      if (!this.R0) this.R0 = Rc;
+      rotation = mat3mul(transpose3(this.V), mat3mul(mat3mul(Rc, transpose3(this.R0)), this.V));
+      pose[0] = matToAxisAngle(mat3mul(rotation, this.Rref));
+    }
+    return { expression, pose, translation: a.translation.slice(), rotation };
+  }
+}

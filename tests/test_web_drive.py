@@ -1,0 +1,123 @@
+"""The webcam mode's mapping (web/drive.js, run in Chromium) equals hravatar.avatar.drive's live
+mapping (drive_live) frame by frame for the same scores and MediaPipe matrices: one mapping serves
+``hravatar reenact`` and the browser viewer."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from helpers.web_browser import browser
+from hravatar.apps.web_bundle import WEB_APP_DIR
+from hravatar.avatar.drive import (
+    AvatarBase,
+    calibrate_neutral,
+    drive_live,
+    driver_mapping,
+    live_mapping,
+    live_neutral,
+    map_scores,
+    nearest_rotation,
+    rotvec_to_matrix,
+)
+from hravatar.head.arkit import ARKIT_NAMES
+
+COL = {n: i for i, n in enumerate(ARKIT_NAMES)}
+T, CALIB = 24, 8
+
+JS = """async ([table, scores, mats, reset]) => {
+  const { LiveDriver } = await import('./drive.js');
+  const d = new LiveDriver(table);
+  const out = [];
+  for (let t = 0; t < scores.length; t++) {
+    if (t === reset) { d.resetNeutral(); out.length = 0; }
+    const r = d.step(scores[t], mats ? mats[t] : null);
+    out.push([r.expression, r.pose, r.translation]);
+  }
+  return out;
+}"""
+
+
+@contextmanager
+def _serve_web_dir():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(WEB_APP_DIR))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _inputs(seed: int = 0):
+    """A synthetic avatar base, driver scores [T,52] and MediaPipe matrices [T,4,4] (scaled rotations)."""
+    rng = np.random.default_rng(seed)
+    names = ["eyeBlinkLeft", "jawOpen", "mouthSmileLeft", "browInnerUp", "eyeLookOutLeft", "not_arkit"]
+    pose = rng.normal(0, 0.1, (5, 3))
+    view = np.eye(4)
+    view[:3, :3] = rotvec_to_matrix(np.array([np.pi, 0.05, 0.02]))  # a camera looking back at the head
+    view[:3, 3] = [0.01, 0.02, 0.6]
+    base = AvatarBase(names, pose, rng.normal(0, 0.01, 3), view, rng.uniform(0, 0.3, len(names)), 0.03, 0.35)
+    scores = rng.uniform(0, 0.6, (T, len(ARKIT_NAMES)))
+    scores[:, COL["tongueOut"]] = 0
+    rots = rotvec_to_matrix(rng.normal(0, 0.2, (T, 3)))
+    M = np.zeros((T, 4, 4))
+    M[:, :3, :3] = rots * rng.uniform(0.9, 1.1, (T, 1, 1))  # MediaPipe's transform carries a scale
+    M[:, :3, 3] = rng.normal(0, 3, (T, 3)) + [0, 0, -50]
+    M[:, 3, 3] = 1
+    return base, scores, M
+
+
+def test_live_neutral_uses_calibration_frames_only():
+    m = driver_mapping(calibration_frames=CALIB)
+    _, s, _ = _inputs()
+    # during calibration: the frames so far; afterwards: fixed at the calibration frames'
+    np.testing.assert_allclose(live_neutral(s, m, 3).scores, np.percentile(s[:4], 10, axis=0))
+    later = live_neutral(s, m, T - 1, start=5)
+    np.testing.assert_allclose(later.scores, calibrate_neutral(s, m, slice(5, 5 + CALIB)).scores)
+    assert not np.allclose(later.scores, calibrate_neutral(s, m).scores)
+    # with every frame in the calibration, the last live frame is the offline (whole clip) mapping
+    base, _, _ = _inputs()
+    m_all = driver_mapping(base.jaw_rad_per_unit, calibration_frames=T)
+    e, p, _ = drive_live(base, s, None, m_all)
+    e2, j2, eyes2 = map_scores(s[-1:], calibrate_neutral(s, m_all), base.expr_names, m_all, base.neutral,
+                               base.neutral_jaw)
+    np.testing.assert_allclose(e[-1], e2[0], atol=1e-6)
+    np.testing.assert_allclose(p[-1, 2], j2[0], atol=1e-6)
+    np.testing.assert_allclose(p[-1, 3:], eyes2[0], atol=1e-6)
+
+
+def test_nearest_rotation_is_the_svd_polar_factor():
+    _, _, M = _inputs(1)
+    U, _, Vt = np.linalg.svd(M[:, :3, :3])
+    np.testing.assert_allclose(nearest_rotation(M[:, :3, :3]), U @ Vt, atol=1e-12)
+
+
+@pytest.mark.parametrize("reset", [-1, 11])
+def test_js_mapping_equals_python(reset):
+    """drive.js (the page's mapping) vs drive_live within 1e-5, with and without a "set neutral"."""
+    base, s, M = _inputs()
+    table = live_mapping(base, driver_mapping(base.jaw_rad_per_unit, calibration_frames=CALIB))
+    start = max(reset, 0)
+    e, p, t = drive_live(base, s, M, table, start=start)
+    assert np.ptp(p[:, 0], axis=0).max() > 0.1 and np.ptp(p[:, 3], axis=0).max() > 0.05  # head and eyes move
+    assert (e[:, 0] > 0).any() and (p[:, 2, 0] > 0).any()
+    with _serve_web_dir() as url, browser() as br:
+        page = br.new_page()
+        page.goto(url + "drive.js")
+        out = page.evaluate(JS, [table, s.tolist(), [m.flatten().tolist() for m in M], reset])
+    assert len(out) == len(e)
+    got_e = np.array([o[0] for o in out])
+    got_p = np.array([o[1] for o in out])
+    got_t = np.array([o[2] for o in out])
+    np.testing.assert_allclose(got_e, e, atol=1e-5)
+    np.testing.assert_allclose(got_p, p, atol=1e-5)
+    np.testing.assert_allclose(got_t, t, atol=1e-5)
