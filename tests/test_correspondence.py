@@ -58,8 +58,9 @@ def test_calibrated_rows_invert_the_fitted_linear_model():
 
 
 def test_smile_maps_to_mouth_smile():
-    """Rendered through MediaPipe (a small probe, one identity): a smile of an identity the fit did not
-    see comes back as mouthSmile, the largest of the fitted expressions."""
+    """Rendered through MediaPipe (a small probe, one identity): a smile (0.9) of an identity the fit did
+    not see comes back as mouthSmile, the largest of the fitted expressions, closer to 0.9 than name to
+    name gives."""
     from hravatar.assets import asset_path
 
     if asset_path("face_landmarker.task", required=False) is None:
@@ -87,5 +88,9 @@ def test_smile_maps_to_mouth_smile():
     finally:
         corr.random_expressions = orig
     s_neutral, s_smile = test["s"][0], sm["s"][1]
-    got, _, _ = map_scores(s_smile[None], Neutral(s_neutral, np.zeros((2, 2))), targets, m)
-    assert got[0].argmax() == 0 and got[0, 0] > 0.4, dict(zip(targets, got[0].round(2), strict=True))
+    neutral = Neutral(s_neutral, np.zeros((2, 2)))
+    got, _, _ = map_scores(s_smile[None], neutral, targets, m)
+    names, _, _ = map_scores(s_smile[None], neutral, targets, driver_mapping(correspondence="names"))
+    # measured: 0.73 calibrated, 0.54 name to name (MediaPipe reads part of the smile as dimple)
+    assert got[0].argmax() == 0 and got[0, 0] > 0.6, dict(zip(targets, got[0].round(2), strict=True))
+    assert abs(got[0, 0] - 0.9) < abs(names[0, 0] - 0.9)
