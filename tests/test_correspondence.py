@@ -94,3 +94,13 @@ def test_smile_maps_to_mouth_smile():
     # measured: 0.73 calibrated, 0.54 name to name (MediaPipe reads part of the smile as dimple)
     assert got[0].argmax() == 0 and got[0, 0] > 0.6, dict(zip(targets, got[0].round(2), strict=True))
     assert abs(got[0, 0] - 0.9) < abs(names[0, 0] - 0.9)
+
+
+def test_bad_correspondence_is_one_error(tmp_path):
+    from hravatar.apps.reenact import ReenactConfig, reenact_cmd
+    from hravatar.errors import HRAvatarError
+
+    with pytest.raises(HRAvatarError, match="--correspondence 'both': use one of default, names, calibrated"):
+        reenact_cmd(ReenactConfig(avatar=tmp_path, driver=tmp_path / "x.mp4", correspondence="both"))
+    with pytest.raises(ValueError, match="unknown correspondence"):
+        driver_mapping(correspondence="both")
