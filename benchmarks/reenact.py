@@ -15,7 +15,7 @@ Two measurements (``python benchmarks/reenact.py --work DIR``; every step is cac
    mouthSmileLeft/Right, browInnerUp, ...) and of head yaw / pitch.
 
 Signals: ``mediapipe-names`` / ``mediapipe-calibrated`` (MediaPipe ARKit scores + head transform,
-relative transfer; name-to-name or calibrated correspondence, ``hravatar reenact --correspondence``), ``tracked``
+relative transfer; ``hravatar reenact --correspondence names|calibrated|calibrated-all``), ``tracked``
 (our tracker run on the driver's video, relative transfer), ``encoder`` (the avatar's per-subject
 expression encoder on the driver's crops; head pose from tracking), and on the synthetic driver
 ``oracle`` (B's exact parameters through the same relative mapping: the avatar's own ceiling).
@@ -38,7 +38,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SHAPES = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
-SIGNALS = ("mediapipe-names", "mediapipe-calibrated", "tracked", "encoder")
+SIGNALS = ("mediapipe-names", "mediapipe-calibrated", "mediapipe-calibrated-all", "tracked", "encoder")
 EXTRA_SHAPES = ("mouthFunnel", "mouthPucker", "mouthClose", "eyeSquintLeft", "eyeSquintRight", "browDownLeft",
                 "browDownRight", "eyeLookOutLeft", "eyeLookInLeft")
 

@@ -38,9 +38,10 @@ class ReenactConfig:
     any face; best on the synthetic ground truth, see README), tracked (our tracker's parameters of the
     driver; same head model) or encoder (the avatar's own expression encoder on the driver's face crops)"""
     correspondence: str = "default"
-    """mediapipe signal: how scores become expressions: names (name to name, unit gains), calibrated
+    """mediapipe signal: how scores become expressions: names (name to name, unit gains), calibrated-all
     (the inverse of MediaPipe's measured response to the head model's expressions; fitted once, ~1 min,
-    then cached) or default (the one that measured best, see README)"""
+    then cached), calibrated (that inverse for the mouth, name to name elsewhere) or default
+    (calibrated, the one that measured best, see README)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""

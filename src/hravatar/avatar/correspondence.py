@@ -156,6 +156,16 @@ def inverse_rows(A: np.ndarray, targets: list[str], names: list[str] | tuple[str
     return rows
 
 
+def calibrated_region(name: str) -> bool:
+    """Whether the ``calibrated`` correspondence uses the fitted row of expression ``name``: the mouth
+    (``mouth*``) except ``mouthClose``. Elsewhere it keeps name to name: the synthetic face's eyes and
+    brows are barely readable by MediaPipe (a full ``eyeBlinkLeft`` moves its score by 0.03-0.22),
+    so their fitted rows are mostly cross-talk, and ``mouthClose`` (ARKit: lips closed while the jaw
+    is open) cannot be calibrated with the jaw at rest (its fitted row, from ``mouthRollLower``
+    and ``mouthPucker``, closed the lips of a talking driver). ``calibrated-all`` uses every fitted row."""
+    return name.startswith("mouth") and name != "mouthClose"
+
+
 def rows_matrix(rows: dict[str, list[list]], targets: list[str],
                 names: list[str] | tuple[str, ...] = ARKIT_NAMES) -> np.ndarray:
     """``M [K,52]`` of the sparse rows (targets x scores)."""
@@ -181,7 +191,8 @@ def _cache_path() -> Path:
 
 def compute_calibration(targets: list[str], identities: tuple[int, ...] = (0, 1, 2), samples: int = 200) -> dict:
     """Probe, fit and invert (see the module docstring). Returns the JSON-serialisable record:
-    ``version``, ``targets``, ``scores`` (names), ``A`` ``[52][K]``, ``fit`` (samples, faces found, R^2 of the forward fit), ``settings``."""
+    ``version``, ``targets``, ``scores`` (names), ``A`` ``[52][K]``, ``fit`` (samples, faces found,
+    R^2 of the forward fit), ``settings``."""
     d = probe(targets, identities, samples)
     ok = d["found"]
     if not ok[d["neutral"]].all():
@@ -202,7 +213,8 @@ def compute_calibration(targets: list[str], identities: tuple[int, ...] = (0, 1,
 
 def calibrated_rows(targets: list[str], recompute: bool = False) -> dict:
     """The calibration record (:func:`compute_calibration`) for ``targets`` plus ``rows``, the sparse
-    inverse (:func:`inverse_rows`) of its ``A``. The fit is computed on first use (under a minute)
+    inverse (:func:`inverse_rows`) of its ``A`` (every target; see :func:`calibrated_region` for the
+    ones the ``calibrated`` correspondence uses). The fit is computed on first use (under a minute)
     and stored in the user cache under a version key; the inverse is recomputed from it (milliseconds)."""
     path = _cache_path()
     if path.is_file() and not recompute:

@@ -22,9 +22,11 @@ neutral::
     eye yaw/pitch = rad_per_unit * ((out - in) - neutral, (down - up) - neutral)   (per eye)
 
 ``M`` is the correspondence, a sparse matrix stored as rows of ``[score name, gain]`` terms:
-``names`` is name to name with unit gains (the tracker's correspondence), ``calibrated`` the inverse
-of MediaPipe's measured response to the open head model's expressions
-(:mod:`hravatar.avatar.correspondence`, fitted once and cached).
+``names`` is name to name with unit gains (the tracker's correspondence), ``calibrated-all`` the
+inverse of MediaPipe's measured response to the open head model's expressions
+(:mod:`hravatar.avatar.correspondence`, fitted once and cached), ``calibrated`` (the default, best
+measured) that inverse for the mouth and name to name elsewhere
+(:func:`~hravatar.avatar.correspondence.calibrated_region`).
 
 The driver's neutral is the ``q``-th percentile of each score over the calibration frames; gaze uses
 the median. Offline (``hravatar reenact``) the calibration frames are the whole clip. Live (the
@@ -80,8 +82,8 @@ LIVE_CALIBRATION_FRAMES = 30
 MAPPING_VERSION = 3
 
 #: Score -> expression correspondences (see the module docstring); the default is what measured best.
-CORRESPONDENCES = ("names", "calibrated")
-DEFAULT_CORRESPONDENCE = "names"
+CORRESPONDENCES = ("names", "calibrated", "calibrated-all")
+DEFAULT_CORRESPONDENCE = "calibrated"
 
 
 def mapped_expressions() -> list[str]:
@@ -101,9 +103,10 @@ def driver_mapping(
     """The driver -> avatar mapping as a JSON-serialisable table.
 
     Keys: ``version``; ``names`` (the 52 ARKit names, the order of score vectors); ``correspondence``
-    (``names`` or ``calibrated``); ``expressions`` (ARKit name -> ``{"terms": [[score name, gain],
+    (``names``, ``calibrated`` or ``calibrated-all``); ``expressions`` (ARKit name -> ``{"terms": [[score name, gain],
     ...]}``, the rows of the sparse matrix ``M``: name to name with unit gains (times ``gains``), or
-    the calibrated rows of :func:`hravatar.avatar.correspondence.calibrated_rows`); ``zeroed`` (names
+    the calibrated rows of :func:`hravatar.avatar.correspondence.calibrated_rows`, for the mouth only
+    or for every expression); ``zeroed`` (names
     held at the avatar's neutral: jaw expressions and gaze); ``jaw``
     (``{"source": "jawOpen", "rad_per_unit", "axis": [1,0,0]}``, the jaw joint's rotation);
     ``eyes`` (per eye, yaw = ``rad_per_unit * (out - in)`` about +y, pitch = ``rad_per_unit *
@@ -118,12 +121,13 @@ def driver_mapping(
     zeroed = [n for n in ARKIT_NAMES if n not in mapped]
     if correspondence == "names":
         expressions = {n: {"terms": [[n, float(gains.get(n, 1.0))]]} for n in mapped}
-    elif correspondence == "calibrated":
-        from hravatar.avatar.correspondence import calibrated_rows
+    elif correspondence in ("calibrated", "calibrated-all"):
+        from hravatar.avatar.correspondence import calibrated_region, calibrated_rows
 
         rows = calibrated_rows(mapped)["rows"]
-        expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))] for src, g in rows[n]]}
-                       for n in mapped}
+        use = {n: correspondence == "calibrated-all" or calibrated_region(n) for n in mapped}
+        expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))]
+                                     for src, g in (rows[n] if use[n] else [[n, 1.0]])]} for n in mapped}
     else:
         raise ValueError(f"unknown correspondence {correspondence!r}; choose one of {', '.join(CORRESPONDENCES)}")
     eyes = {
