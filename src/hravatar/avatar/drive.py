@@ -122,8 +122,16 @@ def driver_mapping(
     if correspondence == "names":
         expressions = {n: {"terms": [[n, float(gains.get(n, 1.0))]]} for n in mapped}
     elif correspondence in ("calibrated", "calibrated-all"):
+        from hravatar.assets import asset_path
         from hravatar.avatar.correspondence import calibrated_region, calibrated_rows
 
+        if asset_path("face_landmarker.task", required=False) is None:  # the fit needs MediaPipe's model
+            from hravatar.progress import log
+
+            log.warning("the calibrated correspondence needs face_landmarker.task (scripts/fetch_assets.py); "
+                        "using name to name")
+            return driver_mapping(jaw_rad_per_unit, gaze_rad_per_unit, neutral_percentile, gains,
+                                  calibration_frames, "names")
         rows = calibrated_rows(mapped)["rows"]
         use = {n: correspondence == "calibrated-all" or calibrated_region(n) for n in mapped}
         expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))]
