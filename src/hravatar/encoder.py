@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -239,15 +239,27 @@ class ExpressionEncoder(nn.Module):
         pretrained: load ImageNet weights for ``"mobilenet_v2"`` when the asset is present.
         input_size: side the crop is resized to before the backbone (224 = the paper; smaller is
             faster on CPU).
+        frozen_expressions: indices of expressions the encoder must leave at zero: the open model's
+            ARKit ``jawOpen/jawLeft/jawRight/jawForward``, which tracking freezes because they move
+            the jaw by displacement (the jaw joint does it, and the jaw regulariser watches the
+            joint); see :func:`jaw_expression_indices`.
 
     The jaw is axis-angle in radians (the head model's jaw joint). The output layer starts at
     a tenth of its default initialisation, so initial predictions are near zero.
     """
 
     def __init__(self, num_expr: int, backbone: str = "mobilenet_v2", width_mult: float = 1.0,
-                 pretrained: bool = True, input_size: int = 224) -> None:
+                 pretrained: bool = True, input_size: int = 224,
+                 frozen_expressions: Sequence[int] = ()) -> None:
         super().__init__()
         self.num_expr = int(num_expr)
+        mask = torch.ones(self.num_expr)
+        frozen = [int(i) for i in frozen_expressions]
+        if any(not 0 <= i < self.num_expr for i in frozen):
+            raise ValueError(f"frozen expression index out of range 0..{self.num_expr - 1}: {frozen}")
+        mask[frozen] = 0.0
+        # not saved with the weights: it follows from the head model's expression names at load time
+        self.register_buffer("expr_mask", mask, persistent=False)
         self.backbone_name = backbone
         self.input_size = int(input_size)
         if backbone == "mobilenet_v2":
@@ -305,11 +317,20 @@ class ExpressionEncoder(nn.Module):
         f = F.adaptive_avg_pool2d(self.encoder.forward_features(x), 1).flatten(1)
         p = self.expression_layers(f)
         if self.layout == "plain":
-            return p[:, : self.num_expr], p[:, self.num_expr: self.num_expr + 3]
+            return p[:, : self.num_expr] * self.expr_mask, p[:, self.num_expr: self.num_expr + 3]
         expr = p[:, :50]
         expr = F.pad(expr, (0, max(0, self.num_expr - 50)))[:, : self.num_expr]
         jaw = torch.cat([F.relu(p[:, 52:53]), p[:, 53:55].clamp(-0.2, 0.2)], -1)
-        return expr, jaw
+        return expr * self.expr_mask, jaw
+
+
+def jaw_expression_indices(expr_names: Sequence[str]) -> list[int]:
+    """Indices of the expressions that move the jaw by displacement (the open model's ARKit
+    ``jawOpen/jawLeft/jawRight/jawForward``, :data:`hravatar.head.open_model.JAW_EXPRESSIONS`) in
+    ``expr_names``; tracking keeps them at zero, so the encoder must too. Empty for FLAME."""
+    from hravatar.head.open_model import JAW_EXPRESSIONS
+
+    return [i for i, n in enumerate(expr_names) if n in JAW_EXPRESSIONS]
 
 
 def load_smirk_checkpoint(encoder: ExpressionEncoder, path: str | Path | dict) -> None:

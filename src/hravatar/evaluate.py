@@ -2,11 +2,25 @@
 
 ``hravatar evaluate AVATAR`` renders every test frame with the tracked camera, shape, head pose
 and translation (expression and jaw from the avatar's encoder, as in the paper) and writes to
-``AVATAR/eval/`` (or ``--output``):
+``AVATAR/eval/`` (or ``--output``).
 
-* ``metrics.json``: mean PSNR, SSIM (11x11 Gaussian, sigma 1.5), LPIPS (AlexNet and VGG), MAE x 100
-  over the frames, on full images with a black background; plus albedo LMSE and normal cosine
-  similarity when the subject has synthetic ground truth (``gt/albedo``, ``gt/normal``);
+The protocol, comparable with the paper's tables (:data:`PROTOCOL`):
+
+* **test frames**: the last ``--test-frames N`` frames of the video (a fixed count; the paper uses
+  350 on INSTA's clips and 500 on longer ones); by default the split training used, which is the
+  last 15 % for clips under 2000 frames (see :func:`hravatar.data.default_test_count`);
+* **resolution**: the subject's full image size (``--resolution full``), also when training ran
+  with ``--downscale`` (the Gaussians are rendered at full size with the full-size camera);
+  ``--resolution train`` measures at the training size instead;
+* **background**: the ground truth and the render composited over black (default) or white
+  (``--background white``), full images (no crop, no mask);
+* **metrics**: PSNR, SSIM (11x11 Gaussian, sigma 1.5), **LPIPS with VGG as the headline** (the
+  official evaluation's network) and AlexNet as a second number, MAE x 100, averaged over frames;
+  plus albedo LMSE and normal cosine similarity when the subject has synthetic ground truth.
+
+Outputs:
+
+* ``metrics.json``: the means above and ``protocol`` (what was measured, how);
 * ``per_frame.csv``: the same per frame;
 * ``images/NNNNN.png``: ground truth | render | error (| albedo | normal for shaded avatars).
 
@@ -56,6 +70,11 @@ class EvaluateConfig:
     """expression and jaw from the encoder (the paper); False: the tracked ones"""
     lpips: bool = True
     """compute LPIPS (needs the weights from scripts/fetch_assets.py)"""
+    resolution: Literal["full", "train"] = "full"
+    """full: measure at the subject's image size even if training was downscaled (the paper's
+    protocol); train: at the training resolution"""
+    background: Literal["black", "white"] = "black"
+    """background of ground truth and render"""
     device: str = "auto"
     """cpu, cuda, or auto"""
     backend: str = "auto"
@@ -65,6 +84,53 @@ class EvaluateConfig:
 def _mean(xs: list[float]) -> float | None:
     v = [x for x in xs if x is not None and math.isfinite(x)]
     return float(sum(v) / len(v)) if v else None
+
+
+#: what every metrics.json states about its measurement (the per-run values are filled in)
+PROTOCOL = {
+    "test_frames": "the last N frames of the video (a fixed count, --test-frames)",
+    "metrics": "PSNR (dB), SSIM (11x11 Gaussian window, sigma 1.5), LPIPS v0.1 (VGG headline, AlexNet "
+               "second; inputs scaled to [-1, 1]), MAE x 100, means over frames",
+    "images": "full frames, ground truth and render composited over one background colour, no crop or mask",
+    "expression": "from the avatar's encoder (as the paper), camera/shape/pose/translation tracked",
+}
+
+
+def eval_downscale(resolution: str, train_downscale: int) -> int:
+    """The integer downscale at which to measure: 1 for ``"full"`` (the subject's size), the training
+    factor for ``"train"``."""
+    if resolution == "full":
+        return 1
+    if resolution == "train":
+        return max(1, int(train_downscale))
+    raise HRAvatarError(f"--resolution {resolution!r}: use full or train")
+
+
+def over_background(image: torch.Tensor, alpha: torch.Tensor, background: str) -> torch.Tensor:
+    """An image composited over black ``[H,W,3]`` with its ``alpha [H,W,1]`` -> the same over
+    ``background`` (``"black"`` or ``"white"``)."""
+    if background == "black":
+        return image
+    if background == "white":
+        return image + (1.0 - alpha)
+    raise HRAvatarError(f"--background {background!r}: use black or white")
+
+
+def _overlaps_training(ds: Any, split: str, train_test_frames: int | None) -> int:
+    """How many evaluated frames training saw (a larger ``--test-frames`` than training's, or
+    ``--split train/all``)."""
+    from hravatar.data import default_test_count
+
+    if not len(ds):
+        return 0
+    idx = [int(i) for i in ds.frame_indices]
+    n_all = idx[-1] + 1 if split == "test" else None
+    if n_all is None:
+        from hravatar.data import load_subject
+
+        n_all = len(load_subject(ds.root, "all"))
+    n_test = default_test_count(n_all) if train_test_frames is None else int(train_test_frames)
+    return sum(1 for i in idx if i < n_all - n_test)
 
 
 def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -103,16 +169,21 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     else:
         lp_note = "LPIPS not computed (--no-lpips)"
     has_gt = ds.gt_dir is not None
+    d_eval = eval_downscale(cfg.resolution, ta.settings.downscale)
+    overlap = _overlaps_training(ds, cfg.split, ta.settings.test_frames)
+    if overlap:
+        log.warning("%d of the evaluated frames were training frames (training held out fewer); "
+                    "the numbers are not held-out numbers", overlap)
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     render_s = 0.0
     for i in progress(idx, desc="evaluate"):
-        fr = downscale_frame(ds[i], ta.settings.downscale).to(dev)
+        fr = downscale_frame(ds[i], d_eval).to(dev)
         t1 = time.perf_counter()
         r = ta.render_frame(fr, use_encoder=cfg.use_encoder, backend=cfg.backend)
         render_s += time.perf_counter() - t1
-        img = r.image[0].clamp(0, 1)
-        gt = fr.image
+        img = over_background(r.image[0], r.alpha[0], cfg.background).clamp(0, 1)
+        gt = over_background(fr.image, fr.mask, cfg.background).clamp(0, 1)
         row: dict[str, Any] = {"frame": ds.frame_indices[i], "name": fr.name,
                                "psnr": float(psnr(img, gt)[0]), "ssim": float(ssim(img, gt)[0]),
                                "mae100": float(mae100(img, gt)[0])}
@@ -120,7 +191,7 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
             for net, m in lp_nets.items():
                 row[f"lpips_{net}"] = float(m(img[None], gt[None])[0])
         if has_gt and r.albedo is not None:
-            d = ta.settings.downscale
+            d = d_eval
             gm = ds.gt_map(i, "mask")
             gm = downscale_image(ds[i].mask if gm is None else gm, d).to(dev)
             galb = ds.gt_map(i, "albedo")
@@ -140,12 +211,22 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
                 panels += [r.albedo[0].clamp(0, 1), normal_to_rgb(r.normal[0], r.alpha[0])]
             write_png(out / "images" / f"{fr.name}.png",
                       (np.clip(hstack(panels), 0, 1) * 255 + 0.5).astype(np.uint8))
-    keys = ["psnr", "ssim", "lpips_alex", "lpips_vgg", "mae100", "albedo_lmse", "normal_cosine"]
+    keys = ["psnr", "ssim", "lpips_vgg", "lpips_alex", "mae100", "albedo_lmse", "normal_cosine"]
     metrics: dict[str, Any] = {k: _mean([r.get(k) for r in rows]) for k in keys}
     metrics.update(
         num_frames=len(rows), split=cfg.split, subject=str(subject), avatar=str(cfg.avatar),
         image_size=list(img.shape[:2]) if rows else None,
-        use_encoder=cfg.use_encoder, background="black",
+        use_encoder=cfg.use_encoder, background=cfg.background,
+        protocol=PROTOCOL | {
+            "num_test_frames": len(rows) if cfg.split == "test" else None,
+            "split": cfg.split,
+            "resolution": cfg.resolution,
+            "image_size": list(img.shape[:2]) if rows else None,
+            "train_downscale": int(ta.settings.downscale),
+            "frames_seen_in_training": overlap,
+            "background": cfg.background,
+            "lpips_headline": "vgg",
+        },
         render_fps=len(rows) / render_s if render_s > 0 else None, seconds=round(time.perf_counter() - t0, 1),
         lpips_note=lp_note,
         ground_truth="albedo/normal from gt/" if has_gt else None,
@@ -157,10 +238,12 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     wr.writeheader()
     wr.writerows(rows)
     atomic_write_text(out / "per_frame.csv", buf.getvalue())
-    lp = metrics["lpips_alex"]
-    log.info("%d %s frames: PSNR %.2f  SSIM %.4f  LPIPS(alex) %s  MAE* %.3f -> %s", len(rows), cfg.split,
+    lv, la = metrics["lpips_vgg"], metrics["lpips_alex"]
+    log.info("%d %s frames at %s, %s background: PSNR %.2f  SSIM %.4f  LPIPS(VGG) %s  (AlexNet %s)  MAE* %.3f "
+             "-> %s", len(rows), cfg.split, "x".join(map(str, metrics["image_size"] or [])), cfg.background,
              metrics["psnr"] or float("nan"), metrics["ssim"] or float("nan"),
-             "n/a" if lp is None else f"{lp:.4f}", metrics["mae100"] or float("nan"), out / "metrics.json")
+             "n/a" if lv is None else f"{lv:.4f}", "n/a" if la is None else f"{la:.4f}",
+             metrics["mae100"] or float("nan"), out / "metrics.json")
     return metrics
 
 

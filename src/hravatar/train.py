@@ -204,14 +204,16 @@ def resolve_head_model(
     raise HRAvatarError(f"{subject}: unknown head model {name!r}; pass --head-model open or flame")
 
 
-def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device) -> Any:
-    """The expression encoder of ``cfg`` (None for ``--encoder none``)."""
+def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device, expr_names: list[str] | None = None) -> Any:
+    """The expression encoder of ``cfg`` (None for ``--encoder none``); the jaw expressions among
+    ``expr_names`` are held at zero (:func:`hravatar.encoder.jaw_expression_indices`)."""
     if cfg.encoder == "none":
         return None
-    from hravatar.encoder import ExpressionEncoder, load_smirk_checkpoint
+    from hravatar.encoder import ExpressionEncoder, jaw_expression_indices, load_smirk_checkpoint
 
     enc = ExpressionEncoder(num_expr, backbone=cfg.encoder, width_mult=cfg.encoder_width,
-                            pretrained=cfg.encoder == "mobilenet_v2", input_size=cfg.encoder_input_size)
+                            pretrained=cfg.encoder == "mobilenet_v2", input_size=cfg.encoder_input_size,
+                            frozen_expressions=jaw_expression_indices(expr_names or []))
     if cfg.encoder == "smirk":
         if cfg.smirk_checkpoint is None:
             log.info("expression encoder: smirk backbone without --smirk-checkpoint: training from scratch")
@@ -323,7 +325,7 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.avatar = GaussianHead.from_head_model(self.head, self._avatar_config()).to(self.device)
         self.lighting = LearnableLighting().to(self.device)
-        self.encoder = build_encoder(c, self.avatar.num_expr, self.device)
+        self.encoder = build_encoder(c, self.avatar.num_expr, self.device, self.avatar.expr_names)
         self.strategy = DensifyStrategy(self.densify_cfg, self.total, c.scene_scale)
         self.order_gen = torch.Generator().manual_seed(c.seed)
         self._make_optimizers()
@@ -459,11 +461,12 @@ class Trainer:
         self.lighting.load_state_dict(st["lighting"])
         self.encoder = None
         if st["encoder"] is not None:
-            from hravatar.encoder import ExpressionEncoder
+            from hravatar.encoder import ExpressionEncoder, jaw_expression_indices
 
             c = self.cfg
             self.encoder = ExpressionEncoder(self.avatar.num_expr, backbone=c.encoder, width_mult=c.encoder_width,
-                                             pretrained=False, input_size=c.encoder_input_size).to(dev)
+                                             pretrained=False, input_size=c.encoder_input_size,
+                                             frozen_expressions=jaw_expression_indices(self.avatar.expr_names)).to(dev)
             self.encoder.load_state_dict(st["encoder"])
             self.encoder.pretrained_source = st.get("encoder_source") or "scratch"
         self._make_optimizers()

@@ -41,6 +41,9 @@ class PreprocessConfig:
     """Write overlay.mp4 (landmarks and tracked mesh over the frames) for checking."""
     overwrite: bool = False
     """Replace an existing, complete subject folder."""
+    keep_torso: bool = False
+    """Keep the whole person in the matte (shoulders, clothes). Default: a head-only matte (hair, face,
+    ears, neck) cut at the tracked head mesh's neck and refined by colour, as the paper's data."""
     photometric: bool = False
     """Refine the landmark tracking photometrically (renders the tracked head and compares it with the frames)."""
     photometric_steps: int = 80
@@ -80,6 +83,7 @@ def preprocess(cfg: PreprocessConfig) -> int:
         overlay=cfg.overlay,
         overwrite=cfg.overwrite,
         photometric=cfg.photometric,
+        keep_torso=cfg.keep_torso,
         extra={"photometric": {"steps": cfg.photometric_steps, "resolution": cfg.photometric_resolution}},
     )
     out = preprocess_video(cfg.video, cfg.output, s)

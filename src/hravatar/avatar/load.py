@@ -104,10 +104,11 @@ def load_state(module: nn.Module, path: Path, device: torch.device) -> None:
     load_state_file(module, path, path.stem, device)
 
 
-def _load_encoder(path: Path, num_expr: int, settings: TrainingSettings, device: torch.device) -> Any:
+def _load_encoder(path: Path, num_expr: int, settings: TrainingSettings, device: torch.device,
+                  expr_names: list[str] | None = None) -> Any:
     from safetensors import safe_open
 
-    from hravatar.encoder import ExpressionEncoder
+    from hravatar.encoder import ExpressionEncoder, jaw_expression_indices
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -126,7 +127,8 @@ def _load_encoder(path: Path, num_expr: int, settings: TrainingSettings, device:
                             "the file does not belong to this avatar")
     try:
         enc = ExpressionEncoder(num_expr, backbone=md.get("backbone", settings.encoder), width_mult=width,
-                                pretrained=False, input_size=size).to(device)
+                                pretrained=False, input_size=size,
+                                frozen_expressions=jaw_expression_indices(expr_names or [])).to(device)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise HRAvatarError(f"{path}: encoder settings in the file are unusable ({str(e)[:80]}); retrain") from None
     load_state(enc, path, device)
@@ -389,7 +391,7 @@ def load_avatar(path: str | Path, device: str | torch.device | None = "auto",
     load_state(lighting, root / "lighting.safetensors", dev)
     enc = None
     if (root / "encoder.safetensors").is_file():
-        enc = _load_encoder(root / "encoder.safetensors", gaussians.num_expr, settings, dev)
+        enc = _load_encoder(root / "encoder.safetensors", gaussians.num_expr, settings, dev, gaussians.expr_names)
     info: dict[str, Any] = {}
     if (root / "training.json").is_file():
         try:

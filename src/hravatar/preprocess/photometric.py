@@ -229,7 +229,8 @@ def refine_photometric(
     trans = P(tr.translation)
     log_f = P(torch.log(tr.K[0, 0]))
     f0 = float(tr.info.get("focal_init_px", float(tr.K[0, 0])))
-    c = S / 2.0
+    cx, cy = float(tr.K[0, 2]), float(tr.K[1, 2])  # the landmark track's principal point
+    c = torch.tensor([cx, cy], device=dev, dtype=dt)
     expr0, _, _, frozen, _ = expression_init(model, blendshapes, blendshape_names, valid)
     expr_mask = (~frozen).to(dev, dt)
     e_init = torch.as_tensor(expr0, device=dev, dtype=dt)
@@ -263,8 +264,8 @@ def refine_photometric(
         verts = splats.head(shape, (expr * expr_mask)[ii], pose_all()[ii], trans[ii])
         K = torch.stack(
             [
-                torch.stack([log_f.exp(), log_f.new_zeros(()), log_f.new_tensor(c)]),
-                torch.stack([log_f.new_zeros(()), log_f.exp(), log_f.new_tensor(c)]),
+                torch.stack([log_f.exp(), log_f.new_zeros(()), log_f.new_tensor(cx)]),
+                torch.stack([log_f.new_zeros(()), log_f.exp(), log_f.new_tensor(cy)]),
                 log_f.new_tensor([0.0, 0.0, 1.0]),
             ]
         )
@@ -392,7 +393,7 @@ def refine_photometric(
         err = r[:, good].mean(-1)
         err = torch.where(torch.as_tensor(valid, device=dev), err, torch.full_like(err, float("nan")))
         f = float(log_f.exp())
-        K = torch.tensor([[f, 0, c], [0, f, c], [0, 0, 1.0]])
+        K = torch.tensor([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
         new = TrackingResult(
             shape=torch.nn.functional.pad(shape.detach().cpu(), (0, model.num_shape - Sd)),  # type: ignore[attr-defined]
             expression=(expr * expr_mask).detach().cpu(),

@@ -25,7 +25,7 @@ from hravatar.errors import HRAvatarError
 from hravatar.io.atomic import atomic_path, atomic_write_text
 from hravatar.progress import log, progress
 
-STAGES = ("detect", "frames", "track", "photometric", "overlay")
+STAGES = ("detect", "frames", "track", "photometric", "headmatte", "overlay")
 WORK_VERSION = 2
 
 
@@ -48,6 +48,7 @@ class PipelineSettings:
     overlay: bool = True
     overwrite: bool = False
     photometric: bool = False
+    keep_torso: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -246,7 +247,7 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
     from hravatar.preprocess.crop import CropWindow
     from hravatar.preprocess.embedding import landmark_embedding
     from hravatar.preprocess.mediapipe_models import ARKIT_NAMES
-    from hravatar.preprocess.tracking import TrackingConfig, initial_focal, track
+    from hravatar.preprocess.tracking import TrackingConfig, crop_principal_point, initial_focal, track
 
     lm = np.load(work.path("landmarks.npz"))
     win = CropWindow(**json.loads(work.path("crop.json").read_text()))
@@ -264,6 +265,7 @@ def _stage_track(work: Work, s: PipelineSettings, model: Any, det: dict, fps: fl
         blendshape_names=ARKIT_NAMES if has_bs else None,
         focal_px=f0,
         cfg=TrackingConfig(iterations=s.iterations, fov_deg=s.fov_deg, fps=fps),
+        principal_px=crop_principal_point((int(det["frame_hw"][0]), src_w), win.x0, win.y0, win.scale),
     )
     _save_track(work.path("track.npz"), res, emb.key)
     work.mark("track", {"mean_landmark_error_px": float(np.nanmean(res.landmark_error_px.numpy()))})
@@ -334,6 +336,60 @@ def _stage_photometric(work: Work, s: PipelineSettings, model: Any, fps: float) 
     )
     _save_track(work.path("photometric.npz"), res.track, emb.key)
     work.mark("photometric", res.info)
+
+
+def _stage_headmatte(work: Work, s: PipelineSettings, model: Any) -> None:
+    """Head-only mattes from the final track (:mod:`hravatar.preprocess.headmatte`) -> ``headmatte.npy``."""
+    import torch
+
+    from hravatar.preprocess.headmatte import HeadMatteConfig, head_only_mattes, neck_boundary_vertices
+
+    tr = np.load(_track_file(work))
+    frames = _frames(work)
+    n = len(frames)
+    verts: dict[int, np.ndarray] = {}
+
+    def vertices(i: int) -> np.ndarray:  # posed mesh, computed in batches of 32 frames
+        if i not in verts:
+            verts.clear()
+            sl = slice(i, min(n, i + 32))
+            with torch.no_grad():
+                out = model(
+                    shape=torch_tensor(tr["shape"])[None].expand(sl.stop - sl.start, -1),
+                    expression=torch_tensor(tr["expression"][sl]),
+                    pose=torch_tensor(tr["pose"][sl]),
+                    translation=torch_tensor(tr["translation"][sl]),
+                )
+            verts.update({sl.start + k: v for k, v in enumerate(out.vertices.numpy())})
+        return verts[i]
+
+    bar = progress(total=n, desc="head-only matte")
+    alpha = head_only_mattes(
+        frames,
+        vertices,
+        model.faces.numpy(),
+        neck_boundary_vertices(model),
+        tr["viewmat"],
+        tr["K"],
+        HeadMatteConfig(**s.extra.get("headmatte", {})),
+        on_frame=lambda i: bar.update(1),
+    )
+    bar.close()
+    with atomic_path(work.path("headmatte.npy")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, alpha)
+    kept = float(alpha.astype(np.float64).sum() / max(1.0, frames[..., 3].astype(np.float64).sum()))
+    work.mark("headmatte", {"track": _track_file(work).name, "kept_fraction_of_person": round(kept, 4)})
+
+
+def _headmatte_current(work: Work) -> bool:
+    """The head-only matte is finished and was made from the final track."""
+    if not work.done("headmatte"):
+        return False
+    try:
+        info = json.loads(work.path("headmatte.done").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return info.get("track") == _track_file(work).name
 
 
 def _stage_overlay(work: Work, s: PipelineSettings, model: Any, fps: float) -> None:
@@ -477,6 +533,10 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
             _stage_photometric(work, s, model, fps_out)
         stage_t["photometric"] = time.time() - t
         t = time.time()
+        if not s.keep_torso and not _headmatte_current(work):
+            _stage_headmatte(work, s, model)
+        stage_t["headmatte"] = time.time() - t
+        t = time.time()
         if s.overlay and not _overlay_current(work):
             _stage_overlay(work, s, model, fps_out)
         stage_t["overlay"] = time.time() - t
@@ -488,6 +548,14 @@ def preprocess_video(video: str | Path, output: str | Path, settings: PipelineSe
                 shutil.rmtree(output, ignore_errors=True)
         raise
     return written
+
+
+def _with_alpha(rgba: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``rgba [S,S,4]`` with its alpha replaced by ``alpha [S,S]`` uint8 (colour black where 0)."""
+    out = np.array(rgba)
+    out[..., 3] = alpha
+    out[..., :3] *= (alpha > 0)[..., None]
+    return out
 
 
 def _write(
@@ -556,6 +624,7 @@ def _write(
             "fov_deg": s.fov_deg,
             "iterations": s.iterations,
             "photometric": s.photometric,
+            "matte": "person" if s.keep_torso else "head-only",
             "photometric_settings": s.extra.get("photometric") if s.photometric else None,
         },
         "crop": crop,
@@ -584,6 +653,11 @@ def _write(
     if len(rgba) != n:
         raise HRAvatarError(f"{work.root}: {len(rgba)} frames on disk for {n} tracked; delete it and re-run")
     frames = (rgba[i] for i in range(n))
+    if not s.keep_torso:
+        head = np.load(work.path("headmatte.npy"), mmap_mode="r")
+        if head.shape != rgba.shape[:3]:
+            raise HRAvatarError(f"{work.root}: head matte and frames differ in size; delete it and re-run")
+        frames = (_with_alpha(rgba[i], head[i]) for i in range(n))
     keep_overlay = None
     if s.overlay and work.path("overlay.mp4").is_file():
         keep_overlay = output.parent / f".{output.name}.overlay.mp4"

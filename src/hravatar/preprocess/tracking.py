@@ -7,7 +7,9 @@ Camera and world (what HRAvatar's ``tracked_params.json`` expects, see :mod:`hra
 the world is the head-model frame; the camera is fixed for the whole video (``viewmat`` = OpenCV
 camera on the +z side looking at the head, rotation ``diag(1,-1,-1)``, distance = the median head
 distance) and the head moves through its global rotation and translation, like DECA/HRAvatar's
-tracker with ``GLOBAL_POSE``. The principal point is the image centre.
+tracker with ``GLOBAL_POSE``. The principal point is the source video's centre mapped into the crop
+(``principal_px``; the crop centre when not given): a crop window shifted or clamped at the frame
+border does not move the optical axis.
 
 Steps:
 
@@ -221,8 +223,11 @@ class LandmarkHead(SubsetHead):
     __call__ = forward
 
 
-def _project(points: Tensor, cam_rot: Tensor, cam_t: Tensor, focal: Tensor, c: float) -> tuple[Tensor, Tensor]:
-    """World ``[N,P,3]`` -> pixels ``[N,P,2]``, depth ``[N,P]`` for the fixed camera."""
+def _project(
+    points: Tensor, cam_rot: Tensor, cam_t: Tensor, focal: Tensor, c: float | Tensor
+) -> tuple[Tensor, Tensor]:
+    """World ``[N,P,3]`` -> pixels ``[N,P,2]``, depth ``[N,P]`` for the fixed camera; ``c`` is the
+    principal point (a float for ``(c, c)`` or a ``[2]`` tensor ``(cx, cy)``, pixels)."""
     pc = points @ cam_rot.T + cam_t
     z = pc[..., 2].clamp_min(1e-4)
     return focal * pc[..., :2] / z[..., None] + c, z
@@ -398,6 +403,7 @@ def track(
     focal_px: float | None = None,
     cfg: TrackingConfig | None = None,
     show_progress: bool = True,
+    principal_px: tuple[float, float] | None = None,
 ) -> TrackingResult:
     """Fit the head model to per-frame landmarks.
 
@@ -412,6 +418,9 @@ def track(
         focal_px: initial focal length in crop pixels (see :func:`initial_focal`); default: ``cfg.fov_deg``
             over the crop width.
         cfg: :class:`TrackingConfig`.
+        show_progress: show a progress bar.
+        principal_px: ``(cx, cy)`` principal point in crop pixels (default: the crop centre); see
+            :func:`crop_principal_point`.
     Returns:
         :class:`TrackingResult`.
     """
@@ -425,9 +434,10 @@ def track(
     if not valid.any():
         raise ValueError("no frame has landmarks")
     lm = np.where(valid[:, None, None], landmarks, np.nan)
-    c = image_size / 2.0
+    cx, cy = (image_size / 2.0, image_size / 2.0) if principal_px is None else map(float, principal_px)
+    c = torch.tensor([cx, cy], device=dev, dtype=dt)
     f0 = float(focal_px) if focal_px else image_size / (2 * math.tan(math.radians(cfg.fov_deg) / 2))
-    K0 = np.array([[f0, 0, c], [0, f0, c], [0, 0, 1.0]])
+    K0 = np.array([[f0, 0, cx], [0, f0, cy], [0, 0, 1.0]])
     w_lm = np.asarray(embedding.weights, np.float32)  # type: ignore[attr-defined]
 
     # ---- initialisation ------------------------------------------------------------------------
@@ -527,7 +537,7 @@ def track(
         err = r[:, good].mean(-1)
         err = torch.where(torch.as_tensor(valid, device=dev), err, torch.full_like(err, float("nan")))
         f = float(log_f.exp())
-        K = torch.tensor([[f, 0, c], [0, f, c], [0, 0, 1.0]])
+        K = torch.tensor([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
         vm = torch.eye(4)
         vm[:3, :3] = torch.as_tensor(CAM_ROT, dtype=torch.float32)
         vm[:3, 3] = cam_tt.cpu()
@@ -555,6 +565,13 @@ def track(
             "frozen_expressions": [n for n in jaw_names if n in names],
         },
     )
+
+
+def crop_principal_point(frame_hw: tuple[int, int], x0: float, y0: float, scale: float) -> tuple[float, float]:
+    """The source video's principal point (its centre, ``(W/2, H/2)``) in the pixels of a crop whose
+    top-left source pixel is ``(x0, y0)`` and that is resized by ``scale`` (output / source pixels)."""
+    H, W = frame_hw
+    return ((W / 2.0 - x0) * scale, (H / 2.0 - y0) * scale)
 
 
 def initial_focal(fov_deg: float, source_width: int, crop_scale: float) -> float:

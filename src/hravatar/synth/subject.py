@@ -31,6 +31,8 @@ from hravatar.errors import HRAvatarError
 from hravatar.progress import log, progress
 
 SYNTH_VERSION = 1
+#: with --torso the camera frames head and shoulders, like a talking-head video
+TORSO_CAMERA = {"head_height": 0.40, "target": (0.0, -0.03, 0.03)}
 
 
 @dataclass
@@ -69,6 +71,9 @@ class SynthConfig:
     """rasterizer backend (auto, cpu, cuda, reference)"""
     overwrite: bool = False
     """replace an existing output folder"""
+    torso: bool = False
+    """add a clothed torso under the head (frames' alpha = head + torso; gt/mask stays the head,
+    gt/clothes holds the visible torso): ground truth for the head-only matte of preprocessing"""
 
 
 def load_head(kind: str = "open") -> Any:
@@ -152,7 +157,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     expr, pose = model_parameters(anim, head.expr_names, jaw_expr)
     trans = anim.translation
     avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin)
-    viewmat, K = default_camera(cfg.size)
+    viewmat, K = default_camera(cfg.size, **(TORSO_CAMERA if cfg.torso else {}))
     envs, lights = {}, {}
     for name in progress((train_env, *TEST_ENVS), desc="synth: prefilter environments"):
         envs[name], lights[name] = make_lighting(name, cfg.env_height, cache_dir=str(cache))
@@ -172,6 +177,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     gt_normal = np.zeros((T, S, S, 3), np.float16)
     gt_mask = np.zeros((T, S, S, 1), np.uint8)
     gt_relit = {n: np.zeros((T, S, S, 3), np.uint8) for n in TEST_ENVS}
+    torso = _torso_setup(head, shape, cfg) if cfg.torso else None
+    gt_clothes = np.zeros((T, S, S, 1), np.uint8) if torso is not None else None
     t1 = time.perf_counter()
     u8 = lambda x: (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()  # noqa: E731
     for i in progress(range(T), desc="synth: render"):
@@ -185,6 +192,8 @@ def synthesize(cfg: SynthConfig) -> Path:
         gt_albedo[i] = u8(gb.albedo[0] * (gb.alpha[0] > 0))
         gt_normal[i] = (world_to_camera_normals(gb.normal, vm)[0] * (gb.alpha[0] > 1e-3)).numpy()
         gt_mask[i] = u8(gb.alpha[0])
+        if torso is not None:
+            _composite_torso(frames[i], gt_clothes[i], gb.alpha[0], torso, trans[i], viewmat, K, S)
         for n in TEST_ENVS:
             gt_relit[n][i] = u8(shade_maps(gb, cam, lights[n])["image"][0])
     t_render = time.perf_counter() - t1
@@ -249,6 +258,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     }
     for n in TEST_ENVS:
         gt[f"relit/{n}"] = iter(gt_relit[n])
+    if gt_clothes is not None:
+        gt["clothes"] = iter(gt_clothes)
     write_subject(out, iter(frames), params, manifest, gt=gt, overwrite=cfg.overwrite)
     # extra ground truth that is not per frame (the folder is complete already: these are re-derivable)
     for n, e in envs.items():
@@ -269,6 +280,37 @@ def synthesize(cfg: SynthConfig) -> Path:
         t_render,
     )
     return out
+
+
+def _torso_setup(head: Any, shape: Tensor, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Torso mesh around the shaped head's neck rim and its colour: ``(verts, faces, colour)``."""
+    from hravatar.preprocess.headmatte import neck_boundary_vertices
+    from hravatar.synth.torso import clothes_colour, torso_mesh
+
+    rest = head(shape=shape[None]).vertices[0].numpy().astype(np.float64)
+    verts, faces = torso_mesh(rest[neck_boundary_vertices(head)])
+    return verts, faces, clothes_colour(cfg.seed)
+
+
+def _composite_torso(
+    frame: np.ndarray, clothes: np.ndarray, head_alpha: Tensor, torso: tuple, trans: Tensor, viewmat: Tensor,
+    K: Tensor, size: int,
+) -> None:
+    """Draw the torso under the head in ``frame [S,S,4]`` uint8 (in place) and write the visible
+    clothes ``[S,S,1]`` uint8 ground truth."""
+    from hravatar.synth.torso import render_torso
+
+    verts, faces, colour = torso
+    rgb_t, m_t = render_torso(verts + trans.numpy().astype(np.float64), faces, viewmat.numpy(), K.numpy(),
+                              size, colour)
+    a_h = head_alpha.numpy().astype(np.float32)  # [S,S,1]
+    m = m_t[..., None].astype(np.float32)
+    rgb_h = frame[..., :3].astype(np.float32) / 255.0  # straight (not premultiplied) colour
+    alpha = a_h + (1.0 - a_h) * m
+    rgb = (rgb_h * a_h + (1.0 - a_h) * m * rgb_t) / np.maximum(alpha, 1e-6)  # head over torso
+    frame[..., :3] = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    frame[..., 3:] = (np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
+    clothes[...] = (m * (a_h < 0.5) * 255).astype(np.uint8)
 
 
 def load_synth_info(subject: str | Path) -> dict[str, Any]:
@@ -299,7 +341,7 @@ def rebuild_gt(subject: str | Path) -> dict[str, Any]:
     skin = st.get("skin", -1.0)
     avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"],
                                 skin=skin if skin is not None and skin >= 0 else None)
-    viewmat, K = default_camera(st["size"])
+    viewmat, K = default_camera(st["size"], **(TORSO_CAMERA if st.get("torso") else {}))
     names = [info["train_env"], *info["test_envs"]]
     envmaps, lights = {}, {}
     for n in names:

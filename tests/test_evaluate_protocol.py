@@ -1,0 +1,76 @@
+"""The paper-comparable evaluation protocol: fixed test-frame count, full resolution after downscaled
+training, black or white background, LPIPS VGG as the headline."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from helpers.tiny_subject import make_tiny_subject
+from hravatar.errors import HRAvatarError
+from hravatar.evaluate import EvaluateConfig, eval_downscale, evaluate_avatar, over_background
+from hravatar.train import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained_half(tmp_path_factory):
+    """A tiny avatar trained at half resolution (48 -> 24 px)."""
+    root = tmp_path_factory.mktemp("evp")
+    subj = make_tiny_subject(root / "subj", size=48, frames=12)
+    out = root / "av"
+    assert train(TrainConfig(subject=subj, output=out, iterations=20, points_per_face=1, encoder="none",
+                             downscale=2, quiet=True)) == 0
+    return subj, out
+
+
+def test_full_resolution_after_downscaled_training(trained_half, tmp_path):
+    _, out = trained_half
+    m = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "full", images=1, lpips=False))
+    assert m["image_size"] == [48, 48] and m["protocol"]["resolution"] == "full"
+    assert m["protocol"]["train_downscale"] == 2 and m["protocol"]["lpips_headline"] == "vgg"
+    small = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "small", images=0, lpips=False,
+                                           resolution="train"))
+    assert small["image_size"] == [24, 24]
+    assert m["psnr"] != small["psnr"]
+
+
+def test_fixed_test_frame_count_is_the_last_frames(trained_half, tmp_path):
+    _, out = trained_half
+    m = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "e", images=0, lpips=False, test_frames=2))
+    assert m["num_frames"] == 2 and m["protocol"]["num_test_frames"] == 2
+    assert m["protocol"]["frames_seen_in_training"] == 0  # training held out round(0.15 * 12) = 2
+    with open(tmp_path / "e" / "per_frame.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["00010", "00011"]
+    m4 = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "e4", images=0, lpips=False, test_frames=4))
+    assert m4["num_frames"] == 4 and m4["protocol"]["frames_seen_in_training"] == 2
+
+
+def test_white_background_changes_the_measurement(trained_half, tmp_path):
+    _, out = trained_half
+    b = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "b", images=0, lpips=False))
+    w = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "w", images=0, lpips=False,
+                                       background="white"))
+    assert w["background"] == "white" and w["protocol"]["background"] == "white"
+    assert w["psnr"] != b["psnr"]
+    assert json.loads((tmp_path / "w" / "metrics.json").read_text())["background"] == "white"
+
+
+def test_over_background():
+    img = torch.tensor([[[0.2, 0.1, 0.0]], [[0.0, 0.0, 0.0]]])  # [2,1,3]: covered, empty
+    a = torch.tensor([[[0.5]], [[0.0]]])
+    assert torch.equal(over_background(img, a, "black"), img)
+    w = over_background(img, a, "white")
+    assert torch.allclose(w[0, 0], torch.tensor([0.7, 0.6, 0.5])) and torch.allclose(w[1, 0], torch.ones(3))
+    with pytest.raises(HRAvatarError, match="--background"):
+        over_background(img, a, "grey")
+
+
+def test_eval_downscale():
+    assert eval_downscale("full", 4) == 1 and eval_downscale("train", 4) == 4 and eval_downscale("train", 1) == 1
+    with pytest.raises(HRAvatarError, match="--resolution"):
+        eval_downscale("half", 2)
