@@ -14,7 +14,8 @@ Two measurements (``python benchmarks/reenact.py --work DIR``; every step is cac
    correlation over time of each blendshape score (jawOpen, eyeBlinkLeft/Right,
    mouthSmileLeft/Right, browInnerUp, ...) and of head yaw / pitch.
 
-Signals: ``mediapipe`` (MediaPipe ARKit scores + head transform, relative transfer), ``tracked``
+Signals: ``mediapipe-names`` / ``mediapipe-calibrated`` (MediaPipe ARKit scores + head transform,
+relative transfer; ``hravatar reenact --correspondence names|calibrated|calibrated-all``), ``tracked``
 (our tracker run on the driver's video, relative transfer), ``encoder`` (the avatar's per-subject
 expression encoder on the driver's crops; head pose from tracking), and on the synthetic driver
 ``oracle`` (B's exact parameters through the same relative mapping: the avatar's own ceiling).
@@ -37,6 +38,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SHAPES = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp")
+SIGNALS = ("mediapipe-names", "mediapipe-calibrated", "mediapipe-calibrated-all", "tracked", "encoder")
 EXTRA_SHAPES = ("mouthFunnel", "mouthPucker", "mouthClose", "eyeSquintLeft", "eyeSquintRight", "browDownLeft",
                 "browDownRight", "eyeLookOutLeft", "eyeLookInLeft")
 
@@ -109,10 +111,13 @@ def _render_all(la, drv, size: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _driver(signal: str, driver: Path, la, work: Path):
+def _driver(signal: str, driver: Path, la, work: Path, max_frames: int = 0):
+    """``signal``: tracked, encoder, or mediapipe-<correspondence> (names / calibrated)."""
     from hravatar.apps.reenact import ReenactConfig, load_driver
 
-    cfg = ReenactConfig(avatar=la.path, driver=driver, expressions=signal)
+    expr, _, corr = signal.partition("-")
+    cfg = ReenactConfig(avatar=la.path, driver=driver, expressions=expr, correspondence=corr or "default",
+                        max_frames=max_frames)
     return load_driver(cfg, la, work / "unused.mp4")
 
 
@@ -124,7 +129,8 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---- 1. synthetic ground truth -------------------------------------------------------------------
-def synthetic(p: dict[str, Path], la, work: Path, max_frames: int = 0) -> tuple[dict, dict, list]:
+def synthetic(p: dict[str, Path], la, work: Path, signals: tuple[str, ...], max_frames: int = 0
+              ) -> tuple[dict, dict, list]:
     from hravatar.avatar import Camera, FrameParams
     from hravatar.avatar.drive import avatar_base, drive_tracked
     from hravatar.data import load_subject
@@ -155,8 +161,8 @@ def synthetic(p: dict[str, Path], la, work: Path, max_frames: int = 0) -> tuple[
     driven = [j for j, n in enumerate(names) if np.abs(gt_e[:, j]).max() > 1e-3]
     runs = {"oracle": tuple(x[:n] for x in drive_tracked(base, eB, pB, tB, vB))}
     res: dict = {"frames": len(gt_e), "driven_expressions": [names[j] for j in driven], "signals": {}}
-    for sig, drv in (("mediapipe", p["B"]), ("tracked", p["B_tracked"]), ("encoder", p["B_tracked"])):
-        d = _driver(sig, drv, la, work)
+    for sig in signals:
+        d = _driver(sig, p["B"] if sig.startswith("mediapipe") else p["B_tracked"], la, work)
         runs[sig] = (d.expression[:n], d.pose[:n], d.translation[:n])
     use_lpips = lpips_available()
     strips = {}
@@ -201,7 +207,8 @@ def _yaw_pitch(mats: np.ndarray) -> np.ndarray:
     return np.degrees(Rotation.from_matrix(R @ R[0].T).as_euler("YXZ")[:, :2])
 
 
-def real(p: dict[str, Path], la, video: Path, work: Path, size: int, max_frames: int) -> tuple[dict, dict]:
+def real(p: dict[str, Path], la, video: Path, work: Path, size: int, max_frames: int, signals: tuple[str, ...]
+         ) -> tuple[dict, dict]:
     from hravatar.avatar.drive import mediapipe_signal
     from hravatar.head.arkit import ARKIT_NAMES
     from hravatar.io.video import read_video
@@ -214,11 +221,8 @@ def real(p: dict[str, Path], la, video: Path, work: Path, size: int, max_frames:
                  "driver_std": {n: float(s_drv[:, col[n]].std()) for n in TARGET_SHAPES + EXTRA_SHAPES},
                  "signals": {}}
     outs = {}
-    for sig, drv in (("mediapipe", video), ("tracked", p["real_tracked"]), ("encoder", p["real_tracked"])):
-        from hravatar.apps.reenact import ReenactConfig, load_driver
-
-        d = load_driver(ReenactConfig(avatar=la.path, driver=drv, expressions=sig, max_frames=max_frames),
-                        la, work / "unused.mp4")
+    for sig in signals:
+        d = _driver(sig, video if sig.startswith("mediapipe") else p["real_tracked"], la, work, max_frames)
         n = min(len(d.expression), len(frames))
         from hravatar.apps.reenact import Driver
 
@@ -284,6 +288,7 @@ def main() -> None:
     ap.add_argument("--synthetic-frames", type=int, default=0, help="synthetic driver: first N frames (0 = all)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "reenact.json")
     ap.add_argument("--strip", type=Path, default=None, help="write a side-by-side strip PNG here")
+    ap.add_argument("--signals", default=",".join(SIGNALS), help=f"comma-separated subset of {','.join(SIGNALS)}")
     a = ap.parse_args()
     torch.set_num_threads(1)
     from hravatar.avatar import load_avatar
@@ -294,7 +299,8 @@ def main() -> None:
     t_prep = time.time() - t0
     la = load_avatar(p["avatar"], "cpu")
     t1 = time.time()
-    syn, syn_imgs, gt = synthetic(p, la, a.work, a.synthetic_frames)
+    signals = tuple(x for x in a.signals.split(",") if x)
+    syn, syn_imgs, gt = synthetic(p, la, a.work, signals, a.synthetic_frames)
     rec: dict = {"benchmark": "reenact", "command": " ".join(sys.argv), "machine": machine(),
                  "avatar": {"subject": "hravatar synth --seed 0 --size 128 --frames 120",
                             "iterations": a.iterations, "encoder_input": 96},
@@ -302,7 +308,7 @@ def main() -> None:
     t2 = time.time()
     real_imgs = None
     if a.real is not None:
-        rec["real"], real_imgs = real(p, la, a.real, a.work, a.size, a.max_frames)
+        rec["real"], real_imgs = real(p, la, a.real, a.work, a.size, a.max_frames, signals)
     rec["timings_s"] = {"prepare": round(t_prep, 1), "synthetic": round(t2 - t1, 1), "real": round(time.time() - t2, 1)}
     rec["machine"]["loadavg_before"], rec["machine"]["loadavg_after"] = load_before, os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -310,12 +316,12 @@ def main() -> None:
     print(table(rec))
     print(f"\nload average before/after: {load_before} / {os.getloadavg()}; wrote {a.out}")
     if a.strip is not None and real_imgs is not None:
-        T = len(real_imgs["mediapipe"])
+        T = len(real_imgs["frames"])
         pick = [int(x) for x in np.linspace(0, T - 1, 6)]
         rows = [[real_imgs["frames"][i] for i in pick]] + [[real_imgs[s][i] for i in pick]
-                                                            for s in ("mediapipe", "tracked", "encoder")]
+                                                            for s in signals]
         strip_image(a.strip, rows)
-        print(f"wrote {a.strip} (rows: driver, mediapipe, tracked, encoder; frames {pick})")
+        print(f"wrote {a.strip} (rows: driver, {', '.join(signals)}; frames {pick})")
 
 
 if __name__ == "__main__":

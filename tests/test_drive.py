@@ -44,17 +44,17 @@ def _rot(axis: int, a: float) -> np.ndarray:
 
 
 def test_mapping_is_json_and_routes_jaw_and_gaze_to_joints():
-    m = json.loads(driver_mapping_json(jaw_rad_per_unit=0.4))
-    assert m == driver_mapping(jaw_rad_per_unit=0.4)
+    m = json.loads(driver_mapping_json(jaw_rad_per_unit=0.4, correspondence="names"))
+    assert m == driver_mapping(jaw_rad_per_unit=0.4, correspondence="names")
     assert m["jaw"] == {"source": "jawOpen", "rad_per_unit": 0.4, "axis": [1.0, 0.0, 0.0]}
     for n in ("jawOpen", "jawLeft", "eyeLookOutLeft", "eyeLookUpRight"):
         assert n in m["zeroed"] and n not in m["expressions"]
     for n in ("eyeBlinkLeft", "mouthSmileRight", "browInnerUp"):
-        assert m["expressions"][n] == {"source": n, "gain": 1.0}
+        assert m["expressions"][n] == {"terms": [[n, 1.0]]}
 
 
 def test_neutral_calibration_relative_transfer():
-    m = driver_mapping(jaw_rad_per_unit=0.5)
+    m = driver_mapping(jaw_rad_per_unit=0.5, correspondence="names")
     T = 50
     blink = np.full(T, 0.2)  # this driver's resting blink score is 0.2
     blink[10:13] = 0.9
@@ -77,7 +77,7 @@ def test_neutral_calibration_relative_transfer():
 
 
 def test_gaze_turns_the_eye_joints():
-    m = driver_mapping()
+    m = driver_mapping(correspondence="names")
     T = 20
     out_l = np.zeros(T)
     out_l[10:] = 0.6  # left eye looks out (to the subject's left), right eye looks in: both turn +yaw

@@ -77,7 +77,7 @@ def _inputs(seed: int = 0):
 
 
 def test_live_neutral_uses_calibration_frames_only():
-    m = driver_mapping(calibration_frames=CALIB)
+    m = driver_mapping(calibration_frames=CALIB, correspondence="names")
     _, s, _ = _inputs()
     # during calibration: the frames so far; afterwards: fixed at the calibration frames'
     np.testing.assert_allclose(live_neutral(s, m, 3).scores, np.percentile(s[:4], 10, axis=0))
@@ -86,7 +86,7 @@ def test_live_neutral_uses_calibration_frames_only():
     assert not np.allclose(later.scores, calibrate_neutral(s, m).scores)
     # with every frame in the calibration, the last live frame is the offline (whole clip) mapping
     base, _, _ = _inputs()
-    m_all = driver_mapping(base.jaw_rad_per_unit, calibration_frames=T)
+    m_all = driver_mapping(base.jaw_rad_per_unit, calibration_frames=T, correspondence="names")
     e, p, _ = drive_live(base, s, None, m_all)
     e2, j2, eyes2 = map_scores(s[-1:], calibrate_neutral(s, m_all), base.expr_names, m_all, base.neutral,
                                base.neutral_jaw)
@@ -101,11 +101,25 @@ def test_nearest_rotation_is_the_svd_polar_factor():
     np.testing.assert_allclose(nearest_rotation(M[:, :3, :3]), U @ Vt, atol=1e-12)
 
 
-@pytest.mark.parametrize("reset", [-1, 11])
-def test_js_mapping_equals_python(reset):
-    """drive.js (the page's mapping) vs drive_live within 1e-5, with and without a "set neutral"."""
+def _calibrated_like(m: dict, seed: int = 0) -> dict:
+    """``m`` with multi-term rows (as the calibrated correspondence has): each expression from its own
+    score and two random others, random non-negative gains."""
+    rng = np.random.default_rng(seed)
+    src = [n for n in ARKIT_NAMES if n not in m["zeroed"]]
+    m = dict(m, correspondence="calibrated")
+    m["expressions"] = {n: {"terms": [[n, float(rng.uniform(0.5, 2))]]
+                            + [[str(o), float(rng.uniform(0, 1))] for o in rng.choice(src, 2, replace=False)]}
+                        for n in m["expressions"]}
+    return m
+
+
+@pytest.mark.parametrize("reset,rows", [(-1, "names"), (11, "names"), (11, "multi")])
+def test_js_mapping_equals_python(reset, rows):
+    """drive.js (the page's mapping) vs drive_live within 1e-5, with and without a "set neutral", for
+    name-to-name rows and multi-term rows (the calibrated correspondence's form)."""
     base, s, M = _inputs()
-    table = live_mapping(base, driver_mapping(base.jaw_rad_per_unit, calibration_frames=CALIB))
+    m = driver_mapping(base.jaw_rad_per_unit, calibration_frames=CALIB, correspondence="names")
+    table = live_mapping(base, m if rows == "names" else _calibrated_like(m))
     start = max(reset, 0)
     e, p, t = drive_live(base, s, M, table, start=start)
     assert np.ptp(p[:, 0], axis=0).max() > 0.1 and np.ptp(p[:, 3], axis=0).max() > 0.05  # head and eyes move

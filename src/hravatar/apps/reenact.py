@@ -15,6 +15,7 @@ import tyro
 
 from hravatar.apps.common import check_output, frame_indices, hstack, to_uint8, write_frames
 from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps
+from hravatar.avatar.drive import CORRESPONDENCES
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log, progress
 
@@ -36,6 +37,11 @@ class ReenactConfig:
     """driver signal: mediapipe (MediaPipe's ARKit blendshape scores and head transform of the driver,
     any face; best on the synthetic ground truth, see README), tracked (our tracker's parameters of the
     driver; same head model) or encoder (the avatar's own expression encoder on the driver's face crops)"""
+    correspondence: str = "default"
+    """mediapipe signal: how scores become expressions: names (name to name, unit gains), calibrated-all
+    (the inverse of MediaPipe's measured response to the head model's expressions; fitted once, ~1 min,
+    then cached), calibrated (that inverse for the mouth, name to name elsewhere) or default
+    (calibrated, the one that measured best, see README)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
@@ -83,7 +89,13 @@ class Driver:
 
 
 def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
-    from hravatar.avatar.drive import avatar_base, drive_mediapipe, mediapipe_signal
+    from hravatar.avatar.drive import (
+        DEFAULT_CORRESPONDENCE,
+        avatar_base,
+        drive_mediapipe,
+        driver_mapping,
+        mediapipe_signal,
+    )
 
     drv = Path(cfg.driver)
     if drv.is_dir():
@@ -111,7 +123,10 @@ def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
     if not found.all():
         log.warning("%s: no face in %d of %d driver frames (their neighbours' values are used)", drv,
                     int((~found).sum()), len(found))
-    e, p, t = drive_mediapipe(avatar_base(la), scores, mats, relative=cfg.relative, head=cfg.head_motion,
+    base = avatar_base(la)
+    corr = DEFAULT_CORRESPONDENCE if cfg.correspondence == "default" else cfg.correspondence
+    mapping = driver_mapping(base.jaw_rad_per_unit, correspondence=corr)
+    e, p, t = drive_mediapipe(base, scores, mats, mapping, relative=cfg.relative, head=cfg.head_motion,
                               absolute_pose=cfg.absolute_pose)
     return Driver(frames, e, p, t, fps)
 
@@ -155,6 +170,9 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
     """Cross-reenactment video."""
     if cfg.expressions not in SIGNALS:
         raise HRAvatarError(f"--expressions {cfg.expressions!r}: use one of {', '.join(SIGNALS)}")
+    if cfg.correspondence not in ("default", *CORRESPONDENCES):
+        raise HRAvatarError(f"--correspondence {cfg.correspondence!r}: use one of default, "
+                            f"{', '.join(CORRESPONDENCES)}")
     out = check_output(cfg.output or Path(cfg.avatar) / f"reenact_{Path(cfg.driver).stem}.mp4")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.expressions == "encoder" and la.encoder is None:

@@ -17,9 +17,16 @@ Relative transfer (the default)
 Every channel is transferred as the driver's change from its own neutral, added to the avatar's
 neutral::
 
-    expression[k] = clamp(avatar_neutral[k] + gain_k * (score[k] - driver_neutral[k]), 0, 1)
+    expression[k] = clamp(avatar_neutral[k] + sum_j M[k,j] * (score[j] - driver_neutral[j]), 0, 1)
     jaw angle     = avatar_neutral_jaw + rad_per_unit * (jawOpen - driver_neutral_jawOpen)
     eye yaw/pitch = rad_per_unit * ((out - in) - neutral, (down - up) - neutral)   (per eye)
+
+``M`` is the correspondence, a sparse matrix stored as rows of ``[score name, gain]`` terms:
+``names`` is name to name with unit gains (the tracker's correspondence), ``calibrated-all`` the
+inverse of MediaPipe's measured response to the open head model's expressions
+(:mod:`hravatar.avatar.correspondence`, fitted once and cached), ``calibrated`` (the default, best
+measured) that inverse for the mouth and name to name elsewhere
+(:func:`~hravatar.avatar.correspondence.calibrated_region`).
 
 The driver's neutral is the ``q``-th percentile of each score over the calibration frames; gaze uses
 the median. Offline (``hravatar reenact``) the calibration frames are the whole clip. Live (the
@@ -72,7 +79,17 @@ DEFAULT_GAZE_RAD = 0.5
 #: Live neutral: frames from the start (or "set neutral") over which the webcam calibrates (~1 s).
 LIVE_CALIBRATION_FRAMES = 30
 
-MAPPING_VERSION = 2
+MAPPING_VERSION = 3
+
+#: Score -> expression correspondences (see the module docstring); the default is what measured best.
+CORRESPONDENCES = ("names", "calibrated", "calibrated-all")
+DEFAULT_CORRESPONDENCE = "calibrated"
+
+
+def mapped_expressions() -> list[str]:
+    """ARKit names transferred as expressions (not the jaw expressions or gaze)."""
+    gaze_names = {n for eye in GAZE.values() for n in eye.values()}
+    return [n for n in ARKIT_NAMES if n not in JAW_EXPRESSIONS and n not in gaze_names]
 
 
 def driver_mapping(
@@ -81,12 +98,16 @@ def driver_mapping(
     neutral_percentile: float = 10.0,
     gains: dict[str, float] | None = None,
     calibration_frames: int = LIVE_CALIBRATION_FRAMES,
+    correspondence: str = DEFAULT_CORRESPONDENCE,
 ) -> dict:
     """The driver -> avatar mapping as a JSON-serialisable table.
 
-    Keys: ``version``; ``names`` (the 52 ARKit names, the order of score vectors); ``expressions``
-    (ARKit name -> ``{"source": driver score name, "gain": float}``, every expression transferred
-    as such); ``zeroed`` (names held at the avatar's neutral: jaw expressions and gaze); ``jaw``
+    Keys: ``version``; ``names`` (the 52 ARKit names, the order of score vectors); ``correspondence``
+    (``names``, ``calibrated`` or ``calibrated-all``); ``expressions`` (ARKit name -> ``{"terms": [[score name, gain],
+    ...]}``, the rows of the sparse matrix ``M``: name to name with unit gains (times ``gains``), or
+    the calibrated rows of :func:`hravatar.avatar.correspondence.calibrated_rows`, for the mouth only
+    or for every expression); ``zeroed`` (names
+    held at the avatar's neutral: jaw expressions and gaze); ``jaw``
     (``{"source": "jawOpen", "rad_per_unit", "axis": [1,0,0]}``, the jaw joint's rotation);
     ``eyes`` (per eye, yaw = ``rad_per_unit * (out - in)`` about +y, pitch = ``rad_per_unit *
     (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
@@ -96,9 +117,27 @@ def driver_mapping(
     ``live`` (``{"calibration_frames"}``, see :func:`live_neutral`).
     """
     gains = gains or {}
-    gaze_names = {n for eye in GAZE.values() for n in eye.values()}
-    zeroed = [n for n in ARKIT_NAMES if n in JAW_EXPRESSIONS or n in gaze_names]
-    expressions = {n: {"source": n, "gain": float(gains.get(n, 1.0))} for n in ARKIT_NAMES if n not in zeroed}
+    mapped = mapped_expressions()
+    zeroed = [n for n in ARKIT_NAMES if n not in mapped]
+    if correspondence == "names":
+        expressions = {n: {"terms": [[n, float(gains.get(n, 1.0))]]} for n in mapped}
+    elif correspondence in ("calibrated", "calibrated-all"):
+        from hravatar.assets import asset_path
+        from hravatar.avatar.correspondence import calibrated_region, calibrated_rows
+
+        if asset_path("face_landmarker.task", required=False) is None:  # the fit needs MediaPipe's model
+            from hravatar.progress import log
+
+            log.warning("the calibrated correspondence needs face_landmarker.task (scripts/fetch_assets.py); "
+                        "using name to name")
+            return driver_mapping(jaw_rad_per_unit, gaze_rad_per_unit, neutral_percentile, gains,
+                                  calibration_frames, "names")
+        rows = calibrated_rows(mapped)["rows"]
+        use = {n: correspondence == "calibrated-all" or calibrated_region(n) for n in mapped}
+        expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))]
+                                     for src, g in (rows[n] if use[n] else [[n, 1.0]])]} for n in mapped}
+    else:
+        raise ValueError(f"unknown correspondence {correspondence!r}; choose one of {', '.join(CORRESPONDENCES)}")
     eyes = {
         side: {
             "yaw": [[g["out"] if side == "left" else g["in"], gaze_rad_per_unit],
@@ -110,6 +149,7 @@ def driver_mapping(
     return {
         "version": MAPPING_VERSION,
         "names": list(ARKIT_NAMES),
+        "correspondence": correspondence,
         "expressions": expressions,
         "zeroed": zeroed,
         "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit), "axis": [1.0, 0.0, 0.0]},
@@ -121,9 +161,9 @@ def driver_mapping(
     }
 
 
-def driver_mapping_json(**kw: float) -> str:
+def driver_mapping_json(**kw: object) -> str:
     """:func:`driver_mapping` as a JSON string (what the browser viewer loads)."""
-    return json.dumps(driver_mapping(**kw), indent=1)
+    return json.dumps(driver_mapping(**kw), indent=1)  # type: ignore[arg-type]
 
 
 # ---- neutral calibration and expressions ---------------------------------------------------------
@@ -194,11 +234,10 @@ def map_scores(
         m = mapping["expressions"].get(n)
         if m is None:
             continue
-        v = s[:, c[m["source"]]]
-        if relative:
-            expr[:, j] = base[j] + m["gain"] * (v - neutral.scores[c[m["source"]]])
-        else:
-            expr[:, j] = m["gain"] * v
+        v = np.zeros(T)
+        for src, g in m["terms"]:
+            v += g * (s[:, c[src]] - (neutral.scores[c[src]] if relative else 0.0))
+        expr[:, j] = (base[j] if relative else 0.0) + v
     expr = np.clip(expr, 0.0, 1.0)
     jm = mapping["jaw"]
     jo = s[:, c[jm["source"]]] - (neutral.scores[c[jm["source"]]] if relative else 0.0)

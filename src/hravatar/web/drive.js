@@ -1,7 +1,8 @@
 // The driver -> avatar mapping of the webcam mode: a frame-by-frame port of hravatar.avatar.drive
 // (drive_live: map_scores with the live neutral, head_motion for the rotation). The table comes from
 // Python (the bundle's `driver`, drive.live_mapping); nothing here decides a rule of its own.
-//   expression[k] = clamp(avatar.neutral[k] + gain * (score - neutral), 0, 1)   (ARKit-named, not jaw/gaze)
+//   expression[k] = clamp(avatar.neutral[k] + sum over terms [src, gain] of gain * (score[src] - neutral[src]), 0, 1)
+//                   (the correspondence's sparse rows, ARKit-named expressions, not jaw/gaze)
 //   jaw           = axis * max(avatar.neutral_jaw + rad_per_unit * (jawOpen - neutral), 0)
 //   eye (per eye) = Ry(yaw) Rx(pitch), yaw/pitch = weighted gaze scores minus their neutral
 //   global        = V^T (Rc Rc0^T) V R_ref   (Rc: the face's rotation in the OpenCV camera, Rc0: at the
@@ -105,7 +106,8 @@ export class LiveDriver {
     const m = this.m, a = this.a, c = this.col, n = this.neutral;
     const expression = a.expr_names.map((name, j) => {
       const e = m.expressions[name];
-      const v = e ? a.neutral[j] + e.gain * (s[c[e.source]] - n.scores[c[e.source]]) : a.neutral[j];
+      const v = e ? e.terms.reduce((acc, [src, g]) => acc + g * (s[c[src]] - n.scores[c[src]]), a.neutral[j])
+        : a.neutral[j];
       return Math.min(1, Math.max(0, v));
     });
     const jm = m.jaw;
