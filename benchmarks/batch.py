@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_flags, cpu_name  # noqa: E402
+
 TRAIN = {"iterations": 30, "points_per_face": 1, "encoder_width": 0.25, "encoder_input_size": 32,
          "encoder_warmup_steps": 3}
 
@@ -50,25 +53,6 @@ def _cli(*args: str, env: dict) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return sorted(f for f in ("avx2", "avx512f", "fma") if f in have)
-    except OSError:
-        pass
-    return []
 
 
 def main() -> None:
@@ -133,7 +117,7 @@ def main() -> None:
     result = {
         "command": f"python benchmarks/batch.py --num-cpus {args.num_cpus}",
         "workload": "3 synthetic subjects (64 px, 12 frames), train 30 iterations, evaluate, render + thumbnail",
-        "machine": {"cpu": _cpu_name(), "flags": _flags(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                     "python": platform.python_version()},
         "phases": phases,
         "speedup": round(phases["sequential"]["wall_s"] / phases["batch"]["wall_s"], 2),

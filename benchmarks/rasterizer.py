@@ -21,7 +21,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -30,6 +30,9 @@ import torch  # noqa: E402
 from hravatar.geometry import matrix_to_quat  # noqa: E402
 from hravatar.render import cpu as cpu_backend  # noqa: E402
 from hravatar.render import intrinsics, look_at, rasterize  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name, uptime  # noqa: E402
 
 RADII = (0.08, 0.10, 0.09)
 DISTANCE = 0.6
@@ -171,13 +174,13 @@ def main() -> None:
             if k != "out"
         ),
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "logical_cpus": os.cpu_count(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "loadavg_before": load_before,
             "loadavg_after": load_after,
-            "uptime": _uptime(),
+            "uptime": uptime(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "scene": {
@@ -219,21 +222,6 @@ def table(result: dict) -> str:
     return "\n".join([head, *(_fmt_row(r) for r in result["rows"])])
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 if __name__ == "__main__":

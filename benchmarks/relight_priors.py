@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,6 +29,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_flags, cpu_name  # noqa: E402
 
 #: Prior settings: name -> LossWeights overrides (hravatar.losses.LossWeights fields).
 SETTINGS: dict[str, dict[str, float]] = {
@@ -55,25 +57,6 @@ FULL = {"size": 256, "frames": 300, "iterations": 1500, "points_per_face": 8, "g
         "env_height": 128, "eval_frames": 0}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                fl = line.split(":", 1)[1].split()
-                return sorted(f for f in fl if f.startswith(("avx", "fma", "sse4")))
-    except OSError:
-        pass
-    return []
 
 
 def calibration_gflops(n: int = 512, repeats: int = 5) -> float:
@@ -295,7 +278,7 @@ def main() -> None:
         "command": "python benchmarks/relight_priors.py " + " ".join(sys.argv[1:]),
         "budget": b,
         "settings": {s: SETTINGS[s] for s in a.settings},
-        "machine": {"cpu": _cpu_name(), "flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": a.threads, "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(), "calibration_matmul512_gflops_1thread": round(calib, 2),
                     "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},
