@@ -478,7 +478,7 @@ def _start_ray(ray: Any, cfg: BatchConfig) -> dict[str, Any]:
     except (ConnectionError, RuntimeError, ValueError) as e:
         what = f"--address {cfg.address}" if cfg.address else "local Ray"
         hint = ("check the address (`ray status` on the head node) and that this machine can reach it"
-                if cfg.address else "see /tmp/ray/session_latest/logs")
+                if cfg.address else "see the session_latest/logs folder in Ray's temporary directory")
         raise HRAvatarError(f"{what}: could not start or join Ray ({str(e).splitlines()[0]}); {hint}") from None
     nodes = [{"node_id": n["NodeID"], "node_ip": n.get("NodeManagerAddress"),
               "host": n.get("NodeManagerHostname"), "cpus": n.get("Resources", {}).get("CPU", 0),
