@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import functools
 import http.server
-import threading
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
-from helpers.web_browser import browser
+from helpers.web_browser import browser, serving
 from hravatar.apps.web_bundle import WEB_APP_DIR
 from hravatar.avatar.drive import (
     AvatarBase,
@@ -47,14 +46,8 @@ JS = """async ([table, scores, mats, reset]) => {
 def _serve_web_dir():
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(WEB_APP_DIR))
     handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
 
 
 def _inputs(seed: int = 0):

@@ -57,7 +57,13 @@ def serve_bundle(bundle):
     """The WebGL viewer and ``bundle`` on 127.0.0.1 (a free port); yields the URL."""
     from hravatar.apps.view import WebApp, make_server
 
-    srv = make_server(None, 0, WebApp(bundle))
+    with serving(make_server(None, 0, WebApp(bundle))) as url:
+        yield url
+
+
+@contextmanager
+def serving(srv):
+    """Runs the HTTP server ``srv`` (bound to 127.0.0.1) in a thread; yields its URL, shuts it down."""
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
     try:
