@@ -667,6 +667,7 @@ class Trainer:
             "test_frames": self.cfg.test_frames,
             "train_frames": len(self.ds),
             "image_size": [self.height, self.width],
+            "train_focal_px": float(self.ds[0].K[0, 0]) / self.cfg.downscale,
             "downscale": self.cfg.downscale,
             "iterations": self.iteration,
             "points": self.avatar.num_points,

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from hravatar.avatar.params import Camera, FrameParams, frame_params, pad_expression
-from hravatar.avatar.render import Mode, RenderOutput, render
+from hravatar.avatar.render import Mode, RenderOutput, footprint_eps2d, render
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log
 
@@ -282,6 +282,20 @@ class Avatar:
                         torch.zeros(1, 5, 3, device=dev), torch.zeros(1, 3, device=dev))
         return Reference(p.shape, Camera(vm, K, size, size), p, "default")
 
+    @property
+    def train_focal(self) -> float | None:
+        """Focal length (pixels) of the images the avatar was trained on, or ``None`` if unknown.
+
+        From ``training.json`` (``train_focal_px``), else the reference camera (the subject's, at
+        the trained resolution); used by :meth:`render` to keep the training's pixel footprint
+        (:func:`~hravatar.avatar.render.footprint_eps2d`)."""
+        f = self.info.get("train_focal_px")
+        if f:
+            return float(f)
+        if self.has_subject() or (self.path / REFERENCE_FILE).is_file():
+            return float(self.reference.camera.K[0, 0])
+        return None
+
     def camera(self, size: int = 0) -> Camera:
         """The reference camera at an output size (longer side ``size`` px; 0 = trained resolution)."""
         return self.reference.camera.resized(size)
@@ -318,6 +332,7 @@ class Avatar:
         background: Tensor | float | None = None,
         mode: Mode | None = None,
         backend: str = "auto",
+        eps2d: float | None = None,
     ) -> RenderOutput:
         """:func:`hravatar.avatar.render.render` of this avatar without autograd.
 
@@ -326,15 +341,22 @@ class Avatar:
             materials: per-point overrides ``{"albedo" [N,3], "roughness" [N,1], "f0" [N,1]}`` (edits).
             background: ``[1,H,W,3]``, ``[3]`` or a scalar in the image's units (default black).
             mode: ``"pbr"``, ``"albedo"`` or ``"color"`` (default: the avatar's).
+            eps2d: screen-space low-pass (pixels^2); ``None``: the training's pixel footprint at
+                this camera's focal length (:func:`~hravatar.avatar.render.footprint_eps2d`), so a
+                render larger than the training images is not riddled with sub-pixel Gaussians.
         """
+        if eps2d is None:
+            eps2d = footprint_eps2d(float(camera.K[0, 0]), self.train_focal)
         return render(self.gaussians, self.lighting if lighting is None else lighting, params, camera,
-                      mode or self.mode, background, materials, backend)
+                      mode or self.mode, background, materials, backend, eps2d=eps2d)
 
     @torch.no_grad()
     def render_frame(self, fr: Any, use_encoder: bool = True, backend: str = "auto",
-                     mode: Mode | None = None) -> RenderOutput:
-        """Render a (device-resident, downscaled) subject frame with its tracked camera (self-reenactment)."""
-        return self.render(self.frame_params(fr, use_encoder), Camera.of_frame(fr), mode=mode, backend=backend)
+                     mode: Mode | None = None, eps2d: float | None = None) -> RenderOutput:
+        """Render a (device-resident, downscaled) subject frame with its tracked camera (self-reenactment);
+        ``eps2d`` as :meth:`render`."""
+        return self.render(self.frame_params(fr, use_encoder), Camera.of_frame(fr), mode=mode, backend=backend,
+                           eps2d=eps2d)
 
 
 def subject_fps(ds: Any) -> float:

@@ -38,6 +38,32 @@ GBUFFER_LAYOUT: dict[str, slice] = {"albedo": slice(0, 3), "roughness": slice(3,
 COLOR_LAYOUT: dict[str, slice] = {"color": slice(0, 3)}
 #: Material names :func:`render` accepts as per-point overrides.
 MATERIALS = ("albedo", "roughness", "f0", "colors")
+#: gsplat's screen-space low-pass (pixels^2 added to every 2D covariance), the value training uses.
+EPS2D = 0.3
+
+
+def footprint_eps2d(render_focal: float, train_focal: float | None, eps2d: float = EPS2D) -> float:
+    """The 2D low-pass that renders an avatar at another resolution as it was trained (pixels^2).
+
+    Training adds ``eps2d`` px^2 to every projected covariance at the training resolution, so the
+    optimiser is free to make Gaussians much thinner than a training pixel (a 128 px avatar is full
+    of them: eyelids, lip lines, hair strands). Rendered with a focal length ``k`` times longer
+    (a 4x larger image), the same 0.3 px^2 is ``k^2`` times too small a blur: the thin Gaussians
+    show as dark streaks and holes, and the silhouette erodes (Mip-Splatting's "zoom-in"
+    artefact; on the real clip, a 128 px avatar at 512 px lost 6 dB PSNR against its own
+    128 px render upsampled). Adding ``eps2d * k^2`` instead is, to first order in the projection,
+    the training's low-pass in world units: the image is then the training-resolution image
+    sampled more finely. Rendering smaller than training (``k < 1``) keeps ``eps2d``.
+
+    Args:
+        render_focal: focal length of the render camera (pixels, ``K[0,0]``).
+        train_focal: focal length of the training images (pixels); ``None``: unknown, ``eps2d``.
+    Returns:
+        ``eps2d * max(1, render_focal / train_focal)^2``.
+    """
+    if not train_focal or train_focal <= 0:
+        return eps2d
+    return eps2d * max(1.0, float(render_focal) / float(train_focal)) ** 2
 
 
 @dataclass
@@ -134,6 +160,7 @@ def rasterize_gbuffer(
     materials: Mapping[str, Tensor] | None = None,
     backend: str = "auto",
     fast: bool | None = None,
+    eps2d: float = EPS2D,
 ) -> GBuffer:
     """Deform the Gaussians with ``params`` and rasterize their G-buffer from ``camera``.
 
@@ -147,6 +174,8 @@ def rasterize_gbuffer(
         backend: rasterizer backend (``auto``, ``cpu``, ``cuda``, ``reference``).
         fast: the C++ inference path (no autograd); ``None``: when no gradient is needed
             (:func:`use_fast_path`).
+        eps2d: screen-space low-pass (pixels^2; :func:`footprint_eps2d` for a resolution other
+            than the training one).
     """
     from hravatar.render import camera_centers, rasterize
 
@@ -158,7 +187,7 @@ def rasterize_gbuffer(
         with torch.no_grad():
             colors, alphas, meta = fast_gbuffer(gaussians, params.shape, params.expression, params.pose,
                                                 params.translation, camera.viewmat, camera.K, camera.width,
-                                                camera.height, mode, mats)
+                                                camera.height, mode, mats, eps2d=eps2d)
         return GBuffer(colors, alphas, colors[..., -1:], meta, COLOR_LAYOUT if mode == "color" else GBUFFER_LAYOUT)
     g = gaussians.deform(params.shape, params.expression, params.pose, params.translation)
     vm, Ks = camera.viewmat[None], camera.K[None]
@@ -173,7 +202,7 @@ def rasterize_gbuffer(
         feats = torch.cat([albedo, rough, f0, n], -1)
         layout = GBUFFER_LAYOUT
     colors, alphas, meta = rasterize(g.means[0], g.quats[0], g.scales[0], g.opacities[0], feats, vm, Ks,
-                                     camera.width, camera.height, render_mode="RGB+ED", backend=backend)
+                                     camera.width, camera.height, eps2d=eps2d, render_mode="RGB+ED", backend=backend)
     return GBuffer(colors, alphas, colors[..., -1:], meta, layout)
 
 
@@ -188,6 +217,7 @@ def render(
     backend: str = "auto",
     shading_maps: bool = False,
     fast: bool | None = None,
+    eps2d: float = EPS2D,
 ) -> RenderOutput:
     """Render the Gaussians for one set of parameters and one camera (differentiable).
 
@@ -205,11 +235,12 @@ def render(
             (:func:`hravatar.shading.shade.shade_foreground`: the same image up to float round-off).
         fast: the C++ inference kernels (no autograd; see the module docstring); ``None``: when no
             gradient is needed and the backend is ``auto``/``cpu``.
+        eps2d: screen-space low-pass (pixels^2), see :func:`rasterize_gbuffer`.
     """
     from hravatar.shading.shade import shade, shade_foreground
 
     fast = use_fast_path(gaussians, backend, fast)
-    gb = rasterize_gbuffer(gaussians, params, camera, mode, materials, backend, fast)
+    gb = rasterize_gbuffer(gaussians, params, camera, mode, materials, backend, fast, eps2d)
     alphas = gb.alpha
     bg = 0.0 if background is None else background
     if mode == "color":
@@ -243,5 +274,5 @@ def _fast_shading(lighting: Any, like: Tensor) -> bool:
     return like.dtype == torch.float32 and fast_shading_available(lighting, like.device)
 
 
-__all__ = ["COLOR_LAYOUT", "GBUFFER_LAYOUT", "MATERIALS", "GBuffer", "RenderOutput", "rasterize_gbuffer", "render",
-           "use_fast_path"]
+__all__ = ["COLOR_LAYOUT", "EPS2D", "GBUFFER_LAYOUT", "MATERIALS", "GBuffer", "RenderOutput", "footprint_eps2d",
+           "rasterize_gbuffer", "render", "use_fast_path"]

@@ -259,6 +259,7 @@ def fast_gbuffer(
     height: int,
     mode: str = "pbr",
     materials: dict[str, Tensor] | None = None,
+    eps2d: float = 0.3,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Deform + rasterize the avatar's G-buffer for one parameter set and one camera (no autograd).
 
@@ -273,6 +274,7 @@ def fast_gbuffer(
             layout albedo 3, roughness 1, F0 1, camera-facing normal 3.
         materials: per-point overrides ``{"albedo" [N,3], "roughness" [N,1], "f0" [N,1],
             "colors" [N,3]}`` (activated values).
+        eps2d: low-pass added to the 2D covariances (pixels^2), as :func:`rasterize_fast`.
     Returns:
         ``(features [1,H,W,D+1] with the expected depth last, alpha [1,H,W,1], meta)``.
     """
@@ -286,4 +288,4 @@ def fast_gbuffer(
         feats = torch.cat([mats["albedo"] if "albedo" in mats else avatar.albedo,
                            mats["roughness"] if "roughness" in mats else avatar.roughness,
                            mats["f0"] if "f0" in mats else avatar.f0, g.normals], -1)
-    return rasterize_fast(g.means, g.quats, g.scales, g.opacities, feats, vm, K, width, height)
+    return rasterize_fast(g.means, g.quats, g.scales, g.opacities, feats, vm, K, width, height, eps2d=eps2d)
