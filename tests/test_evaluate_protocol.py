@@ -74,3 +74,18 @@ def test_eval_downscale():
     assert eval_downscale("full", 4) == 1 and eval_downscale("train", 4) == 4 and eval_downscale("train", 1) == 1
     with pytest.raises(HRAvatarError, match="--resolution"):
         eval_downscale("half", 2)
+
+
+def test_full_resolution_render_keeps_the_training_footprint(trained_half):
+    from hravatar.avatar import load_avatar
+    from hravatar.data import load_subject
+
+    subj, out = trained_half
+    av = load_avatar(out, "cpu")
+    fr = load_subject(subj, "test")[0]
+    assert av.train_focal == pytest.approx(float(fr.K[0, 0]) / 2)
+    auto = av.render_frame(fr, use_encoder=False)  # 48 px, trained at 24 px: eps2d = 0.3 * 2^2
+    assert torch.equal(auto.image, av.render_frame(fr, use_encoder=False, eps2d=1.2).image)
+    assert not torch.equal(auto.image, av.render_frame(fr, use_encoder=False, eps2d=0.3).image)
+    av.info.pop("train_focal_px")  # avatars trained before it was recorded: from the subject's camera
+    assert av.train_focal == pytest.approx(float(fr.K[0, 0]) / 2)
