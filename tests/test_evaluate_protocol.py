@@ -37,6 +37,9 @@ def test_full_resolution_after_downscaled_training(trained_half, tmp_path):
                                            resolution="train"))
     assert small["image_size"] == [24, 24]
     assert m["psnr"] != small["psnr"]
+    # rendered at 2x the training focal length with the training's footprint: 0.3 px^2 * 2^2
+    assert m["protocol"]["render_eps2d_px2"] == pytest.approx(1.2)
+    assert small["protocol"]["render_eps2d_px2"] == pytest.approx(0.3)
 
 
 def test_fixed_test_frame_count_is_the_last_frames(trained_half, tmp_path):

@@ -10,8 +10,10 @@ The protocol, comparable with the paper's tables (:data:`PROTOCOL`):
   350 on INSTA's clips and 500 on longer ones); by default the split training used, which is the
   last 15 % for clips under 2000 frames (see :func:`hravatar.data.default_test_count`);
 * **resolution**: the subject's full image size (``--resolution full``), also when training ran
-  with ``--downscale`` (the Gaussians are rendered at full size with the full-size camera);
-  ``--resolution train`` measures at the training size instead;
+  with ``--downscale`` (the Gaussians are rendered at full size with the full-size camera and the
+  training's pixel footprint, :func:`hravatar.avatar.render.footprint_eps2d`: the screen-space
+  low-pass scaled by the squared focal ratio, so Gaussians thinner than a training pixel do not
+  break up); ``--resolution train`` measures at the training size instead;
 * **background**: the ground truth and the render composited over black (default) or white
   (``--background white``), full images (no crop, no mask);
 * **metrics**: PSNR, SSIM (11x11 Gaussian, sigma 1.5), **LPIPS with VGG as the headline** (the
@@ -136,6 +138,7 @@ def _overlaps_training(ds: Any, split: str, train_test_frames: int | None) -> in
 def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg``; returns the ``metrics.json`` content (also written to disk)."""
     from hravatar.avatar import load_avatar
+    from hravatar.avatar.render import footprint_eps2d
     from hravatar.data import downscale_frame, downscale_image, load_subject
     from hravatar.data.format import write_png
     from hravatar.device import resolve_device
@@ -223,6 +226,7 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
             "resolution": cfg.resolution,
             "image_size": list(img.shape[:2]) if rows else None,
             "train_downscale": int(ta.settings.downscale),
+            "render_eps2d_px2": footprint_eps2d(float(fr.K[0, 0]), ta.train_focal) if rows else None,
             "frames_seen_in_training": overlap,
             "background": cfg.background,
             "lpips_headline": "vgg",
