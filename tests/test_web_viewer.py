@@ -158,6 +158,10 @@ def test_jaw_slider_changes_only_the_mouth(viewer):
     pg.wait_for_timeout(1500)
     looped = page.read(cam.height, cam.width)
     assert pg.evaluate("!!window.hravatar.renderer.worker"), "the sort worker is running"
+    # the loop read the posed centres back without a stall (pixel-pack buffer + fence), and its last
+    # order is that of the current deformation and view
+    assert pg.evaluate("window.hravatar.renderer.asyncReads") >= 1
+    assert pg.evaluate("(r => r.sortedKey.startsWith(r._deformedKey + '|'))(window.hravatar.renderer)")
     after = page.draw(cam.height, cam.width)
     assert psnr(looped, after) >= 40, "the interactive redraw (worker sort) equals a synchronous one"
     p0 = la.reference.params

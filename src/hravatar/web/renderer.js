@@ -473,26 +473,75 @@ export class AvatarRenderer {
     gl.uniform4fv(pr.u.u_A, new Float32Array(A.flat()));
     gl.uniform3fv(pr.u.u_trans, new Float32Array(params.translation));
     gl.bindVertexArray(this.quadVao); gl.drawArrays(gl.TRIANGLES, 0, 3);
-    gl.readBuffer(gl.COLOR_ATTACHMENT0);
-    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, this.readback);
   }
 
-  // back to front: descending camera z. async: sort in a worker and keep drawing with the last
-  // order until the new one arrives (onSorted is called then); the first sort is always synchronous
-  sortPass(view, async = false) {
+  // the posed centres of the current deformation, read back now (a stall: scripted renders)
+  _readSync(key) {
+    const gl = this.gl;
+    gl.bindFramebuffer(gl.FRAMEBUFFER, this.deformFbo); gl.readBuffer(gl.COLOR_ATTACHMENT0);
+    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, this.readback);
+    this.readbackKey = key;
+  }
+
+  // ... or without a stall (the interactive loop): copied into a pixel-pack buffer on the GPU, a fence,
+  // and polled from a timer until the fence has passed; then read (no wait) and sorted in the worker
+  _readAsync(key) {
+    if (this.pendingRead) return;  // one read in flight; its completion asks for the newest again
+    const gl = this.gl;
+    if (!this.pbo) { this.pbo = gl.createBuffer(); gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo); gl.bufferData(gl.PIXEL_PACK_BUFFER, this.readback.byteLength, gl.STREAM_READ); }
+    gl.bindFramebuffer(gl.FRAMEBUFFER, this.deformFbo); gl.readBuffer(gl.COLOR_ATTACHMENT0);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo);
+    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, 0);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, null);
+    this.pendingRead = { sync: gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0), key };
+    gl.flush();
+    this.asyncReads = (this.asyncReads || 0) + 1;
+    setTimeout(() => this._pollRead(), 1);
+  }
+
+  _pollRead() {
+    const gl = this.gl, pr = this.pendingRead;
+    if (!pr) return;
+    const st = gl.clientWaitSync(pr.sync, 0, 0);
+    if (st === gl.TIMEOUT_EXPIRED) { setTimeout(() => this._pollRead(), 2); return; }
+    gl.deleteSync(pr.sync); this.pendingRead = null;
+    if (st === gl.WAIT_FAILED) { if (this.onSorted) this.onSorted(); return; }  // (context lost) try again on redraw
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo);
+    gl.getBufferSubData(gl.PIXEL_PACK_BUFFER, 0, this.readback);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, null);
+    this.readbackKey = pr.key;
+    this._sortAsync(this.lastView);
+  }
+
+  _keys(view) {
     const r = this.readback, n = this.N, k = this.keys;
-    const key = this._deformedKey + '|' + view.slice(8, 12).join(',');
-    if (key === this.sortedKey) return;
     const v20 = view[8], v21 = view[9], v22 = view[10], v23 = view[11];
     for (let i = 0; i < n; i++) k[i] = -(v20 * r[4 * i] + v21 * r[4 * i + 1] + v22 * r[4 * i + 2] + v23);
+    return k;
+  }
+
+  _sortAsync(view) {
+    if (this.sortPending) return;  // the reply triggers a redraw, which asks again
+    this.sortPending = true;
+    const copy = this._keys(view).slice();
+    this.worker.postMessage({ keys: copy, n: this.N, key: this.readbackKey + '|' + view.slice(8, 12).join(',') }, [copy.buffer]);
+  }
+
+  // back to front: descending camera z. async (the interactive loop): the posed centres come back
+  // without a stall (_readAsync) and are sorted in a worker; the page keeps drawing with the last
+  // order until the new one arrives (onSorted is called then: a redraw, which asks again if the
+  // deformation or the view moved on meanwhile). The first sort and scripted renders are synchronous.
+  sortPass(view, async = false) {
+    const key = this._deformedKey + '|' + view.slice(8, 12).join(',');
+    if (key === this.sortedKey) return;
+    this.lastView = view;
     if (async && this.sortedKey !== undefined && this._sortWorker()) {
-      if (this.sortPending) return;  // the reply triggers a redraw, which asks again
-      this.sortPending = true;
-      const copy = k.slice();
-      this.worker.postMessage({ keys: copy, n, key }, [copy.buffer]);
+      if (this.readbackKey !== this._deformedKey) this._readAsync(this._deformedKey);
+      else this._sortAsync(view);
       return;
     }
-    sortByKey(k, n, this.order, this.tmp);
+    if (this.readbackKey !== this._deformedKey) this._readSync(this._deformedKey);
+    sortByKey(this._keys(view), this.N, this.order, this.tmp);
     this._uploadOrder(this.order, key);
   }
 
@@ -510,7 +559,9 @@ onmessage = (e) => { const { keys, n, key } = e.data; const order = new Uint32Ar
       this.worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
       this.worker.onmessage = (e) => {
         this.sortPending = false;
-        if (e.data.key.startsWith(this._deformedKey + '|')) this._uploadOrder(e.data.order, e.data.key);
+        // an order of an older deformation still beats the one drawn, unless that one is of the current
+        const cur = this._deformedKey + '|';
+        if (e.data.key.startsWith(cur) || !(this.sortedKey || '').startsWith(cur)) this._uploadOrder(e.data.order, e.data.key);
         if (this.onSorted) this.onSorted();
       };
     } catch (err) { this.worker = null; }
