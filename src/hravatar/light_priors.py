@@ -17,7 +17,12 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
 * :func:`skin_albedo_loss` (``skin_albedo``): the mean albedo of the foreground lies in a
   plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
-  shaded step the learned light's colour cast moves into the albedo (grey world as a projection).
+  shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
+* :func:`set_light_level` (``light_level`` / ``light_level_specular``, not a loss): after every
+  shaded step the learned irradiance is rescaled to a level and the albedo by the inverse (the
+  image is unchanged): a fixed level (an exposure convention) or the level of the learned
+  specular light (:func:`specular_light_level`: F0 is bounded, so the highlights' magnitude
+  measures the light's absolute level independently of the camera's exposure).
 
 Colours are compared as log-chromaticities ``(log r - log g, log b - log g)``, which ignore the
 overall scale. All functions return scalars and are differentiable.
@@ -157,7 +162,7 @@ def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, 
     """
     e = mean_front_irradiance(lighting)
     c = (e / luminance(e).clamp_min(1e-6)).clamp(0.2, 5.0) ** float(fraction)
-    target = e / c
+    target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
     dirs = front_directions(256, lighting.diffuse_map.device)
     y = lighting.diffuse_cube()
     from hravatar.shading.cubemap import sample_cube
@@ -173,3 +178,43 @@ def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, 
     a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
     albedo_logits.copy_(torch.log(a / (1 - a)))
     return c
+
+
+def specular_light_level(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
+    """Luminance of the mean specular radiance at roughness 1 over :func:`front_directions`.
+
+    At roughness 1 the prefiltered specular light is (nearly) the cosine-weighted average of the
+    environment, the same average the irradiance is, so a physically consistent light has
+    ``specular_light_level == luminance(mean_front_irradiance)``. In the image the specular term is
+    ``~F0 x`` this light and F0 is bounded (the avatar's [0.04, 0.15]; skin about 0.03-0.05), so
+    the highlights fix the specular light's absolute level whatever the camera's exposure.
+    """
+    return luminance(mean_front_specular(lighting, roughness=1.0, n=n))
+
+
+@torch.no_grad()
+def set_light_level(albedo_logits: Tensor, lighting, level: float | Tensor, fraction: float = 1.0) -> float:  # noqa: ANN001
+    """Gauge fix of the brightness split: rescale the learned irradiance to ``level`` (luminance of
+    its mean over front-facing normals) and the albedo by the inverse factor.
+
+    The irradiance is ``exp(diffuse_log_gain) * sigmoid(...)``: the gain is multiplied by
+    ``s = (level / current) ** fraction`` and the albedo divided by ``s``, so ``albedo x irradiance``
+    and the diffuse image are unchanged (except where ``albedo / s`` would leave (0, 1): clamped to
+    [1e-4, 1 - 1e-4]); the specular light is left as it is. Unlike a loss on the level (the
+    ``light_exposure`` prior) it costs the fit nothing: the light's shape keeps the sigmoid's whole
+    range and its peaks can exceed 1.
+
+    Args:
+        albedo_logits: ``[N,3]`` pre-sigmoid albedo (modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its gain is modified).
+        level: target luminance of the mean front irradiance (> 0).
+        fraction: 1 reaches the level at once, smaller values move part of the way (in log).
+    Returns:
+        ``s``, the factor applied to the irradiance.
+    """
+    e = float(luminance(mean_front_irradiance(lighting)))
+    s = (max(float(level), 1e-6) / max(e, 1e-6)) ** float(fraction)
+    lighting.diffuse_log_gain.add_(float(torch.log(torch.tensor(s, dtype=torch.float64))))
+    a = (torch.sigmoid(albedo_logits) / s).clamp(1e-4, 1 - 1e-4)
+    albedo_logits.copy_(torch.log(a / (1 - a)))
+    return s

@@ -57,6 +57,14 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
+    light_level: float = 0.0
+    """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
+    front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;
+    an exposure convention; 0 = off)"""
+    light_level_specular: float = 0.0
+    """not a loss: after every shaded step, move this fraction (in log) of the way from the learned
+    irradiance's level to the learned specular light's level at roughness 1, the albedo by the
+    inverse (the highlights measure the light's absolute level; 0 = off; overrides light_level)"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:

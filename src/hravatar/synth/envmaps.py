@@ -115,11 +115,29 @@ for _k, _t in LIGHT_TINTS.items():
         ENVIRONMENTS[f"{TRAIN_ENV}_{_k}"] = tinted(ENVIRONMENTS[TRAIN_ENV], _t, f"{TRAIN_ENV}_{_k}")
 
 
-def train_env_name(light: str = "neutral") -> str:
-    """Name (in :data:`ENVIRONMENTS`) of the training environment lit with colour ``light``."""
+#: Suffix of an environment name that scales its brightness: ``"studio_warm_level0.5"`` is
+#: ``studio_warm`` at half the front irradiance :data:`FRONT_IRRADIANCE` (``hravatar synth
+#: --light-level``: a training video exposed darker or brighter than the relighting environments).
+LEVEL_SUFFIX = "_level"
+
+
+def train_env_name(light: str = "neutral", level: float = 1.0) -> str:
+    """Name of the training environment lit with colour ``light`` (a key of :data:`ENVIRONMENTS`)
+    at ``level`` times the usual front irradiance (a :data:`LEVEL_SUFFIX` when not 1)."""
     if light not in LIGHT_TINTS:
         raise KeyError(f"unknown training light {light!r}; choose from {sorted(LIGHT_TINTS)}")
-    return TRAIN_ENV if light == "neutral" else f"{TRAIN_ENV}_{light}"
+    if not level > 0:
+        raise ValueError(f"light level must be > 0 (got {level})")
+    name = TRAIN_ENV if light == "neutral" else f"{TRAIN_ENV}_{light}"
+    return name if level == 1.0 else f"{name}{LEVEL_SUFFIX}{level:g}"
+
+
+def split_level(name: str) -> tuple[str, float]:
+    """``(environment name, level)`` of a name that may end in :data:`LEVEL_SUFFIX` ``<level>``."""
+    base, sep, lv = name.rpartition(LEVEL_SUFFIX)
+    if sep and base in ENVIRONMENTS:
+        return base, float(lv)
+    return name, 1.0
 
 
 def equirect_directions(height: int, width: int) -> np.ndarray:
@@ -222,7 +240,8 @@ def normalized_envmap(
 
 
 def make_lighting(name: str, height: int = 128, cache_dir: str | None = None):
-    """A fixed :class:`~hravatar.shading.lighting.EnvironmentLighting` of a built-in environment.
+    """A fixed :class:`~hravatar.shading.lighting.EnvironmentLighting` of a built-in environment
+    (normalised to :data:`FRONT_IRRADIANCE`, times the level of a :data:`LEVEL_SUFFIX` name).
 
     The prefiltered maps are cached as ``<cache_dir>/<name>-<height>.safetensors`` when
     ``cache_dir`` is given (prefiltering takes several seconds per map on a CPU).
@@ -235,7 +254,8 @@ def make_lighting(name: str, height: int = 128, cache_dir: str | None = None):
     from hravatar.shading.envmap_tools import load_prefiltered, prefilter_envmap, save_prefiltered
     from hravatar.shading.lighting import EnvironmentLighting
 
-    env = normalized_envmap(name, height)
+    base, level = split_level(name)
+    env = normalized_envmap(base, height, target=FRONT_IRRADIANCE * level)
     path = None
     if cache_dir is not None:
         from pathlib import Path

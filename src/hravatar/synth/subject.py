@@ -63,6 +63,9 @@ class SynthConfig:
     light: str = "neutral"
     """colour of the training light: neutral, warm (tungsten-like) or cool (daylight-like); the
     unseen relighting environments are the same for all"""
+    light_level: float = 1.0
+    """brightness of the training light: its mean front irradiance relative to the relighting
+    environments' (1 = the same, 0.85 luminance; 0.5 = a video exposed one stop darker)"""
     skin: float = -1.0
     """skin tone in [0, 1], lightest to darkest of the palette; negative: chosen by the seed"""
     head_model: str = "open"
@@ -147,7 +150,10 @@ def synthesize(cfg: SynthConfig) -> Path:
         raise HRAvatarError(f"--light: unknown training light {cfg.light!r}; choose one of {', '.join(LIGHT_TINTS)}")
     if cfg.skin > 1.0:
         raise HRAvatarError(f"--skin: {cfg.skin} is above 1; give a tone in [0, 1] (negative: the seed's)")
-    train_env = train_env_name(cfg.light)
+    if not 0.05 <= cfg.light_level <= 20:
+        raise HRAvatarError(f"--light-level: {cfg.light_level} is outside [0.05, 20]; "
+                            "give a brightness factor such as 0.5 or 2")
+    train_env = train_env_name(cfg.light, cfg.light_level)
     skin = cfg.skin if cfg.skin >= 0 else None
     t0 = time.perf_counter()
     head = load_head(cfg.head_model)
