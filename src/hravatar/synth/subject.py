@@ -131,7 +131,15 @@ def synthesize(cfg: SynthConfig) -> Path:
     from hravatar.data import SubjectParams, default_test_count, write_subject
     from hravatar.synth.appearance import random_identity
     from hravatar.synth.curves import make_animation, model_parameters
-    from hravatar.synth.envmaps import ENVIRONMENTS, LIGHT_TINTS, TEST_ENVS, make_lighting, train_env_name, write_hdr
+    from hravatar.synth.envmaps import (
+        ENVIRONMENTS,
+        LIGHT_TINTS,
+        TEST_ENVS,
+        make_lighting,
+        split_level,
+        train_env_name,
+        write_hdr,
+    )
     from hravatar.synth.render import (
         build_gt_avatar,
         default_camera,
@@ -225,7 +233,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         "num_gaussians": avatar.num_points,
         "train_env": train_env,
         "test_envs": list(TEST_ENVS),
-        "environments": {n: asdict(ENVIRONMENTS[n]) for n in envs},
+        "environments": {n: {**asdict(ENVIRONMENTS[split_level(n)[0]]), "level": split_level(n)[1]} for n in envs},
         "test_frames": n_test,
         "exact_tracking": cfg.perturb <= 0,
         "gt_params": {
