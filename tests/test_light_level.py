@@ -171,7 +171,8 @@ def test_training_reaches_the_stated_level(tmp_path) -> None:
 
     subj = make_tiny_subject(tmp_path / "subj", size=32, frames=6, points_per_face=2, subdivisions=1)
     levels = {}
-    for name, w in (("off", LossWeights()), ("level", LossWeights(light_level=2.0)),
+    assert LossWeights().light_level == pytest.approx(lp.FRONT_IRRADIANCE)  # on by default
+    for name, w in (("off", LossWeights(light_level=0.0)), ("level", LossWeights(light_level=2.0)),
                     ("spec", LossWeights(light_level_specular=1.0))):
         out = tmp_path / name
         assert train(TrainConfig(subject=subj, output=out, iterations=8, points_per_face=1, encoder="none",
