@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny_subject import make_tiny_subject, tiny_camera
 
+from helpers.tiny_subject import make_tiny_subject, tiny_camera
 from hravatar import light_priors as lp
 from hravatar.shading.lighting import LearnableLighting
 
