@@ -70,17 +70,18 @@ def machine() -> dict:
 
 
 # ---- preparation (cached) ------------------------------------------------------------------------
-def prepare(work: Path, real: Path | None, iterations: int) -> dict[str, Path]:
+def prepare(work: Path, real: Path | None, iterations: int, readable: bool = True) -> dict[str, Path]:
     from hravatar.apps.common import to_uint8, write_frames
     from hravatar.data import load_subject
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
 
     p = {"A": work / "A", "B": work / "B", "avatar": work / "avA", "B_video": work / "B.mp4",
          "B_tracked": work / "B_tracked", "real_tracked": work / "real_tracked"}
+    face = ("--readable-face",) if readable else ()
     if not (p["A"] / "manifest.json").is_file():
-        _cli("synth", str(p["A"]), "--size", "128", "--frames", "120", "--seed", "0", "--overwrite")
+        _cli("synth", str(p["A"]), "--size", "128", "--frames", "120", "--seed", "0", "--overwrite", *face)
     if not (p["B"] / "manifest.json").is_file():
-        _cli("synth", str(p["B"]), "--size", "256", "--frames", "80", "--seed", "1", "--overwrite")
+        _cli("synth", str(p["B"]), "--size", "256", "--frames", "80", "--seed", "1", "--overwrite", *face)
     if not (p["avatar"] / "avatar.safetensors").is_file() and not any(p["avatar"].glob("*.safetensors")):
         _cli("train", str(p["A"]), "-o", str(p["avatar"]), "--iterations", str(iterations),
              "--encoder-input-size", "96")
