@@ -1,12 +1,16 @@
 """Web viewer benchmark: bundle size and the page's frame time in headless Chromium (software WebGL2).
 
     python benchmarks/web_viewer.py AVATAR [--subject SUBJECT] [--sizes 256 512] [--frames 15]
-                                           [--screenshot docs/images/web_viewer.png]
+                                           [--screenshot docs/images/web_viewer.png [--envmap MAP.hdr]]
 
 Builds the avatar's web bundle (size per array, bytes per point, the size of a 100k-point avatar's
 bundle from the same layout), opens the viewer in the system Chromium (SwiftShader, no GPU),
-renders ``--frames`` frames per size with a changing expression and view (deformation, readback,
-sort, splatting, shading, ``gl.finish``) and reports the median frame time, plus the PSNR of the
+renders ``--frames`` frames per size with a changing expression and view and reports the median
+frame time (up to a 1-pixel readback of the finished frame): ``expression``, a scripted render
+(deformation, synchronous readback of the posed centres, sort, splatting, shading);
+``expression_async``, as the page's interactive loop draws (the centres copied into a pixel-pack
+buffer behind a fence and sorted in a worker, the frame drawn with the last order meanwhile);
+``orbit``, only the view moves (no re-deformation; synchronous sort). Plus the PSNR of the
 browser's frame against the Python renderer at the reference parameters. Writes
 ``benchmarks/results/web_viewer.json`` with the machine and load average.
 """
@@ -59,6 +63,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=15)
     ap.add_argument("--screenshot", type=Path, default=None, help="save a screenshot of the page (512 px view)")
     ap.add_argument("--screenshot-only", action="store_true", help="only the screenshot (no timing, no JSON)")
+    ap.add_argument("--envmap", type=Path, default=None,
+                    help="an HDR map as a second light; the screenshot shows the avatar under it, in front of it")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "web_viewer.json")
     args = ap.parse_args()
     from helpers.web_browser import Page, browser, psnr, python_render, serve_bundle
@@ -69,7 +75,12 @@ def main() -> None:
     calib = _calibration()
     la = load_avatar(args.avatar, "cpu", args.subject)
     t0 = time.perf_counter()
-    bundle = build_bundle(la)
+    envs = []
+    if args.envmap:
+        from hravatar.apps.common import load_environment
+
+        envs = [(args.envmap.name, load_environment(args.envmap, la))]
+    bundle = build_bundle(la, envs)
     build_s = time.perf_counter() - t0
     N = bundle.header["num_points"]
     arrays = {k: v for k, v in bundle.header["arrays"].items()}
@@ -94,27 +105,38 @@ def main() -> None:
             return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER); })()""")
         result["webgl_renderer"] = gl
         p0 = la.reference.params
+        # the page's loop redraws when a worker sort arrives: not here (only the timed frames draw)
+        page.page.evaluate("window.hravatar.renderer.onSorted = null")
         for size in [] if args.screenshot_only else args.sizes:
             cam = la.camera(size)
             web = page.render(p0, cam)
             ref = python_render(la, p0, cam)
             row = {"size": size, "psnr_vs_python_db": round(psnr(web, ref), 2)}
-            for kind in ("expression", "orbit"):  # every frame a new jaw (deformation) / only the view moves
+            # every frame a new jaw (deformation) / the same as the interactive loop / only the view moves
+            for kind in ("expression", "expression_async", "orbit"):
                 times = []
                 for i in range(args.frames):
                     patch = {"size": size, "azimuth": -30 + 60 * i / args.frames}
-                    patch["jaw"] = 0.02 * i if kind == "expression" else 0.0
-                    page.page.evaluate("s => window.hravatar.set(s)", patch)
-                    times.append(page.page.evaluate("(() => { window.hravatar.drawNow(); "
-                                                    "return window.hravatar.renderer.lastTimes; })()"))
+                    patch["jaw"] = 0.02 * i + (0.01 if kind == "expression_async" else 0) if kind != "orbit" else 0.0
+                    # state change and draw in one evaluate: the page's own loop cannot draw in between
+                    times.append(page.page.evaluate("([s, a]) => { const h = window.hravatar; "
+                                                    "Object.assign(h.state, s); h.drawNow(a); "
+                                                    "return h.renderer.lastTimes; }",
+                                                    [patch, kind == "expression_async"]))
                 med = {k: round(float(np.median([t[k] for t in times[1:]])), 1) for k in ("total", "deformSort")}
                 row[f"{kind}_frame_ms"] = med["total"]
                 row[f"{kind}_deform_readback_sort_ms"] = med["deformSort"]
             result["rows"].append(row)
         if args.screenshot:
             page.page.set_viewport_size({"width": 1000, "height": 640})
-            page.page.evaluate("window.hravatar.set({size: 512, azimuth: 20, jaw: 0.15, background: [0.5, 0.5, 0.5]})")
-            page.page.evaluate("document.getElementById('sel_bg').value = 'grey'")
+            if envs:  # the HDR light, its image behind the avatar
+                page.page.select_option("#sel_light", "1")
+                page.page.select_option("#sel_bg", "environment")
+                page.page.evaluate("window.hravatar.set({size: 512, azimuth: 20, jaw: 0.15})")
+            else:
+                page.page.evaluate("window.hravatar.set({size: 512, azimuth: 20, jaw: 0.15, "
+                                   "background: [0.5, 0.5, 0.5]})")
+                page.page.evaluate("document.getElementById('sel_bg').value = 'grey'")
             page.page.evaluate("window.hravatar.drawNow()")
             page.page.wait_for_timeout(500)
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -126,10 +148,11 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"{N} points, {bundle.header['num_expr']} expressions: bundle {bundle.size_bytes / 1e6:.1f} MB "
           f"({per_point:.0f} B/point; 100k points: {result['bundle_mb_100k_points']} MB); WebGL: {gl}")
-    print(f"{'size':>6} {'expression ms/frame':>20} {'(deform+sort)':>14} {'orbit ms/frame':>15} "
-          f"{'PSNR vs Python':>15}")
+    print(f"{'size':>6} {'expression ms/frame':>20} {'(deform+read+sort)':>19} {'async ms/frame':>15} "
+          f"{'(deform)':>9} {'orbit ms/frame':>15} {'PSNR vs Python':>15}")
     for r in result["rows"]:
-        print(f"{r['size']:>6} {r['expression_frame_ms']:>20.1f} {r['expression_deform_readback_sort_ms']:>14.1f} "
+        print(f"{r['size']:>6} {r['expression_frame_ms']:>20.1f} {r['expression_deform_readback_sort_ms']:>19.1f} "
+              f"{r['expression_async_frame_ms']:>15.1f} {r['expression_async_deform_readback_sort_ms']:>9.1f} "
               f"{r['orbit_frame_ms']:>15.1f} {r['psnr_vs_python_db']:>15.2f}")
     print(f"load average before {load_before}, after {result['machine']['load_after']}; "
           f"calibration {calib:.1f} GFLOP/s")

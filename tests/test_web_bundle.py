@@ -228,3 +228,31 @@ def test_view_serves_page_and_exits_130_on_sigint(tiny_avatar, server_render):
             proc.kill()
     err = proc.stderr.read()  # type: ignore[union-attr]
     assert rc == 130 and "Traceback" not in err, err
+
+
+def test_background_equirect_is_reduced_and_keeps_the_light_level():
+    """The page's HDR backdrop: a large map is reduced by the solid-angle weighted pyramid to at most
+    BACKGROUND_MAX_HEIGHT rows (same mean radiance over the sphere), a small one kept as it is; float16."""
+    from types import SimpleNamespace
+
+    from hravatar.apps.web_bundle import BACKGROUND_MAX_HEIGHT, background_arrays, background_equirect
+    from hravatar.shading.cubemap import equirect_solid_angles
+
+    g = torch.Generator().manual_seed(0)
+    big = torch.rand(4 * BACKGROUND_MAX_HEIGHT // 2, 4 * BACKGROUND_MAX_HEIGHT, 3, generator=g) ** 4 * 50
+    big[:40] += 1000.0  # a bright sky near the top
+    eq = background_equirect(SimpleNamespace(equirect=big))
+    assert tuple(eq.shape) == (BACKGROUND_MAX_HEIGHT, 2 * BACKGROUND_MAX_HEIGHT, 3)
+
+    def mean(m):
+        w = equirect_solid_angles(m.shape[0], m.shape[1], dtype=torch.float64)
+        return float((m.double() * w[..., None]).sum() / (w.sum() * m.shape[1]))
+
+    assert abs(mean(eq) / mean(big) - 1) < 1e-3
+    small = torch.rand(16, 32, 3, generator=g) * 1e5  # above float16's range: clamped
+    eq = background_equirect(SimpleNamespace(equirect=small))
+    assert eq.shape == small.shape and float(eq.max()) <= 65504
+    np.testing.assert_allclose(eq.numpy(), small.clamp(max=65000).half().float().numpy())
+    desc, blob = background_arrays(SimpleNamespace(equirect=small))
+    assert desc == {"width": 32, "height": 16, "dtype": "f16"} and len(blob) == 16 * 32 * 3 * 2
+    assert background_equirect(SimpleNamespace(equirect=None)) is None

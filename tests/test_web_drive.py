@@ -14,10 +14,13 @@ import pytest
 from helpers.web_browser import browser, serving
 from hravatar.apps.web_bundle import WEB_APP_DIR
 from hravatar.avatar.drive import (
+    GL_TO_CV,
     AvatarBase,
     calibrate_neutral,
     drive_live,
     driver_mapping,
+    fit_lever,
+    live_lever,
     live_mapping,
     live_neutral,
     map_scores,
@@ -117,6 +120,7 @@ def test_js_mapping_equals_python(reset, rows):
     e, p, t = drive_live(base, s, M, table, start=start)
     assert np.ptp(p[:, 0], axis=0).max() > 0.1 and np.ptp(p[:, 3], axis=0).max() > 0.05  # head and eyes move
     assert (e[:, 0] > 0).any() and (p[:, 2, 0] > 0).any()
+    assert np.ptp(t, axis=0).max() > 0.01  # the head translation is followed
     with _serve_web_dir() as url, browser() as br:
         page = br.new_page()
         page.goto(url + "drive.js")
@@ -128,3 +132,37 @@ def test_js_mapping_equals_python(reset, rows):
     np.testing.assert_allclose(got_e, e, atol=1e-5)
     np.testing.assert_allclose(got_p, p, atol=1e-5)
     np.testing.assert_allclose(got_t, t, atol=1e-5)
+
+
+def test_live_translation_follows_the_turning_point():
+    """A driver head that turns about a pivot 9 cm behind its face point while it sways sideways by
+    +-3 cm: the live translation (causal lever, drive_live) follows the sway (within 1 cm on average,
+    along the right axis of the avatar's camera) where the raw face point (no lever) is off by 2 cm."""
+    rng = np.random.default_rng(3)
+    n = 40
+    view = np.eye(4)
+    view[:3, :3] = rotvec_to_matrix(np.array([np.pi, 0.05, 0.02]))
+    base = AvatarBase(["jawOpen"], np.zeros((5, 3)), np.array([0.01, -0.02, 0.03]), view, np.zeros(1))
+    rr = rotvec_to_matrix(np.cumsum(rng.normal(0, 0.05, (n, 3)), 0) * [1, 1, 0.3])
+    sway = np.zeros((n, 3))
+    sway[:, 0] = 0.03 * np.sin(2 * np.pi * np.arange(n) / 20)
+    face = np.array([0.0, 0.0, 0.5]) + sway + rr @ np.array([0.0, 0.04, -0.09])
+    M = np.zeros((n, 4, 4))
+    M[:, :3, :3] = GL_TO_CV @ rr @ GL_TO_CV
+    M[:, :3, 3] = face @ GL_TO_CV.T / 0.01  # MediaPipe: centimetres, OpenGL camera axes
+    M[:, 3, 3] = 1
+    m = driver_mapping(correspondence="names")
+    lever = live_lever(rr, face, 0.1)
+    np.testing.assert_allclose(lever[-1], fit_lever(rr, face, 0, 0.1), atol=1e-12)
+    np.testing.assert_allclose(lever[5], fit_lever(rr[:6], face[:6], 0, 0.1), atol=1e-12)
+    _, _, t = drive_live(base, np.zeros((n, 52)), M, m)
+    want = base.translation + (sway - sway[0]) @ view[:3, :3]  # V^T (sway change), per frame
+    err = np.linalg.norm(t - want, axis=1).mean()
+    assert err < 0.01, err
+    cam = (t - base.translation) @ view[:3, :3].T  # the avatar's motion in its camera frame
+    assert np.corrcoef(cam[:, 0], sway[:, 0])[0, 1] > 0.95
+    m["head"]["lever_ridge"] = 1e6  # no lever: the face point's own motion
+    _, _, t0 = drive_live(base, np.zeros((n, 52)), M, m)
+    assert np.linalg.norm(t0 - want, axis=1).mean() > 2 * err
+    _, _, t1 = drive_live(base, np.zeros((n, 52)), M, m, follow_translation=False)
+    np.testing.assert_allclose(t1, np.repeat(base.translation[None], n, 0), atol=1e-6)

@@ -13,9 +13,10 @@ from helpers.tiny_subject import make_tiny_subject
 from helpers.web_browser import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from hravatar.apps.common import load_environment
 from hravatar.apps.render import orbit_viewmats
-from hravatar.apps.web_bundle import build_bundle
+from hravatar.apps.web_bundle import background_equirect, build_bundle
 from hravatar.avatar import FrameParams, load_avatar
 from hravatar.io.envmap import write_envmap
+from hravatar.shading.envmap_tools import background_image
 from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +76,7 @@ def _cases(la):
     return p0, p1, cam, cam_orbit
 
 
-@pytest.mark.parametrize("case", ["reference", "expression", "environment", "f0"])
+@pytest.mark.parametrize("case", ["reference", "expression", "environment", "backdrop", "f0"])
 def test_browser_frame_matches_python(viewer, case):
     la, light, page = viewer
     p0, p1, cam, cam_orbit = _cases(la)
@@ -90,6 +91,23 @@ def test_browser_frame_matches_python(viewer, case):
             ref = python_render(la, p1, cam, lighting=light)
         finally:
             light.rotation = 0.0
+    elif case == "backdrop":
+        # the HDR map's own image behind the avatar (as `hravatar relight` draws it), rotated
+        eq = background_equirect(light)
+        assert eq is not None and eq.shape[0] == light.equirect.shape[0]  # a small map is kept as it is
+        bg = background_image(eq, cam_orbit.viewmat[None], cam_orbit.K[None], cam_orbit.height, cam_orbit.width,
+                              -45.0, light.exposure)
+        web = page.render(p0, cam_orbit, {"light": 1, "lightRotation": -45.0, "envBackground": True})
+        light.rotation = -45.0
+        try:
+            ref = python_render(la, p0, cam_orbit, lighting=light, background=bg)
+        finally:
+            light.rotation = 0.0
+        # the backdrop is the map's image, not the light's sharpest prefiltered cube map (the old one)
+        cube = page.render(p0, cam_orbit, {"light": 1, "lightRotation": -45.0, "envBackground": True,
+                                           "cubeBackground": True})
+        print(f"web vs python, backdrop from the cube map: PSNR {psnr(cube, ref):.1f} dB")
+        assert psnr(cube, ref) < psnr(web, ref) - 3
     else:
         web = page.render(p0, cam_orbit, {"f0Scale": 5.0})
         ref = python_render(la, p0, cam_orbit, f0_scale=5.0)
@@ -140,6 +158,10 @@ def test_jaw_slider_changes_only_the_mouth(viewer):
     pg.wait_for_timeout(1500)
     looped = page.read(cam.height, cam.width)
     assert pg.evaluate("!!window.hravatar.renderer.worker"), "the sort worker is running"
+    # the loop read the posed centres back without a stall (pixel-pack buffer + fence), and its last
+    # order is that of the current deformation and view
+    assert pg.evaluate("window.hravatar.renderer.asyncReads") >= 1
+    assert pg.evaluate("(r => r.sortedKey.startsWith(r._deformedKey + '|'))(window.hravatar.renderer)")
     after = page.draw(cam.height, cam.width)
     assert psnr(looped, after) >= 40, "the interactive redraw (worker sort) equals a synchronous one"
     p0 = la.reference.params

@@ -21,7 +21,7 @@ from helpers.web_browser import Page, browser, chromium_path, serve_bundle
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
 from hravatar.avatar import load_avatar
-from hravatar.avatar.drive import AvatarBase, drive_live
+from hravatar.avatar.drive import AvatarBase, drive_live, live_neutral
 from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,7 +61,8 @@ def _write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """(y4m path, ground-truth jawOpen and head yaw (radians) per frame, an avatar bundle, strip x)."""
+    """(y4m path, ground-truth jawOpen, head yaw (radians) and sideways sway (metres, camera x) per
+    frame, an avatar bundle, strip x)."""
     chromium_path()
     if not (mediapipe_dir() / "vision_bundle.mjs").is_file():
         pytest.skip(f"MediaPipe web files not installed ({mediapipe_dir()}); run scripts/setup_env.sh")
@@ -79,13 +80,15 @@ def clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("webcam")
     # the synthetic subject (identity, appearance, light, camera), its jaw driven by a known curve:
     # three open-close cycles of different heights (jawOpen in [0, 1]); the head turns +-10 degrees
-    # (about +y, before the subject's pose) on a slower cycle
+    # (about +y, before the subject's pose) on a slower cycle, and sways sideways by +-2 cm (along the
+    # camera's x axis) on another
     syn = synthesize(SynthConfig(out=root / "syn", size=SIDE, frames=2, points_per_face=4, env_height=32))
     gt = rebuild_gt(syn)
     t = np.arange(FRAMES)
     amp = np.array([1.0, 0.55, 0.8])[np.minimum(t // 16, 2)]
     truth = amp * 0.5 * (1 - np.cos(2 * np.pi * t / 16))
     yaw = np.radians(10.0) * np.sin(2 * np.pi * t / FRAMES)
+    sway = 0.02 * np.sin(2 * np.pi * t / 24)
     light = gt["lights"][gt["info"]["train_env"]]
     frames = []
     x0 = (FRAME_W - SIDE) // 2
@@ -94,7 +97,8 @@ def clip(tmp_path_factory):
             pose = gt["pose"][0:1].clone()
             pose[0, 2, 0] = JAW_RAD_PER_JAWOPEN * float(truth[i])
             pose[0, 0] = compose_axis_angle(torch.tensor([0.0, float(yaw[i]), 0.0]), pose[0, 0])
-            p = FrameParams(gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose, gt["translation"][0:1])
+            trans = gt["translation"][0:1] + float(sway[i]) * gt["viewmat"][0, :3]  # V^T [sway, 0, 0]
+            p = FrameParams(gt["shape"][None], torch.zeros_like(gt["expression"][0:1]), pose, trans)
             out = render(gt["avatar"], light, p, Camera(gt["viewmat"], gt["K"], SIDE, SIDE), "pbr",
                          background=torch.full((3,), 0.55))
             rgb = out.image[0].clamp(0, 1).numpy()
@@ -113,11 +117,21 @@ def clip(tmp_path_factory):
                              encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
     bundle = build_bundle(load_avatar(root / "av", "cpu"))
     torch.set_num_threads(n)
-    return y4m, truth, yaw, bundle, x0
+    return y4m, truth, yaw, sway, bundle, x0
+
+
+def _wait_frames(pg, frames: int, codes: int, n_truth: int, limit_s: float = 60.0) -> None:
+    """Wait until the page's webcam log has ``frames`` entries with ``codes`` distinct clip frames."""
+    t0 = time.time()
+    while time.time() - t0 < limit_s:
+        log = pg.evaluate("window.hravatar.webcamLog")
+        if len(log) >= frames and len({e["probe"] for e in log if 0 <= e.get("probe", -1) < n_truth}) >= codes:
+            return
+        time.sleep(1.0)
 
 
 def test_webcam_jaw_follows_clip(clip):
-    y4m, truth, yaw, bundle, x0 = clip
+    y4m, truth, yaw, sway, bundle, x0 = clip
     args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required"]
     with serve_bundle(bundle) as url, browser(args) as br:
@@ -130,15 +144,16 @@ def test_webcam_jaw_follows_clip(clip):
         pg.wait_for_function("(window.hravatar.webcamLog || []).length > 0 || window.hravatar.errors.length > 0",
                              timeout=90000)
         assert pg.evaluate("window.hravatar.errors") == []
-        t0 = time.time()
-        while time.time() - t0 < 60:
-            log = pg.evaluate("window.hravatar.webcamLog")
-            codes = {e["probe"] for e in log if 0 <= e.get("probe", -1) < len(truth)}
-            if len(log) >= 60 and len(codes) >= 30:
-                break
-            time.sleep(1.0)
+        _wait_frames(pg, 60, 30, len(truth))
         # one evaluate (JS runs it atomically): what the page applies now and every frame it mapped
-        applied, log = pg.evaluate("[window.hravatar.currentParams(), window.hravatar.webcamLog]")
+        applied, log, neutral0 = pg.evaluate(
+            "[window.hravatar.currentParams(), window.hravatar.webcamLog, window.hravatar.state.webcam.driver.neutral]")
+        # "set neutral": the next frames become the neutral and the head's reference
+        pg.click("#btn_neutral")
+        calib = bundle.header["driver"]["live"]["calibration_frames"]
+        _wait_frames(pg, calib + 6, 0, len(truth))
+        applied2, log2, neutral2 = pg.evaluate(
+            "[window.hravatar.currentParams(), window.hravatar.webcamLog, window.hravatar.state.webcam.driver.neutral]")
         # MediaPipe's wasm prints its TFLite "INFO: ..." lines through console.error
         errors = [e for e in page.console_errors if not e.startswith("INFO:")]
         assert errors == [], errors
@@ -159,16 +174,40 @@ def test_webcam_jaw_follows_clip(clip):
     gain = float(np.polyfit(true_yaw, page_yaw, 1)[0])
     print(f"webcam: head yaw correlation {ry:.3f}, gain {gain:.2f}")
     assert ry >= 0.8 and 0.5 < gain < 2.0, f"head yaw correlation {ry:.2f}, gain {gain:.2f}"
-    # what the page applies is hravatar.avatar.drive's live mapping of the scores and matrices it saw
-    # (live neutral from its first frames, jaw via the jaw gain, gaze -> eyes, head relative to frame 0)
+    # head translation: the avatar sways the same way as the clip's head, in its own camera frame
     d = bundle.header["driver"]
     a = d["avatar"]
+    Va = np.array(a["viewmat"])[:3, :3]
+    ided = [e for e in log if 0 <= e.get("probe", -1) < len(truth) and e.get("translation")]
+    page_x = np.array([Va[0] @ (np.array(e["translation"]) - a["translation"]) for e in ided])
+    true_x = np.array([sway[e["probe"]] - sway[first] for e in ided])
+    rx = float(np.corrcoef(true_x, page_x)[0, 1])
+    gain_x = float(np.polyfit(true_x, page_x, 1)[0])
+    print(f"webcam: head sway correlation {rx:.3f}, gain {gain_x:.2f}")
+    assert rx >= 0.8 and 0.3 < gain_x < 3.0, f"head sway correlation {rx:.2f}, gain {gain_x:.2f}"
+    # what the page applies is hravatar.avatar.drive's live mapping of the scores and matrices it saw
+    # (live neutral from its first frames, jaw via the jaw gain, gaze -> eyes, head relative to frame 0)
     base = AvatarBase(a["expr_names"], np.array(a["pose"]), np.array(a["translation"]), np.array(a["viewmat"]),
                       np.array(a["neutral"]), a["neutral_jaw"], d["jaw"]["rad_per_unit"])
-    scores = np.array([e["scores"] for e in log])
-    mats = np.array([np.reshape(e["matrix"], (4, 4)) for e in log])
-    e, p, t = drive_live(base, scores, mats, d)
-    np.testing.assert_allclose(applied["expression"], e[-1], atol=1e-5)
-    np.testing.assert_allclose(applied["pose"], p[-1], atol=1e-5)
-    np.testing.assert_allclose(applied["translation"], t[-1], atol=1e-5)
-    np.testing.assert_allclose([x["jaw"] for x in log], p[:, 2, 0], atol=1e-5)
+
+    def check(applied: dict, log: list[dict], neutral: dict) -> None:
+        scores = np.array([e["scores"] for e in log])
+        mats = np.array([np.reshape(e["matrix"], (4, 4)) for e in log])
+        e, p, t = drive_live(base, scores, mats, d)
+        np.testing.assert_allclose(applied["expression"], e[-1], atol=1e-5)
+        np.testing.assert_allclose(applied["pose"], p[-1], atol=1e-5)
+        np.testing.assert_allclose(applied["translation"], t[-1], atol=1e-5)
+        np.testing.assert_allclose([x["jaw"] for x in log], p[:, 2, 0], atol=1e-5)
+        np.testing.assert_allclose([x["translation"] for x in log], t, atol=1e-5)
+        want = live_neutral(scores, d, len(scores) - 1)
+        np.testing.assert_allclose(neutral["scores"], want.scores, atol=1e-6)
+        np.testing.assert_allclose(neutral["gaze"], want.gaze, atol=1e-6)
+
+    check(applied, log, neutral0)
+    # after "set neutral" the log restarts: the page's neutral is that of the frames since the click
+    # (not of the first ones), and everything it applies is drive_live from the click on
+    assert len(log2) >= calib + 6, f"only {len(log2)} frames after set neutral"
+    assert log2[0]["t"] > log[-1]["t"] and [e["calibrated"] for e in log2[:3]] == [1, 2, 3]
+    check(applied2, log2, neutral2)
+    assert np.abs(np.subtract(neutral2["scores"], neutral0["scores"])).max() > 1e-3
+    assert np.allclose(log2[0]["rotation"], np.eye(3).flatten(), atol=1e-6)  # the new head reference

@@ -107,7 +107,7 @@ class Page:
         return np.frombuffer(b, np.uint8).reshape(h, w, 3)
 
 
-def python_render(la, params, cam, lighting=None, f0_scale: float = 1.0) -> np.ndarray:
+def python_render(la, params, cam, lighting=None, f0_scale: float = 1.0, background=None) -> np.ndarray:
     """The Python reference frame (uint8 ``[H,W,3]``, black background) through the public API.
 
     The one place the browser tests call the Python renderer (adapt here when the API moves)."""
@@ -116,7 +116,7 @@ def python_render(la, params, cam, lighting=None, f0_scale: float = 1.0) -> np.n
     mats = None
     if f0_scale != 1.0:
         mats = {"f0": (la.gaussians.f0 * f0_scale).clamp(0, 1)}
-    return to_uint8(la.render(params, cam, lighting=lighting, materials=mats).image[0])
+    return to_uint8(la.render(params, cam, lighting=lighting, materials=mats, background=background).image[0])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

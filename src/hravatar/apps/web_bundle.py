@@ -8,6 +8,8 @@ uploads to the GPU as they are (no parsing, no build step)::
                         (:func:`hravatar.avatar.drive.live_mapping`), and where each array lies
     DIR/avatar.bin      per-point arrays (float32 / float16), already laid out as textures
     DIR/light_K.bin     light K: padded cube maps (float32 RGBA), see below
+    DIR/light_K_bg.bin  light K's backdrop (HDR maps only): its equirect image, at most
+                        ``BACKGROUND_MAX_HEIGHT`` rows (float16 RGB), what ``hravatar relight`` shows
     DIR/lut.bin         the split-sum BRDF table (float32 [128,128,2])
     DIR/index.html ...  the viewer itself (copied from the package), so any static server works
 
@@ -45,6 +47,8 @@ from hravatar.progress import log, progress
 POINT_TEX_WIDTH = 1024
 BASIS_TEX_WIDTH = 4096
 LIGHT_TEX_WIDTH = 1024
+#: the environment backdrop's largest height (rows; width = 2 x height): 1024 x 512 float16 RGB, 3 MB
+BACKGROUND_MAX_HEIGHT = 512
 FORMAT = "hravatar-web"
 VERSION = 1
 #: the package folder of the static viewer (HTML + JS)
@@ -135,6 +139,35 @@ def light_arrays(lighting: Any) -> tuple[dict[str, Any], bytes]:
     desc.update(irradiance=entries[0], specular=entries[1:], level_roughness=rough,
                 width=LIGHT_TEX_WIDTH, height=h)
     return desc, tex.tobytes()
+
+
+def background_equirect(lighting: Any, max_height: int = BACKGROUND_MAX_HEIGHT) -> Tensor | None:
+    """The page's environment backdrop of an :class:`~hravatar.shading.lighting.EnvironmentLighting`:
+    its equirect radiance ``[H, 2H, 3]`` (before rotation and exposure) reduced by the solid-angle
+    weighted mip pyramid (:func:`~hravatar.shading.cubemap.equirect_mips`) to at most ``max_height``
+    rows, rounded to float16 (clamped to its range) as stored; ``None`` when the light has no equirect
+    image (a learned light, a prefiltered ``.safetensors``). Python draws the same backdrop with
+    :func:`~hravatar.shading.envmap_tools.background_image`."""
+    from hravatar.shading.cubemap import equirect_mips
+
+    eq = getattr(lighting, "equirect", None)
+    if eq is None:
+        return None
+    with torch.no_grad():
+        eq = eq.detach().float().cpu()
+        level = next((m for m in equirect_mips(eq, 1) if m.shape[0] <= max_height), None)
+        level = eq if level is None or eq.shape[0] <= max_height else level
+        return level.clamp(0, 65000).half().float()
+
+
+def background_arrays(lighting: Any) -> tuple[dict[str, Any], bytes] | None:
+    """:func:`background_equirect` as the page's texture: ``({"width", "height", "dtype": "f16"}, bytes)``
+    (row-major float16 RGB, top row first) or ``None``."""
+    eq = background_equirect(lighting)
+    if eq is None:
+        return None
+    a = np.ascontiguousarray(eq.numpy().astype("<f2"))
+    return {"width": int(a.shape[1]), "height": int(a.shape[0]), "dtype": "f16"}, a.tobytes()
 
 
 # ---- the driver mapping ---------------------------------------------------------------------------
@@ -263,6 +296,10 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
         fname = f"light_{k}.bin"
         files[fname] = blob
         header["lights"].append({"name": name, "file": fname, **desc})
+        bg = background_arrays(light) if k > 0 else None
+        if bg is not None:
+            files[f"light_{k}_bg.bin"] = bg[1]
+            header["lights"][-1]["background"] = {"file": f"light_{k}_bg.bin", **bg[0]}
     lut = default_lut().table.float().cpu().numpy()
     files["lut.bin"] = lut.astype("<f4").tobytes()
     header["lut"] = {"file": "lut.bin", "size": [int(lut.shape[0]), int(lut.shape[1])]}
@@ -315,4 +352,5 @@ def write_bundle(bundle: WebBundle, dest: str | Path, with_app: bool = True) -> 
     return dest
 
 
-__all__ = ["WebBundle", "app_files", "build_bundle", "check_web_dest", "driver_table", "light_arrays", "write_bundle"]
+__all__ = ["WebBundle", "app_files", "background_arrays", "background_equirect", "build_bundle", "check_web_dest",
+           "driver_table", "light_arrays", "write_bundle"]

@@ -44,7 +44,8 @@ the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what i
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
 (the avatar stays framed by its own camera). Live, the rotation is relative to the calibration's
-first frame and the translation is not followed (no clip to fit the turning point on).
+first frame and the translation is that of the turning point fitted on the frames seen so far
+(:func:`live_lever`).
 ``absolute`` uses the driver's rotation relative to its camera as the avatar's rotation relative to
 its camera (translation stays relative).
 """
@@ -342,6 +343,13 @@ def pivot_translation(rot_cam: np.ndarray, trans_cam: np.ndarray, lever: np.ndar
     return np.asarray(trans_cam, np.float64) - (Rr - np.eye(3)) @ np.asarray(lever, np.float64)
 
 
+def live_lever(rot_cam: np.ndarray, trans_cam: np.ndarray, ridge: float = 0.1) -> np.ndarray:
+    """``[T,3]`` the live (causal) turning point: at frame ``t``, :func:`fit_lever` over frames ``0 .. t``
+    (relative to frame 0), so no later frame is used. ``web/drive.js`` solves the same least squares
+    from running sums (``sum (Rr-I)^T (Rr-I) + ridge^2 I``, ``sum (Rr-I)^T dt``)."""
+    return np.stack([fit_lever(rot_cam[: t + 1], trans_cam[: t + 1], 0, ridge) for t in range(len(rot_cam))])
+
+
 def head_motion(
     rot_cam: np.ndarray,
     trans_cam: np.ndarray,
@@ -509,12 +517,15 @@ def drive_live(
     matrices: np.ndarray | None,
     mapping: dict | None = None,
     start: int = 0,
+    follow_translation: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the webcam mode applies at each frame ``t >= start`` of a stream (``web/drive.js``).
 
     Expressions, jaw and eyes: :func:`map_scores` with the live neutral (:func:`live_neutral`, which
-    uses no later frame); head: the rotation relative to frame ``start`` (:func:`head_motion`), the
-    translation held at the avatar's (``matrices`` ``[T,4,4]`` or ``None``: the reference head).
+    uses no later frame); head (``matrices`` ``[T,4,4]`` or ``None``: the reference head): the rotation
+    and the translation relative to frame ``start`` (:func:`head_motion`); the translation is that of
+    the driver's turning point (:func:`pivot_translation`) with the causal lever of :func:`live_lever`
+    (fitted on frames ``start .. t``; ``follow_translation=False`` holds it at the avatar's).
     Returns ``(expression [T',E], pose [T',5,3], translation [T',3])`` for frames ``start ..``.
     """
     mapping = mapping or driver_mapping(base.jaw_rad_per_unit)
@@ -528,8 +539,13 @@ def drive_live(
     pose[:, 3:] = np.concatenate([r[2] for r in rows])
     trans = np.repeat(base.translation[None], T, 0)
     if matrices is not None:
-        R, _ = mediapipe_head(np.asarray(matrices, np.float64)[start:])
-        pose[:, 0], trans = head_motion(R, np.zeros((T, 3)), base.pose[0], base.translation, base.viewmat)
+        R, t = mediapipe_head(np.asarray(matrices, np.float64)[start:])
+        if follow_translation:
+            lever = live_lever(R, t, float(mapping["head"].get("lever_ridge", 0.1)))
+            t = t - np.einsum("tij,tj->ti", R @ R[0].T - np.eye(3), lever)  # pivot_translation, per-frame lever
+        else:
+            t = np.zeros((T, 3))
+        pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat)
     return expr, pose.astype(np.float32), trans.astype(np.float32)
 
 

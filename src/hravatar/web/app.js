@@ -176,7 +176,7 @@ api.set = (patch) => {
   }
   if ('size' in patch) { const o = [...document.querySelectorAll('select option')].find((x) => x.value === String(patch.size) && x.textContent.endsWith('px')); if (o) o.selected = true; }
 };
-api.drawNow = () => drawFrame();
+api.drawNow = (asyncSort = false) => drawFrame(asyncSort);  // async: as the interactive loop draws
 
 api.ready = (async () => {
   try {

@@ -7,7 +7,9 @@
 //   eye (per eye) = Ry(yaw) Rx(pitch), yaw/pitch = weighted gaze scores minus their neutral
 //   global        = V^T (Rc Rc0^T) V R_ref   (Rc: the face's rotation in the OpenCV camera, Rc0: at the
 //                   calibration's first frame; V: the avatar's camera; R_ref: its frontal reference pose)
-//   translation   = the avatar's (not followed live)
+//   translation   = avatar.translation + V^T (p - p0): p the driver's turning point in its camera
+//                   (face point t minus (Rc Rc0^T - I) lever), the lever fitted causally by least
+//                   squares on the frames since the calibration's first (drive.live_lever)
 // Live neutral: the percentile (gaze: the median) of each score over the first
 // `live.calibration_frames` frames since the start or since resetNeutral(), updated as they come in.
 import { rodrigues, mat3mul } from './renderer.js';
@@ -74,7 +76,24 @@ export class LiveDriver {
   }
 
   /** Start a new calibration ("set neutral"): the next frames are the neutral, the next face pose the reference. */
-  resetNeutral() { this.calib = []; this.calibGaze = []; this.neutral = null; this.R0 = null; }
+  resetNeutral() {
+    this.calib = []; this.calibGaze = []; this.neutral = null; this.R0 = null; this.t0 = null; this.p0 = null;
+    this.leverA = [0, 0, 0, 0, 0, 0, 0, 0, 0]; this.leverB = [0, 0, 0];  // running normal equations
+  }
+
+  /** The turning point's position (drive.pivot_translation with drive.live_lever): add this frame to the
+   * lever's least squares (t - t0 ~ (Rr - I) c, ridge on c), solve, and return t - (Rr - I) c. */
+  pivot(Rr, t) {
+    const D = Rr.map((x, i) => x - (i % 4 === 0 ? 1 : 0)), dt = [0, 1, 2].map((i) => t[i] - this.t0[i]);
+    for (let i = 0; i < 3; i++) {
+      for (let j = 0; j < 3; j++) this.leverA[3 * i + j] += D[i] * D[j] + D[3 + i] * D[3 + j] + D[6 + i] * D[6 + j];
+      this.leverB[i] += D[i] * dt[0] + D[3 + i] * dt[1] + D[6 + i] * dt[2];
+    }
+    const r2 = (this.m.head.lever_ridge ?? 0.1) ** 2;
+    const Ai = inverse3(this.leverA.map((x, i) => x + (i % 4 === 0 ? r2 : 0)));
+    const c = [0, 1, 2].map((i) => Ai[3 * i] * this.leverB[0] + Ai[3 * i + 1] * this.leverB[1] + Ai[3 * i + 2] * this.leverB[2]);
+    return [0, 1, 2].map((i) => t[i] - (D[3 * i] * c[0] + D[3 * i + 1] * c[1] + D[3 * i + 2] * c[2]));
+  }
 
   /** MediaPipe categories [{categoryName, score}] -> the score vector in the table's name order. */
   scoreVector(categories) {
@@ -119,13 +138,20 @@ export class LiveDriver {
       const yaw = g[e][0] - n.gaze[e][0], pitch = g[e][1] - n.gaze[e][1];
       pose[3 + e] = matToAxisAngle(mat3mul(rodrigues([0, yaw, 0]), rodrigues([pitch, 0, 0])));
     }
-    let rotation = null;
+    let rotation = null, translation = a.translation.slice();
     if (M) {
       const Rc = mat3mul(this.F, mat3mul(nearestRotation([M[0], M[1], M[2], M[4], M[5], M[6], M[8], M[9], M[10]]), this.F));
-      if (!this.R0) this.R0 = Rc;
-      rotation = mat3mul(transpose3(this.V), mat3mul(mat3mul(Rc, transpose3(this.R0)), this.V));
+      const sc = m.head.translation_scale_m, F = this.F;  // the face point in the OpenCV camera (metres)
+      const tc = [0, 1, 2].map((i) => sc * (F[3 * i] * M[3] + F[3 * i + 1] * M[7] + F[3 * i + 2] * M[11]));
+      if (!this.R0) { this.R0 = Rc; this.t0 = tc; }
+      const Rr = mat3mul(Rc, transpose3(this.R0));
+      rotation = mat3mul(transpose3(this.V), mat3mul(Rr, this.V));
       pose[0] = matToAxisAngle(mat3mul(rotation, this.Rref));
+      const p = this.pivot(Rr, tc);
+      if (!this.p0) this.p0 = p;
+      const d = [0, 1, 2].map((i) => p[i] - this.p0[i]), V = this.V;
+      translation = [0, 1, 2].map((i) => a.translation[i] + V[i] * d[0] + V[3 + i] * d[1] + V[6 + i] * d[2]);
     }
-    return { expression, pose, translation: a.translation.slice(), rotation };
+    return { expression, pose, translation, rotation };
   }
 }

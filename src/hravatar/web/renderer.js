@@ -154,7 +154,7 @@ void main(){
 
 const SHADE_FS = `#version 300 es
 precision highp float; precision highp int; precision highp sampler2D;
-uniform sampler2D u_gb0, u_gb1, u_gb2, u_light, u_lut;
+uniform sampler2D u_gb0, u_gb1, u_gb2, u_light, u_lut, u_eq;
 uniform vec2 u_size;
 uniform mat3 u_Kinv;
 uniform mat3 u_Rt;           // camera-to-world rotation (R^T)
@@ -166,7 +166,8 @@ uniform int u_nlev;
 uniform int u_sigmoid;
 uniform float u_exposure, u_rot;  // stops, degrees about +y
 uniform vec3 u_bg;
-uniform int u_bg_env;        // 1: the environment (mirror level) behind the avatar
+uniform int u_bg_env;        // 1: the environment behind the avatar (its equirect image, else the mirror level)
+uniform ivec2 u_eqsize;      // the equirect backdrop's width, height (0: none)
 uniform int u_mode;          // 0 pbr, 1 colour (albedo only)
 uniform ivec2 u_lutsize;
 out vec4 o_color;
@@ -190,6 +191,18 @@ vec3 tap(ivec2 lev, int face, float u, float v){
   int b = lev.x + face * rp * rp + int(y0) * rp + int(x0);
   return (lfetch(b) * (1.0 - wx) + lfetch(b + 1) * wx) * (1.0 - wy)
        + (lfetch(b + rp) * (1.0 - wx) + lfetch(b + rp + 1) * wx) * wy;
+}
+// bilinear lookup of the equirect backdrop, wrapping in longitude (hravatar.shading.cubemap.sample_equirect)
+vec3 equirect(vec3 d){
+  float W = float(u_eqsize.x), H = float(u_eqsize.y);
+  float u = 0.5 + atan(d.x, -d.z) / (2.0 * 3.14159265358979), v = acos(clamp(d.y, -1.0 + 1e-7, 1.0 - 1e-7)) / 3.14159265358979;
+  float x = mod(u * W - 0.5, W), y = clamp(v * H - 0.5, 0.0, H - 1.0);
+  float x0 = min(floor(x), W - 1.0), y0 = min(floor(y), max(H - 2.0, 0.0));
+  float wx = x - x0, wy = y - y0;
+  int ix0 = int(x0), ix1 = (int(x0) + 1) % u_eqsize.x, iy0 = int(y0), iy1 = min(iy0 + 1, u_eqsize.y - 1);
+  vec3 t00 = texelFetch(u_eq, ivec2(ix0, iy0), 0).rgb, t01 = texelFetch(u_eq, ivec2(ix1, iy0), 0).rgb;
+  vec3 t10 = texelFetch(u_eq, ivec2(ix0, iy1), 0).rgb, t11 = texelFetch(u_eq, ivec2(ix1, iy1), 0).rgb;
+  return (t00 * (1.0 - wx) + t01 * wx) * (1.0 - wy) + (t10 * (1.0 - wx) + t11 * wx) * wy;
 }
 vec3 rotd(vec3 d){
   if (u_rot == 0.0) return d;
@@ -224,7 +237,8 @@ void main(){
   vec2 pix = vec2(gl_FragCoord.x, u_size.y - gl_FragCoord.y);
   vec3 dw = normalize(u_Rt * (u_Kinv * vec3(pix, 1.0)));   // camera ray (world)
   vec3 bg = u_bg;
-  if (u_bg_env == 1) { int f; float u, v; faceUV(rotd(dw), f, u, v); bg = act(tap(u_spec[0], f, u, v)); }
+  if (u_bg_env == 1 && u_eqsize.x > 0) bg = act(equirect(rotd(dw)));
+  else if (u_bg_env == 1) { int f; float u, v; faceUV(rotd(dw), f, u, v); bg = act(tap(u_spec[0], f, u, v)); }
   vec4 g0 = texelFetch(u_gb0, pc, 0);
   float alpha = g0.a;
   if (!(alpha > 0.0)) { o_color = vec4(clamp(bg, 0.0, 1.0), 1.0); return; }
@@ -402,16 +416,17 @@ export class AvatarRenderer {
     // LUT
     const lut = h.lut; this.lutSize = lut.size;
     this.lutTex = this._tex(gl.RG32F, gl.RG, gl.FLOAT, lut.size[1], lut.size[0], new Float32Array(this.b.files[lut.file]));
-    this.lights = h.lights.map((L) => this._lightTex(L, this.b.files[L.file]));
+    this.lights = h.lights.map((L) => this._lightTex(L, this.b.files[L.file], L.background && this.b.files[L.background.file]));
     this.gbW = 0; this.gbH = 0;
   }
 
-  _lightTex(L, buf) {
+  _lightTex(L, buf, bgBuf) {
     const gl = this.gl;
-    return { desc: L, tex: this._tex(gl.RGBA32F, gl.RGBA, gl.FLOAT, L.width, L.height, new Float32Array(buf)) };
+    const out = { desc: L, tex: this._tex(gl.RGBA32F, gl.RGBA, gl.FLOAT, L.width, L.height, new Float32Array(buf)) };
+    const B = L.background;  // the equirect backdrop (float16 RGB), HDR maps only
+    if (B && bgBuf) out.bg = this._tex(gl.RGB16F, gl.RGB, gl.HALF_FLOAT, B.width, B.height, new Uint16Array(bgBuf));
+    return out;
   }
-
-  addLight(desc, buf) { this.lights.push(this._lightTex(desc, buf)); return this.lights.length - 1; }
 
   _checkFbo(what) {
     const gl = this.gl; const st = gl.checkFramebufferStatus(gl.FRAMEBUFFER);
@@ -458,26 +473,75 @@ export class AvatarRenderer {
     gl.uniform4fv(pr.u.u_A, new Float32Array(A.flat()));
     gl.uniform3fv(pr.u.u_trans, new Float32Array(params.translation));
     gl.bindVertexArray(this.quadVao); gl.drawArrays(gl.TRIANGLES, 0, 3);
-    gl.readBuffer(gl.COLOR_ATTACHMENT0);
-    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, this.readback);
   }
 
-  // back to front: descending camera z. async: sort in a worker and keep drawing with the last
-  // order until the new one arrives (onSorted is called then); the first sort is always synchronous
-  sortPass(view, async = false) {
+  // the posed centres of the current deformation, read back now (a stall: scripted renders)
+  _readSync(key) {
+    const gl = this.gl;
+    gl.bindFramebuffer(gl.FRAMEBUFFER, this.deformFbo); gl.readBuffer(gl.COLOR_ATTACHMENT0);
+    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, this.readback);
+    this.readbackKey = key;
+  }
+
+  // ... or without a stall (the interactive loop): copied into a pixel-pack buffer on the GPU, a fence,
+  // and polled from a timer until the fence has passed; then read (no wait) and sorted in the worker
+  _readAsync(key) {
+    if (this.pendingRead) return;  // one read in flight; its completion asks for the newest again
+    const gl = this.gl;
+    if (!this.pbo) { this.pbo = gl.createBuffer(); gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo); gl.bufferData(gl.PIXEL_PACK_BUFFER, this.readback.byteLength, gl.STREAM_READ); }
+    gl.bindFramebuffer(gl.FRAMEBUFFER, this.deformFbo); gl.readBuffer(gl.COLOR_ATTACHMENT0);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo);
+    gl.readPixels(0, 0, this.tw, this.th, gl.RGBA, gl.FLOAT, 0);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, null);
+    this.pendingRead = { sync: gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0), key };
+    gl.flush();
+    this.asyncReads = (this.asyncReads || 0) + 1;
+    setTimeout(() => this._pollRead(), 1);
+  }
+
+  _pollRead() {
+    const gl = this.gl, pr = this.pendingRead;
+    if (!pr) return;
+    const st = gl.clientWaitSync(pr.sync, 0, 0);
+    if (st === gl.TIMEOUT_EXPIRED) { setTimeout(() => this._pollRead(), 2); return; }
+    gl.deleteSync(pr.sync); this.pendingRead = null;
+    if (st === gl.WAIT_FAILED) { if (this.onSorted) this.onSorted(); return; }  // (context lost) try again on redraw
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, this.pbo);
+    gl.getBufferSubData(gl.PIXEL_PACK_BUFFER, 0, this.readback);
+    gl.bindBuffer(gl.PIXEL_PACK_BUFFER, null);
+    this.readbackKey = pr.key;
+    this._sortAsync(this.lastView);
+  }
+
+  _keys(view) {
     const r = this.readback, n = this.N, k = this.keys;
-    const key = this._deformedKey + '|' + view.slice(8, 12).join(',');
-    if (key === this.sortedKey) return;
     const v20 = view[8], v21 = view[9], v22 = view[10], v23 = view[11];
     for (let i = 0; i < n; i++) k[i] = -(v20 * r[4 * i] + v21 * r[4 * i + 1] + v22 * r[4 * i + 2] + v23);
+    return k;
+  }
+
+  _sortAsync(view) {
+    if (this.sortPending) return;  // the reply triggers a redraw, which asks again
+    this.sortPending = true;
+    const copy = this._keys(view).slice();
+    this.worker.postMessage({ keys: copy, n: this.N, key: this.readbackKey + '|' + view.slice(8, 12).join(',') }, [copy.buffer]);
+  }
+
+  // back to front: descending camera z. async (the interactive loop): the posed centres come back
+  // without a stall (_readAsync) and are sorted in a worker; the page keeps drawing with the last
+  // order until the new one arrives (onSorted is called then: a redraw, which asks again if the
+  // deformation or the view moved on meanwhile). The first sort and scripted renders are synchronous.
+  sortPass(view, async = false) {
+    const key = this._deformedKey + '|' + view.slice(8, 12).join(',');
+    if (key === this.sortedKey) return;
+    this.lastView = view;
     if (async && this.sortedKey !== undefined && this._sortWorker()) {
-      if (this.sortPending) return;  // the reply triggers a redraw, which asks again
-      this.sortPending = true;
-      const copy = k.slice();
-      this.worker.postMessage({ keys: copy, n, key }, [copy.buffer]);
+      if (this.readbackKey !== this._deformedKey) this._readAsync(this._deformedKey);
+      else this._sortAsync(view);
       return;
     }
-    sortByKey(k, n, this.order, this.tmp);
+    if (this.readbackKey !== this._deformedKey) this._readSync(this._deformedKey);
+    sortByKey(this._keys(view), this.N, this.order, this.tmp);
     this._uploadOrder(this.order, key);
   }
 
@@ -495,7 +559,9 @@ onmessage = (e) => { const { keys, n, key } = e.data; const order = new Uint32Ar
       this.worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
       this.worker.onmessage = (e) => {
         this.sortPending = false;
-        if (e.data.key.startsWith(this._deformedKey + '|')) this._uploadOrder(e.data.order, e.data.key);
+        // an order of an older deformation still beats the one drawn, unless that one is of the current
+        const cur = this._deformedKey + '|';
+        if (e.data.key.startsWith(cur) || !(this.sortedKey || '').startsWith(cur)) this._uploadOrder(e.data.order, e.data.key);
         if (this.onSorted) this.onSorted();
       };
     } catch (err) { this.worker = null; }
@@ -546,6 +612,9 @@ onmessage = (e) => { const { keys, n, key } = e.data; const order = new Uint32Ar
     this.gb.forEach((t, i) => this._bind(sp, `u_gb${i}`, t, i));
     const L = this.lights[opts.light ?? 0];
     this._bind(sp, 'u_light', L.tex, 3); this._bind(sp, 'u_lut', this.lutTex, 4);
+    this._bind(sp, 'u_eq', L.bg || this.lutTex, 5);  // (any texture when there is no backdrop: unused)
+    const eq = L.bg && !opts.cubeBackground;  // cubeBackground: the sharpest cube map instead (tests)
+    gl.uniform2i(sp.u.u_eqsize, eq ? L.desc.background.width : 0, eq ? L.desc.background.height : 0);
     gl.uniform2f(sp.u.u_size, W, H);
     const Kinv = inv3(K);
     gl.uniformMatrix3fv(sp.u.u_Kinv, true, new Float32Array(Kinv));
@@ -594,7 +663,7 @@ export async function loadBundle(base) {
   if (!r.ok) throw new Error(`cannot load ${base}avatar.json (${r.status})`);
   const header = await r.json();
   const names = new Set(Object.values(header.arrays).map((a) => a.file));
-  header.lights.forEach((L) => names.add(L.file)); names.add(header.lut.file);
+  header.lights.forEach((L) => { names.add(L.file); if (L.background) names.add(L.background.file); }); names.add(header.lut.file);
   const files = {};
   await Promise.all([...names].map(async (n) => {
     const q = await fetch(base + n); if (!q.ok) throw new Error(`cannot load ${base}${n} (${q.status})`);

@@ -47,6 +47,7 @@ export async function startWebcam(H, video, say) {
         state.fresh = true; state.frames++;
         const jawOpen = scores[driver.col.jawOpen];
         const entry = { t: t0, jawOpen, scores, matrix, jaw: state.latest.pose[2][0], rotation: state.latest.rotation,
+          translation: state.latest.translation,
           calibrated: driver.calib.length, detectMs: ms };
         if (typeof api.webcamProbe === 'function') entry.probe = api.webcamProbe(grab);
         api.webcamLog.push(entry); if (api.webcamLog.length > 5000) api.webcamLog.shift();
