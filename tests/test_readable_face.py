@@ -125,3 +125,20 @@ def test_driver_wink_closes_the_avatars_eye(face):
     assert found.all()
     rise = s[1, COL["eyeBlinkLeft"]] - s[0, COL["eyeBlinkLeft"]]
     assert rise > 0.25, rise  # measured 0.38 (the default paint: 0.21)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_synth_option_is_recorded_and_rebuilt(tmp_path):
+    """``hravatar synth --readable-face`` records the option; the ground truth rebuilt from the subject
+    carries the readable paint (the reenactment benchmark's ground truth depends on it)."""
+    from hravatar.synth.render import build_gt_avatar
+    from hravatar.synth.subject import SynthConfig, load_synth_info, rebuild_gt, synthesize
+
+    out = synthesize(SynthConfig(out=tmp_path / "s", size=32, frames=2, points_per_face=1, env_height=16,
+                                 readable_face=True))
+    assert load_synth_info(out)["settings"]["readable_face"] is True
+    gt = rebuild_gt(out)
+    readable, _ = build_gt_avatar(gt["head"], gt["shape"], seed=0, points_per_face=1, readable=True)
+    plain, _ = build_gt_avatar(gt["head"], gt["shape"], seed=0, points_per_face=1)
+    got = gt["avatar"].params["albedo"]
+    assert torch.equal(got, readable.params["albedo"]) and not torch.equal(got, plain.params["albedo"])
