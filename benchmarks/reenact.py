@@ -2,8 +2,9 @@
 
 Two measurements (``python benchmarks/reenact.py --work DIR``; every step is cached in DIR):
 
-1. Synthetic ground truth. ``hravatar synth`` identities A (seed 0, 128 px, 120 frames) and B
-   (seed 1, 256 px, 80 frames); a small avatar is trained on A; B drives it. The ground truth is
+1. Synthetic ground truth. ``hravatar synth --readable-face`` identities A (seed 0, 128 px, 120
+   frames) and B (seed 1, 256 px, 80 frames; ``--plain-face``: the default paint, whose blinks and
+   brows MediaPipe barely reads); a small avatar is trained on A; B drives it. The ground truth is
    A's ground-truth avatar rendered with B's exact expression, jaw and eyes, and B's head motion
    since its first frame applied around A's reference pose. Reported per signal: PSNR / SSIM /
    LPIPS of the reenacted frames, and the parameter errors (expression coefficients that B's
