@@ -68,6 +68,9 @@ class SynthConfig:
     environments' (1 = the same, 0.85 luminance; 0.5 = a video exposed one stop darker)"""
     skin: float = -1.0
     """skin tone in [0, 1], lightest to darkest of the palette; negative: chosen by the seed"""
+    readable_face: bool = False
+    """paint the eyes (white sclera, dark iris and pupil), a dark lash line on the eyelid margins
+    and dark brows, so that face trackers such as MediaPipe read blinks and brow raises"""
     head_model: str = "open"
     """head model ("open"; "flame" needs your FLAME file)"""
     backend: str = "auto"
@@ -170,7 +173,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     jaw_expr = tuple(head.meta.get("jaw_expressions", ()))
     expr, pose = model_parameters(anim, head.expr_names, jaw_expr)
     trans = anim.translation
-    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin)
+    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin,
+                                   readable=cfg.readable_face)
     viewmat, K = default_camera(cfg.size, **(TORSO_CAMERA if cfg.torso else {}))
     envs, lights = {}, {}
     for name in progress((train_env, *TEST_ENVS), desc="synth: prefilter environments"):
@@ -354,7 +358,8 @@ def rebuild_gt(subject: str | Path) -> dict[str, Any]:
     shape = torch.tensor(gp["shape"], dtype=torch.float32)
     skin = st.get("skin", -1.0)
     avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"],
-                                skin=skin if skin is not None and skin >= 0 else None)
+                                skin=skin if skin is not None and skin >= 0 else None,
+                                readable=bool(st.get("readable_face", False)))
     viewmat, K = default_camera(st["size"], **(TORSO_CAMERA if st.get("torso") else {}))
     names = [info["train_env"], *info["test_envs"]]
     envmaps, lights = {}, {}
