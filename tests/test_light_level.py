@@ -202,3 +202,22 @@ def test_synth_light_level_option(tmp_path) -> None:
     with pytest.raises(HRAvatarError, match="--light-level"):
         synthesize(SynthConfig(out=tmp_path / "a", light_level=0.0))
     assert not (tmp_path / "a").exists()
+
+
+def test_matched_exposure_gives_an_environment_the_learned_front_level() -> None:
+    """Auto exposure (``hravatar relight``'s default, the evaluation's auto-exposed relighting) uses
+    the statistic the gauge fixes: after it, the environment's front level equals the avatar's."""
+    from hravatar.synth.envmaps import FRONT_IRRADIANCE, make_lighting
+
+    light = _light()
+    lp.set_light_level(_albedo_logits(), light, 0.6)
+    _, env = make_lighting("sunset", 16)
+    assert float(lp.luminance(lp.mean_front_irradiance(env))) == pytest.approx(FRONT_IRRADIANCE, rel=1e-3)
+    env.exposure = 3.0  # ignored: the result replaces it
+    stops = lp.matched_exposure(env, light)
+    assert env.exposure == 3.0
+    env.exposure = stops
+    assert float(lp.luminance(lp.mean_front_irradiance(env))) == pytest.approx(0.6, rel=1e-4)
+    # the stops follow the reference's level: a light twice as bright needs one stop more
+    lp.set_light_level(_albedo_logits(), light, 1.2)
+    assert lp.matched_exposure(env, light) == pytest.approx(stops + 1.0, abs=1e-4)

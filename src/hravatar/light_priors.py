@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 #: Luminance of the mean irradiance over front-facing normals that relighting environments are
-#: normalised to (the same value as :data:`hravatar.synth.envmaps.FRONT_IRRADIANCE`).
+#: normalised to (:data:`hravatar.synth.envmaps.FRONT_IRRADIANCE` is this constant).
 FRONT_IRRADIANCE = 0.85
 #: Rec. 709 luminance weights (linear RGB).
 LUMA = (0.2126, 0.7152, 0.0722)
@@ -71,15 +71,19 @@ def luminance(c: Tensor) -> Tensor:
     return (c * w).sum(-1)
 
 
+def _device_of(lighting) -> torch.device:  # noqa: ANN001 - any Lighting (learned or fixed)
+    return next(iter([*lighting.parameters(), *lighting.buffers()]), torch.zeros(())).device
+
+
 def mean_front_irradiance(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
     """``[3]`` mean irradiance of ``lighting`` over :func:`front_directions` (differentiable)."""
-    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    dev = _device_of(lighting)
     return lighting.irradiance(front_directions(n, dev)).mean(0)
 
 
 def mean_front_specular(lighting, roughness: float = 0.75, n: int = 256) -> Tensor:  # noqa: ANN001
     """``[3]`` mean prefiltered specular radiance over :func:`front_directions` at ``roughness``."""
-    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    dev = _device_of(lighting)
     d = front_directions(n, dev)
     return lighting.specular(d, torch.full((d.shape[0], 1), float(roughness), device=dev)).mean(0)
 
@@ -190,6 +194,27 @@ def specular_light_level(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - an
     the highlights fix the specular light's absolute level whatever the camera's exposure.
     """
     return luminance(mean_front_specular(lighting, roughness=1.0, n=n))
+
+
+@torch.no_grad()
+def matched_exposure(env, reference) -> float:  # noqa: ANN001 - any two Lightings
+    """Exposure (stops) that gives ``env`` the front irradiance level of ``reference``.
+
+    The level is the luminance of :func:`mean_front_irradiance`, the statistic the training's
+    level gauge (:func:`set_light_level`) fixes, so an avatar's albedo meets a new environment at
+    the brightness it was learned at. ``env``'s own exposure is ignored (the result replaces it);
+    0 when either level is not positive.
+    """
+    e0 = env.exposure
+    env.exposure = 0.0
+    try:
+        m_env = float(luminance(mean_front_irradiance(env)))
+    finally:
+        env.exposure = e0
+    m_ref = float(luminance(mean_front_irradiance(reference)))
+    if not (m_env > 0 and m_ref > 0):
+        return 0.0
+    return float(torch.log2(torch.tensor(m_ref / m_env, dtype=torch.float64)))
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hravatar import light_priors as lp
+
 
 @dataclass(frozen=True)
 class Softbox:
@@ -208,26 +210,24 @@ def write_hdr(path: str, image: np.ndarray) -> None:
 
 
 #: Mean luminance of the irradiance over front-facing normals that every environment is scaled to,
-#: so the unseen environments light the face about as brightly as the training one.
-FRONT_IRRADIANCE = 0.85
+#: so the unseen environments light the face about as brightly as the training one (the training's
+#: level gauge, :func:`hravatar.light_priors.set_light_level`, measures the same statistic).
+FRONT_IRRADIANCE = lp.FRONT_IRRADIANCE
 #: Prefiltering settings of the ground-truth lighting (roughness levels 0, 0.25, ..., 1); the
 #: base resolution is at most half the map's height.
 PREFILTER = {"base_res": 64, "levels": 5, "samples": 128}
 
 
 def front_irradiance(equirect: np.ndarray) -> float:
-    """Mean luminance of the irradiance (``1/pi`` cosine convolution) over normals facing +z."""
+    """Mean luminance of the irradiance (``1/pi`` cosine convolution) over normals facing +z
+    (:func:`hravatar.light_priors.front_directions`, as the level gauge measures it)."""
     import torch
 
     from hravatar.shading.cubemap import sample_cube
     from hravatar.shading.envmap_tools import irradiance_cube
 
     irr = irradiance_cube(torch.from_numpy(np.ascontiguousarray(equirect)), 16)
-    g = torch.Generator().manual_seed(0)
-    d = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g), dim=-1)
-    d = d[d[:, 2] > 0.2]
-    e = sample_cube(irr, d).mean(0)
-    return float(0.2126 * e[0] + 0.7152 * e[1] + 0.0722 * e[2])
+    return float(lp.luminance(sample_cube(irr, lp.front_directions()).mean(0)))
 
 
 def normalized_envmap(
