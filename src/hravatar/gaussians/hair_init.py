@@ -9,10 +9,12 @@ only grow points out of existing ones. This module seeds points there before tra
    (alpha > 0.5) farther than ``dilate`` x image width from the mesh's silhouette.
 2. **Lifting.** Each hair pixel is back-projected to the depth of the nearest mesh pixel plus a few
    hypotheses behind it (``depth_steps``: hair lies around and behind the head).
-3. **Binding.** Each 3D point takes the nearest posed "anchor" vertex of the head (vertices that do
-   not follow the jaw or the eyes) and is mapped to the canonical frame by the inverse of that
-   vertex's skinning transform; it inherits the anchor's skinning weights and shape basis (no
-   expression or pose-corrective basis), so it moves rigidly with the head and neck.
+3. **Binding.** Hair grows on the scalp, so each 3D point is bound to the joint the skull follows
+   (:func:`skull_column`: the neck joint of the open model and FLAME) and mapped to the canonical
+   frame by the inverse of that joint's transform in its frame. It gets skinning weight 1 on that
+   joint, the shape basis of the nearest "anchor" vertex (not following the jaw or the eyes, not in
+   the mouth or eyes) and no expression or pose-corrective basis: it moves rigidly with the skull,
+   not with the jaw. (The skinning weights stay learnable, as for every point.)
 4. **Voting (a coarse visual hull).** Every candidate is re-posed into all the selected frames and
    projected; it survives when it lands inside the matte in at least ``vote`` of the frames where
    it is in view. Per pixel ray the front-most surviving hypothesis is kept.
@@ -49,7 +51,7 @@ class HairInitConfig:
     frames: int = 8
     """training frames (spread evenly over the clip) that seed and vote"""
     dilate: float = 0.02
-    """margin around the head mesh's silhouette that seeds nothing (fraction of the image width)"""
+    """margin around the head mesh's silhouette that seeds nothing (fraction of the image width; at least 2 px)"""
     depth_steps: tuple[float, ...] = (0.0, 0.03, 0.06, 0.09)
     """depths behind the nearest mesh surface tried per hair pixel (metres)"""
     vote: float = 0.8
@@ -74,6 +76,15 @@ def anchor_vertices(head: HeadModel) -> Tensor:
         if m is not None:
             ok &= ~m.to(ok.device)
     return torch.nonzero(ok)[:, 0]
+
+
+def skull_column(head: HeadModel) -> int:
+    """The skinning column the skull follows (the largest mean weight over the ``scalp`` region, or of
+    the topmost vertex when the model has no such region); 1 (neck) for the open model and FLAME."""
+    m = head.regions.get("scalp")
+    top = head.v_template[:, 1].argmax()
+    w = head.lbs_weights[m] if m is not None and bool(m.any()) else head.lbs_weights[top][None]
+    return int(w.mean(0).argmax())
 
 
 def _hair_pixels(matte: np.ndarray, mesh_mask: np.ndarray, margin: int) -> np.ndarray:
@@ -109,8 +120,8 @@ def seed_hair_points(head: HeadModel, ds: Any, cfg: HairInitConfig | None = None
     out = head(shape=shape[:, : head.num_shape], expression=ds.expression[idx][:, : head.num_expr].float(),
                pose=ds.pose[idx].float(), translation=ds.translation[idx].float())
     verts = out.vertices.double().numpy()  # [K,V,3]
-    Tv = out.vertex_transforms.double()  # [K,V,4,4]
     anchors = anchor_vertices(head).numpy()
+    skull = skull_column(head)
     faces = head.faces.numpy()
     K = ds.K.double().numpy()
     Kinv = np.linalg.inv(K)
@@ -128,7 +139,7 @@ def seed_hair_points(head: HeadModel, ds: Any, cfg: HairInitConfig | None = None
         vms.append(vm)
         uv, z = project(verts[k], vm, K)
         fr = rasterize_mesh(uv, z, faces, H, W, cull_backfaces=False)
-        hair = _hair_pixels(matte, fr.mask, max(1, int(round(cfg.dilate * W))))
+        hair = _hair_pixels(matte, fr.mask, max(2, int(round(cfg.dilate * W))))
         ys, xs = np.nonzero(hair)
         stats["hair_pixels"] += len(ys)
         if len(ys) == 0 or not fr.mask.any():
@@ -153,24 +164,16 @@ def seed_hair_points(head: HeadModel, ds: Any, cfg: HairInitConfig | None = None
         return {**empty, "stats": {**stats, "candidates": 0, "survivors": 0, "points": 0}}
     C = np.concatenate(cands)
     fk, pid, hyp, P = C[:, 0].astype(np.int64), C[:, 1].astype(np.int64), C[:, 2].astype(np.int64), C[:, 3:]
-    # nearest anchor vertex in the seeing frame, canonical (shaped) position through its inverse skinning
-    from scipy.spatial import cKDTree
-
-    anchor = np.empty(len(C), np.int64)
-    for k in range(len(idx)):
-        m = fk == k
-        if m.any():
-            _, j = cKDTree(verts[k][anchors]).query(P[m])
-            anchor[m] = anchors[j]
-    T = Tv[torch.as_tensor(fk), torch.as_tensor(anchor)].numpy()  # [M,4,4]
-    Rt = np.transpose(T[:, :3, :3], (0, 2, 1))
-    x_c = np.einsum("mij,mj->mi", Rt, P - T[:, :3, 3])
+    # canonical (shaped) position through the inverse of the skull joint's transform
+    A = out.joint_transforms[:, skull].double().numpy()  # [K,4,4] rest -> posed, without translation
+    A[:, :3, 3] += ds.translation[idx].double().numpy()
+    Rt = np.transpose(A[fk, :3, :3], (0, 2, 1))
+    x_c = np.einsum("mij,mj->mi", Rt, P - A[fk, :3, 3])
     # vote over the frames: inside the matte where in view
     inside = np.zeros(len(C))
     seen = np.zeros(len(C))
     for k in range(len(idx)):
-        Tk = Tv[k, torch.as_tensor(anchor)].numpy()
-        pk = np.einsum("mij,mj->mi", Tk[:, :3, :3], x_c) + Tk[:, :3, 3]
+        pk = x_c @ A[k, :3, :3].T + A[k, :3, 3]
         uv, z = project(pk, vms[k], K)
         u, v = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
         ok = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
@@ -192,7 +195,7 @@ def seed_hair_points(head: HeadModel, ds: Any, cfg: HairInitConfig | None = None
     cam_c = np.stack([-vms[f][:3, :3].T @ vms[f][:3, 3] for f in fk[sel]])
     nrm = np.einsum("mij,mj->mi", Rt[sel], cam_c - P[sel])
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-    # merge on a voxel grid (mean per cell; the anchor of the cell's first point)
+    # merge on a voxel grid (mean per cell)
     xs_ = x_c[sel]
     cell = np.floor(xs_ / cfg.voxel).astype(np.int64)
     _, inv, cnt = np.unique(cell, axis=0, return_inverse=True, return_counts=True)
@@ -204,14 +207,16 @@ def seed_hair_points(head: HeadModel, ds: Any, cfg: HairInitConfig | None = None
         np.add.at(o, inv, a)
         return o / cnt[:, None]
 
-    first_of = np.full(G, -1, np.int64)
-    first_of[inv[::-1]] = np.arange(len(inv))[::-1]
     x_m, c_m, n_m = mean(xs_), mean(col), mean(nrm)
     n_m /= np.maximum(np.linalg.norm(n_m, axis=1, keepdims=True), 1e-12)
-    a_m = anchor[sel][first_of]
     if G > cfg.max_points:
         pick = np.sort(np.random.default_rng(0).choice(G, cfg.max_points, replace=False))
-        x_m, c_m, n_m, a_m = x_m[pick], c_m[pick], n_m[pick], a_m[pick]
+        x_m, c_m, n_m = x_m[pick], c_m[pick], n_m[pick]
+    from scipy.spatial import cKDTree
+
+    rest = head(shape=shape[:1, : head.num_shape]).vertices[0].double().numpy()
+    _, j = cKDTree(rest[anchors]).query(x_m)
+    a_m = anchors[np.asarray(j, np.int64)]
     stats["points"] = int(len(x_m))
     f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()  # noqa: E731
     return {"x_shaped": f32(x_m), "anchor": torch.from_numpy(a_m), "normal": f32(n_m), "colour": f32(c_m),
@@ -273,10 +278,9 @@ def add_hair_init(
     for k in ("roughness", "f0"):  # the mesh points' initial value
         extra[k] = avatar.params[k].detach()[:1].cpu().expand(M, -1).clone()
     if avatar.rig == "blendshape":
-        w = hc.lbs_weights[a].float().clone()
-        w[:, 1] += w[:, _JAW_EYES].sum(-1)
-        w[:, _JAW_EYES] = 0
-        extra["lbs_weights"] = torch.cat([w, torch.zeros(M, 1)], -1)
+        w = torch.zeros(M, avatar.params["lbs_weights"].shape[1])
+        w[:, skull_column(hc)] = 1.0
+        extra["lbs_weights"] = w
         Sa = avatar.params["shapedirs"].shape[-1]
         sd = hc.shapedirs[a][..., :Sa].float()
         extra["shapedirs"] = torch.nn.functional.pad(sd, (0, Sa - sd.shape[-1]))
