@@ -99,8 +99,9 @@ class TrainConfig:
     """your FLAME file when the head model is FLAME (or set $HRAVATAR_FLAME_PATH)"""
     points_per_face: int = 8
     """Gaussians initialised per head-mesh triangle (the paper: 8)"""
-    hair_init: Literal["on", "off"] = "off"
-    """seed Gaussians where the matte covers pixels the head mesh does not (hair; gaussians/hair_init.py)"""
+    hair_init: Literal["on", "off"] = "on"
+    """seed Gaussians where the matte covers pixels the head mesh does not (hair beyond the bald mesh;
+    gaussians/hair_init.py); off: mesh points only, as the paper"""
     scene_scale: float = 0.25
     """metres that the position learning rate and the densification size thresholds are relative to
     (HRAvatar works in FLAME units x 4, so its rates in metres are a quarter)"""
