@@ -47,10 +47,12 @@ SETTINGS: dict[str, dict[str, float]] = {
     "exposure+spec_wb": {"light_exposure": 1.0, "light_specular_wb": 1.0},
     "exposure+skin": {"light_exposure": 1.0, "skin_albedo": 1.0},
     "all": {"light_exposure": 1.0, "light_specular_wb": 1.0, "skin_albedo": 1.0},
+    "level": {"light_cast_transfer": 1.0, "light_level": 0.85},
+    "level_spec": {"light_cast_transfer": 1.0, "light_level_specular": 1.0},
 }
 #: Every prior off (the base of each setting, whatever LossWeights' defaults are).
 ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,
-           "light_cast_transfer": 0.0}
+           "light_cast_transfer": 0.0, "light_level": 0.0, "light_level_specular": 0.0}
 TINY = {"size": 64, "frames": 40, "iterations": 200, "points_per_face": 1, "gt_points_per_face": 4,
         "env_height": 32, "eval_frames": 4}
 FULL = {"size": 256, "frames": 300, "iterations": 1500, "points_per_face": 8, "gt_points_per_face": 16,
@@ -71,14 +73,20 @@ def calibration_gflops(n: int = 512, repeats: int = 5) -> float:
     return 2 * n**3 / ts[len(ts) // 2] / 1e9
 
 
-def _synth(work: Path, seed: int, skin: float, light: str, b: dict) -> Path:
+def subject_name(seed: int, skin: float, light: str, level: float = 1.0) -> str:
+    """Folder name of a synthetic subject in ``--work`` (``_L<level>`` when the light level is not 1)."""
+    return f"subject_s{seed}_k{skin:g}_{light}" + ("" if level == 1.0 else f"_L{level:g}")
+
+
+def _synth(work: Path, seed: int, skin: float, light: str, b: dict, level: float = 1.0) -> Path:
     from hravatar.synth.subject import SynthConfig, synthesize
 
-    out = work / f"subject_s{seed}_k{skin:g}_{light}"
+    out = work / subject_name(seed, skin, light, level)
     if (out / "gt" / "synth.json").is_file():
         return out
     synthesize(SynthConfig(out=out, size=b["size"], frames=b["frames"], seed=seed, skin=skin, light=light,
-                           points_per_face=b["gt_points_per_face"], env_height=b["env_height"], overwrite=True))
+                           light_level=level, points_per_face=b["gt_points_per_face"], env_height=b["env_height"],
+                           overwrite=True))
     return out
 
 
@@ -127,10 +135,11 @@ def _finite_mean(xs: list) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def summarise(rows: list[dict], settings: list[str]) -> list[dict]:
-    """Mean of every number per prior setting (over identities and lights)."""
+def summarise(rows: list[dict], settings: list[str], base_setting: str = "none") -> list[dict]:
+    """Mean of every number per prior setting (over identities and lights), and the mean change
+    against ``base_setting`` on the same subjects (paired)."""
     keys = ("relit_psnr", "albedo_psnr", "albedo_chroma_deg", "self_psnr", "relit_psnr_auto", "relit_psnr_aligned")
-    base = {(r["identity"], r["light"]): r for r in rows if r["setting"] == "none"}
+    base = {(r["identity"], r["light"]): r for r in rows if r["setting"] == base_setting}
     out = []
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
@@ -159,7 +168,8 @@ def table(result: dict) -> str:
         lines.append(f"| {name} | {s['runs']} | {s['relit_psnr']:.2f} | {s['albedo_psnr']:.2f} | "
                      f"{s['albedo_chroma_deg']:.1f} | {s['self_psnr']:.2f} | {s['relit_psnr_auto']:.2f} | "
                      f"{s['relit_psnr_aligned']:.2f} |")
-    lines += ["", "Change against no priors on the same subjects (paired; mean over the setting's runs):", "",
+    lines += ["", f"Change against `{result.get('paired_base', 'none')}` on the same subjects (paired; mean over "
+              "the setting's runs):", "",
               "| priors | runs | relit PSNR raw | albedo PSNR raw | chroma error (deg) | self-reenactment PSNR |",
               "|---|---|---|---|---|---|"]
     for s in result["summary"]:
@@ -234,6 +244,10 @@ def main() -> None:
     ap.add_argument("--identities", nargs="+", default=["0:0.15", "1:0.5", "2:0.85"],
                     help="seed:skin-tone pairs (skin in [0, 1], lightest to darkest)")
     ap.add_argument("--lights", nargs="+", default=["warm", "cool"], help="training light colours")
+    ap.add_argument("--light-level", type=float, default=1.0,
+                    help="brightness of the training light relative to the relighting environments "
+                         "(synth --light-level)")
+    ap.add_argument("--base", default="none", choices=list(SETTINGS), help="setting the paired table compares with")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--full", action="store_true", help="the demo's budget instead of the tiny one")
     for k in TINY:
@@ -263,20 +277,22 @@ def main() -> None:
     for ident in [] if a.skip_synthetic else a.identities:
         seed, skin = ident.split(":")
         for light in a.lights:
-            subject = a.work / f"subject_s{int(seed)}_k{float(skin):g}_{light}"
+            subject = a.work / subject_name(int(seed), float(skin), light, a.light_level)
             if not a.cached_only:
-                subject = _synth(a.work, int(seed), float(skin), light, b)
+                subject = _synth(a.work, int(seed), float(skin), light, b, a.light_level)
             for s in a.settings:
                 if a.cached_only and not (a.work / f"{subject.name}__{s}" / "metrics.json").is_file():
                     continue
                 m = _run(subject, a.work, s, b, a.threads, a.reevaluate)
-                rows.append(_row(ident, light, s, m))
+                label = light if a.light_level == 1.0 else f"{light} x{a.light_level:g}"
+                rows.append(_row(ident, label, s, m))
                 print(f"{ident} {light} {s}: relit {rows[-1]['relit_psnr']:.2f} dB, albedo "
                       f"{rows[-1]['albedo_psnr']:.2f} dB, chroma {rows[-1]['albedo_chroma_deg']:.1f} deg, "
                       f"self {rows[-1]['self_psnr']:.2f} dB  (load {os.getloadavg()[0]:.1f})", flush=True)
     result = {
         "command": "python benchmarks/relight_priors.py " + " ".join(sys.argv[1:]),
         "budget": b,
+        "light_level": a.light_level,
         "settings": {s: SETTINGS[s] for s in a.settings},
         "machine": {"cpu": cpu_name(), "flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": a.threads, "loadavg_before": load_before,
@@ -284,7 +300,8 @@ def main() -> None:
                     "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},
         "seconds": round(time.perf_counter() - t_all, 1),
         "rows": rows,
-        "summary": summarise(rows, a.settings),
+        "paired_base": a.base,
+        "summary": summarise(rows, a.settings, a.base),
     }
     if a.real is not None:
         if a.real_hdr is None:

@@ -17,7 +17,12 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
 * :func:`skin_albedo_loss` (``skin_albedo``): the mean albedo of the foreground lies in a
   plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
-  shaded step the learned light's colour cast moves into the albedo (grey world as a projection).
+  shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
+* :func:`set_light_level` (``light_level`` / ``light_level_specular``, not a loss): after every
+  shaded step the learned irradiance is rescaled to a level and the albedo by the inverse (the
+  image is unchanged): a fixed level (an exposure convention) or the level of the learned
+  specular light (:func:`specular_light_level`: F0 is bounded, so the highlights' magnitude
+  measures the light's absolute level independently of the camera's exposure).
 
 Colours are compared as log-chromaticities ``(log r - log g, log b - log g)``, which ignore the
 overall scale. All functions return scalars and are differentiable.
@@ -31,7 +36,7 @@ import torch
 from torch import Tensor
 
 #: Luminance of the mean irradiance over front-facing normals that relighting environments are
-#: normalised to (the same value as :data:`hravatar.synth.envmaps.FRONT_IRRADIANCE`).
+#: normalised to (:data:`hravatar.synth.envmaps.FRONT_IRRADIANCE` is this constant).
 FRONT_IRRADIANCE = 0.85
 #: Rec. 709 luminance weights (linear RGB).
 LUMA = (0.2126, 0.7152, 0.0722)
@@ -66,15 +71,19 @@ def luminance(c: Tensor) -> Tensor:
     return (c * w).sum(-1)
 
 
+def _device_of(lighting) -> torch.device:  # noqa: ANN001 - any Lighting (learned or fixed)
+    return next(iter([*lighting.parameters(), *lighting.buffers()]), torch.zeros(())).device
+
+
 def mean_front_irradiance(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
     """``[3]`` mean irradiance of ``lighting`` over :func:`front_directions` (differentiable)."""
-    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    dev = _device_of(lighting)
     return lighting.irradiance(front_directions(n, dev)).mean(0)
 
 
 def mean_front_specular(lighting, roughness: float = 0.75, n: int = 256) -> Tensor:  # noqa: ANN001
     """``[3]`` mean prefiltered specular radiance over :func:`front_directions` at ``roughness``."""
-    dev = next(iter(lighting.parameters()), torch.zeros(())).device
+    dev = _device_of(lighting)
     d = front_directions(n, dev)
     return lighting.specular(d, torch.full((d.shape[0], 1), float(roughness), device=dev)).mean(0)
 
@@ -157,7 +166,7 @@ def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, 
     """
     e = mean_front_irradiance(lighting)
     c = (e / luminance(e).clamp_min(1e-6)).clamp(0.2, 5.0) ** float(fraction)
-    target = e / c
+    target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
     dirs = front_directions(256, lighting.diffuse_map.device)
     y = lighting.diffuse_cube()
     from hravatar.shading.cubemap import sample_cube
@@ -173,3 +182,64 @@ def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, 
     a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
     albedo_logits.copy_(torch.log(a / (1 - a)))
     return c
+
+
+def specular_light_level(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
+    """Luminance of the mean specular radiance at roughness 1 over :func:`front_directions`.
+
+    At roughness 1 the prefiltered specular light is (nearly) the cosine-weighted average of the
+    environment, the same average the irradiance is, so a physically consistent light has
+    ``specular_light_level == luminance(mean_front_irradiance)``. In the image the specular term is
+    ``~F0 x`` this light and F0 is bounded (the avatar's [0.04, 0.15]; skin about 0.03-0.05), so
+    the highlights fix the specular light's absolute level whatever the camera's exposure.
+    """
+    return luminance(mean_front_specular(lighting, roughness=1.0, n=n))
+
+
+@torch.no_grad()
+def matched_exposure(env, reference) -> float:  # noqa: ANN001 - any two Lightings
+    """Exposure (stops) that gives ``env`` the front irradiance level of ``reference``.
+
+    The level is the luminance of :func:`mean_front_irradiance`, the statistic the training's
+    level gauge (:func:`set_light_level`) fixes, so an avatar's albedo meets a new environment at
+    the brightness it was learned at. ``env``'s own exposure is ignored (the result replaces it);
+    0 when either level is not positive.
+    """
+    e0 = env.exposure
+    env.exposure = 0.0
+    try:
+        m_env = float(luminance(mean_front_irradiance(env)))
+    finally:
+        env.exposure = e0
+    m_ref = float(luminance(mean_front_irradiance(reference)))
+    if not (m_env > 0 and m_ref > 0):
+        return 0.0
+    return float(torch.log2(torch.tensor(m_ref / m_env, dtype=torch.float64)))
+
+
+@torch.no_grad()
+def set_light_level(albedo_logits: Tensor, lighting, level: float | Tensor, fraction: float = 1.0) -> float:  # noqa: ANN001
+    """Gauge fix of the brightness split: rescale the learned irradiance to ``level`` (luminance of
+    its mean over front-facing normals) and the albedo by the inverse factor.
+
+    The irradiance is ``exp(diffuse_log_gain) * sigmoid(...)``: the gain is multiplied by
+    ``s = (level / current) ** fraction`` and the albedo divided by ``s``, so ``albedo x irradiance``
+    and the diffuse image are unchanged (except where ``albedo / s`` would leave (0, 1): clamped to
+    [1e-4, 1 - 1e-4]); the specular light is left as it is. Unlike a loss on the level (the
+    ``light_exposure`` prior) it costs the fit nothing: the light's shape keeps the sigmoid's whole
+    range and its peaks can exceed 1.
+
+    Args:
+        albedo_logits: ``[N,3]`` pre-sigmoid albedo (modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its gain is modified).
+        level: target luminance of the mean front irradiance (> 0).
+        fraction: 1 reaches the level at once, smaller values move part of the way (in log).
+    Returns:
+        ``s``, the factor applied to the irradiance.
+    """
+    e = float(luminance(mean_front_irradiance(lighting)))
+    s = (max(float(level), 1e-6) / max(e, 1e-6)) ** float(fraction)
+    lighting.diffuse_log_gain.add_(float(torch.log(torch.tensor(s, dtype=torch.float64))))
+    a = (torch.sigmoid(albedo_logits) / s).clamp(1e-4, 1 - 1e-4)
+    albedo_logits.copy_(torch.log(a / (1 - a)))
+    return s

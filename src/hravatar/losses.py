@@ -7,8 +7,10 @@
       + 2e-2 TV(roughness map)                (total variation)
 
 and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
-moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`);
-the other colour priors of :mod:`hravatar.light_priors` are off by default.
+moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`)
+and its level is set to the relighting convention (``light_level``,
+:func:`hravatar.light_priors.set_light_level`); the other colour priors of
+:mod:`hravatar.light_priors` are off by default.
 
 Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
 """
@@ -57,6 +59,15 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
+    light_level: float = 0.85
+    """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
+    front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;
+    an exposure convention, the level relighting environments are normalised to; 0 = off). On by
+    default for subjects without pseudo albedos: chosen by benchmarks/relight_priors.py (README)"""
+    light_level_specular: float = 0.0
+    """not a loss: after every shaded step, move this fraction (in log) of the way from the learned
+    irradiance's level to the learned specular light's level at roughness 1, the albedo by the
+    inverse (the highlights measure the light's absolute level; 0 = off; overrides light_level)"""
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:

@@ -567,6 +567,12 @@ class Trainer:
             from hravatar.light_priors import transfer_light_cast
 
             transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer)
+        if mode == "pbr" and (w.light_level or w.light_level_specular) and fr.albedo is None:
+            from hravatar import light_priors as lp
+
+            spec = w.light_level_specular
+            level = lp.specular_light_level(self.lighting) if spec else w.light_level
+            lp.set_light_level(self.avatar.params["albedo"].data, self.lighting, level, spec or 1.0)
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True)

@@ -11,19 +11,18 @@ Public API::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from hravatar.avatar import Avatar, Camera, FrameParams
 from hravatar.avatar.load import DEFAULT_FPS
 from hravatar.errors import HRAvatarError
 from hravatar.geometry import compose_axis_angle, euler_to_axis_angle
+from hravatar.light_priors import matched_exposure
 from hravatar.progress import log
 
 
@@ -82,22 +81,6 @@ def check_output(path: str | Path, allowed: tuple[str, ...] = (".mp4", ".png", "
 
 
 # ---- lighting ---------------------------------------------------------------------------------------
-def sphere_directions(n: int = 512, device: torch.device | str | None = None) -> Tensor:
-    """``[n,3]`` unit directions, evenly spread (Fibonacci sphere)."""
-    i = torch.arange(n, dtype=torch.float64) + 0.5
-    z = 1 - 2 * i / n
-    r = (1 - z * z).clamp_min(0).sqrt()
-    phi = math.pi * (1 + math.sqrt(5.0)) * i
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1).float().to(device)
-
-
-@torch.no_grad()
-def mean_irradiance(lighting: Any, device: torch.device | str | None = None) -> float:
-    """Mean over all normal directions of the grey irradiance of any ``Lighting``."""
-    d = sphere_directions(512, device)
-    return float(lighting.irradiance(d).mean())
-
-
 def load_environment(
     path: str | Path,
     la: Avatar,
@@ -108,8 +91,9 @@ def load_environment(
     """An :class:`~hravatar.shading.lighting.EnvironmentLighting` from ``.hdr``/``.exr`` (prefiltered now)
     or a prefiltered ``.safetensors`` (``hravatar envmap prefilter``).
 
-    ``auto_exposure``: first scale the map so that its mean irradiance equals the avatar's learned
-    lighting's (the albedo was learned against that light level); ``exposure`` (stops) is then added.
+    ``auto_exposure``: first scale the map so that its mean irradiance over front-facing normals
+    equals the avatar's learned lighting's (:func:`hravatar.light_priors.matched_exposure`: the
+    albedo was learned against that light level); ``exposure`` (stops) is then added.
     """
     from hravatar.shading.lighting import EnvironmentLighting
 
@@ -121,12 +105,7 @@ def load_environment(
     if path.suffix.lower() != ".safetensors":
         log.info("environment %s: prefiltering (use `hravatar envmap prefilter` once to skip this) ...", path.name)
     env = EnvironmentLighting.from_file(path, rotation=rotation, exposure=0.0, device=la.device)
-    auto = 0.0
-    if auto_exposure:
-        m_env = env.mean_irradiance()
-        m_ref = mean_irradiance(la.lighting, la.device)
-        if m_env > 0 and m_ref > 0:
-            auto = math.log2(m_ref / m_env)
+    auto = matched_exposure(env, la.lighting) if auto_exposure else 0.0
     env.exposure = auto + float(exposure)
     env.auto_exposure = auto  # type: ignore[attr-defined]
     return env
@@ -196,7 +175,6 @@ __all__ = [
     "frame_indices",
     "hstack",
     "load_environment",
-    "mean_irradiance",
     "parse_assignments",
     "to_uint8",
     "write_frames",

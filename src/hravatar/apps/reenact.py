@@ -41,7 +41,7 @@ class ReenactConfig:
     """mediapipe signal: how scores become expressions: names (name to name, unit gains), calibrated-all
     (the inverse of MediaPipe's measured response to the head model's expressions; fitted once, ~1 min,
     then cached), calibrated (that inverse for the mouth, name to name elsewhere) or default
-    (calibrated, the one that measured best, see README)"""
+    (names, the one that measured best, see README)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""

@@ -24,7 +24,8 @@ roughness), skinning weights and extra (F0, fifth weight) (float16), 16 B basis 
 
 Lights keep the exact lookup of :mod:`hravatar.shading.cubemap`: every cube map is stored with its
 one-texel seam border (:func:`~hravatar.shading.cubemap.pad_cube`) and read bilinearly by the page;
-the learned light is stored before its sigmoid (applied after the lookup, as in Python).
+the learned light is stored before its sigmoid (applied after the lookup, as in Python), or activated
+when its irradiance has a gain (issue 18).
 """
 
 from __future__ import annotations
@@ -118,10 +119,19 @@ def light_arrays(lighting: Any) -> tuple[dict[str, Any], bytes]:
     from hravatar.shading.lighting import EnvironmentLighting, LearnableLighting
 
     with torch.no_grad():
-        if isinstance(lighting, LearnableLighting):
+        if isinstance(lighting, LearnableLighting) and lighting.diffuse_gain != 1.0:
+            # a gain on the irradiance only (issue 18's level gauge): the page has one activation for
+            # both lights, so both go activated (sigmoid before the bilinear lookup: a negligible
+            # difference for these smooth maps)
+            act = lighting.activation
+            irr = act(lighting.diffuse_cube()) * lighting.diffuse_gain
+            spec = [act(c) for c in lighting.specular_levels()]
+            rough = torch.linspace(0, 1, len(spec)).tolist()
+            desc: dict[str, Any] = {"activation": "none", "exposure": 0.0, "rotation": 0.0}
+        elif isinstance(lighting, LearnableLighting):
             irr, spec = lighting.diffuse_cube(), lighting.specular_levels()
             rough = torch.linspace(0, 1, len(spec)).tolist()
-            desc: dict[str, Any] = {"activation": "sigmoid", "exposure": 0.0, "rotation": 0.0}
+            desc = {"activation": "sigmoid", "exposure": 0.0, "rotation": 0.0}
         elif isinstance(lighting, EnvironmentLighting):
             irr, spec = lighting.irradiance_map, lighting.specular_levels()
             rough = [float(x) for x in lighting.level_roughness.tolist()]

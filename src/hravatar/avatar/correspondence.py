@@ -52,7 +52,7 @@ def random_expressions(n: int, k: int, seed: int, max_active: int = 3) -> np.nda
 
 
 def probe(targets: list[str], identities: tuple[int, ...] = (0, 1), samples: int = 90, size: int = 256,
-          seed: int = 0) -> dict[str, np.ndarray]:
+          seed: int = 0, readable: bool = False) -> dict[str, np.ndarray]:
     """Render the open head model with random sparse expressions and read MediaPipe's scores back.
 
     Args:
@@ -61,6 +61,8 @@ def probe(targets: list[str], identities: tuple[int, ...] = (0, 1), samples: int
         samples: random expression vectors per identity (plus one neutral render each).
         size: render size (pixels).
         seed: seed of the expression draws.
+        readable: render the readable face (``hravatar synth --readable-face``: visible eyes, lash
+            lines, dark brows).
     Returns:
         ``{"c": [N,K], "s": [N,52], "identity": [N] int, "neutral": [N] bool, "found": [N] bool}``.
     """
@@ -83,7 +85,7 @@ def probe(targets: list[str], identities: tuple[int, ...] = (0, 1), samples: int
     try:
         for idn in identities:
             shape = random_identity(head, idn)
-            avatar, _ = build_gt_avatar(head, shape, seed=idn, points_per_face=8)
+            avatar, _ = build_gt_avatar(head, shape, seed=idn, points_per_face=8, readable=readable)
             cs = np.concatenate([np.zeros((1, len(targets))), random_expressions(samples, len(targets), seed + idn)])
             for i in progress(range(len(cs)), desc=f"correspondence: identity {idn}"):
                 e = torch.zeros(1, len(head.expr_names))
@@ -158,11 +160,13 @@ def inverse_rows(A: np.ndarray, targets: list[str], names: list[str] | tuple[str
 
 def calibrated_region(name: str) -> bool:
     """Whether the ``calibrated`` correspondence uses the fitted row of expression ``name``: the mouth
-    (``mouth*``) except ``mouthClose``. Elsewhere it keeps name to name: the synthetic face's eyes and
-    brows are barely readable by MediaPipe (a full ``eyeBlinkLeft`` moves its score by 0.03-0.22),
-    so their fitted rows are mostly cross-talk, and ``mouthClose`` (ARKit: lips closed while the jaw
-    is open) cannot be calibrated with the jaw at rest (its fitted row, from ``mouthRollLower``
-    and ``mouthPucker``, closed the lips of a talking driver). ``calibrated-all`` uses every fitted row."""
+    (``mouth*``) except ``mouthClose``. Elsewhere it keeps name to name: the default synthetic face's
+    eyes and brows are barely readable by MediaPipe (a full ``eyeBlinkLeft`` moves its score by
+    0.03-0.22), so their fitted rows are mostly cross-talk (a fit on readable faces, ``probe(...,
+    readable=True)``, did not transfer blinks and brows better on a real clip either: README), and
+    ``mouthClose`` (ARKit: lips closed while the jaw is open) cannot be calibrated with the jaw at
+    rest (its fitted row, from ``mouthRollLower`` and ``mouthPucker``, closed the lips of a talking
+    driver). ``calibrated-all`` uses every fitted row."""
     return name.startswith("mouth") and name != "mouthClose"
 
 

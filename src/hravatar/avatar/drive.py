@@ -24,9 +24,10 @@ neutral::
 ``M`` is the correspondence, a sparse matrix stored as rows of ``[score name, gain]`` terms:
 ``names`` is name to name with unit gains (the tracker's correspondence), ``calibrated-all`` the
 inverse of MediaPipe's measured response to the open head model's expressions
-(:mod:`hravatar.avatar.correspondence`, fitted once and cached), ``calibrated`` (the default, best
-measured) that inverse for the mouth and name to name elsewhere
-(:func:`~hravatar.avatar.correspondence.calibrated_region`).
+(:mod:`hravatar.avatar.correspondence`, fitted once and cached), ``calibrated`` that inverse for
+the mouth and name to name elsewhere (:func:`~hravatar.avatar.correspondence.calibrated_region`).
+The default, ``names``, measured best once the synthetic avatar's eyes and brows were readable
+(README, "Cross-reenactment").
 
 The driver's neutral is the ``q``-th percentile of each score over the calibration frames; gaze uses
 the median. Offline (``hravatar reenact``) the calibration frames are the whole clip. Live (the
@@ -84,7 +85,7 @@ MAPPING_VERSION = 3
 
 #: Score -> expression correspondences (see the module docstring); the default is what measured best.
 CORRESPONDENCES = ("names", "calibrated", "calibrated-all")
-DEFAULT_CORRESPONDENCE = "calibrated"
+DEFAULT_CORRESPONDENCE = "names"
 
 
 def mapped_expressions() -> list[str]:

@@ -40,6 +40,9 @@ def load_state_file(module: torch.nn.Module, path: str | Path, what: str = "weig
     path = Path(path)
     tensors, md = read_safetensors(path, what)
     want = module.state_dict()
+    for k in getattr(module, "optional_state", ()):  # entries older files may lack: keep the default
+        if k in want and k not in tensors:
+            tensors[k] = want[k]
     missing = [k for k in want if k not in tensors]
     extra = [k for k in tensors if k not in want]
     if missing or extra:

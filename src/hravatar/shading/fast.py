@@ -154,6 +154,10 @@ def shade_foreground_fast(
     prep = prepare_lighting(lighting)
     lut = default_lut("cpu").table.float().contiguous()
     g = colors.detach().float().contiguous()
+    gain = float(getattr(lighting, "diffuse_gain", 1.0))
+    if gain != 1.0:  # the learned irradiance's gain (issue 18's level gauge): diffuse = (gain albedo) I_irr
+        g = g.clone()
+        g[..., :3] *= gain
     a = alphas.detach().float().reshape(C, H, W).contiguous()
     vms = viewmats.detach().float().reshape(C, 4, 4).contiguous()
     kinv = torch.linalg.inv(Ks.detach().double().reshape(C, 3, 3)).float().contiguous()

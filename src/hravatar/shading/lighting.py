@@ -16,7 +16,11 @@ Both expose the same two lookups, in world space:
 * the specular map gets box-filtered mips 32, 16, 8, 4 (``max_mip_level = 3``, the official
   ``mip_level = 3``) and is read trilinearly at level ``roughness * max_mip_level``;
 * a sigmoid is applied *after* the lookup, so learned radiance lies in (0, 1) and starts at
-  sigmoid(0.5) = 0.62 everywhere.
+  sigmoid(0.5) = 0.62 everywhere;
+* not in the paper: the irradiance is multiplied by a global gain ``exp(diffuse_log_gain)`` (a
+  buffer, 1 by default, not optimised) that only the level gauge of
+  :func:`hravatar.light_priors.set_light_level` changes, so that a light whose mean is pinned can
+  still have peaks above 1 (issue 18).
 
 :class:`EnvironmentLighting` holds a :class:`~hravatar.shading.envmap_tools.PrefilteredEnvmap`
 (no activation: linear HDR radiance), with a rotation about +y and an exposure (stops) applied at
@@ -116,6 +120,20 @@ class LearnableLighting(Lighting):
         self.conv_src_res = int(min(conv_src_res, specular_res))
         self.diffuse_map = nn.Parameter(torch.full((6, diffuse_res, diffuse_res, 3), float(init)))
         self.specular_map = nn.Parameter(torch.full((6, specular_res, specular_res, 3), float(init)))
+        self.register_buffer("diffuse_log_gain", torch.zeros(()))
+
+    #: State entries that files written before they existed may lack (loaded as their default).
+    optional_state = ("diffuse_log_gain",)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        for k in self.optional_state:  # a checkpoint from before the gain: gain 1
+            state_dict.setdefault(prefix + k, getattr(self, k).detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def diffuse_gain(self) -> float:
+        """The irradiance's global gain ``exp(diffuse_log_gain)`` (1 unless a level gauge set it)."""
+        return float(torch.exp(self.diffuse_log_gain))
 
     @staticmethod
     def activation(x: Tensor) -> Tensor:
@@ -144,7 +162,7 @@ class LearnableLighting(Lighting):
         return build_mips(m, self.max_mip_level + 1)
 
     def irradiance(self, normals: Tensor) -> Tensor:
-        return self.activation(sample_cube(self.diffuse_cube(), normals))
+        return self.activation(sample_cube(self.diffuse_cube(), normals)) * torch.exp(self.diffuse_log_gain)
 
     def specular(self, reflect_dirs: Tensor, roughness: Tensor) -> Tensor:
         levels = self.specular_levels()
@@ -154,7 +172,7 @@ class LearnableLighting(Lighting):
     def to_equirect(self, height: int = 64) -> dict[str, Tensor]:
         """Activated maps as equirect images ``[H, 2H, 3]`` (``irradiance``, ``specular``) for reports."""
         return {
-            "irradiance": self.activation(cube_to_equirect(self.diffuse_cube(), height)),
+            "irradiance": self.activation(cube_to_equirect(self.diffuse_cube(), height)) * self.diffuse_gain,
             "specular": self.activation(cube_to_equirect(self.specular_levels()[0], height)),
         }
 

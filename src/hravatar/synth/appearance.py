@@ -14,6 +14,14 @@ centres (the ``eye_l`` / ``eye_r`` rest joints):
   between the point's direction from the eyeball centre and the eye's forward axis +z);
 * teeth (off-white), mouth interior (dark red), lips.
 
+``readable=True`` (``hravatar synth --readable-face``) paints the features a face tracker reads
+with more contrast: a white sclera and a dark iris and pupil on the eyeball itself (the points
+skinned to the eye joints, region ``eyeball``; the rest of the model's "eyes" region, the lid
+linings behind the eyeball, becomes dark socket skin), a dark lash line on the skin of the eyelid
+margins (region ``lid_margin``, :func:`lid_margin`), and dark, fuller eyebrows. A closed eyelid
+then hides the iris behind skin and a lash line, as on a real face, so MediaPipe scores blinks
+and brow raises of the renders.
+
 Ranges match the avatar's parameterisation (the paper's): roughness in [0.5, 1], F0 in
 [0.04, 0.15], so the ground truth is representable by the model being trained.
 """
@@ -32,6 +40,8 @@ from hravatar.head.model import HeadModel
 _SKIN = ((0.94, 0.78, 0.68), (0.85, 0.66, 0.54), (0.74, 0.54, 0.40), (0.58, 0.40, 0.29), (0.42, 0.28, 0.20))
 _HAIR = ((0.06, 0.05, 0.045), (0.17, 0.11, 0.07), (0.32, 0.21, 0.12), (0.62, 0.47, 0.28), (0.45, 0.20, 0.10))
 _IRIS = ((0.36, 0.21, 0.10), (0.30, 0.46, 0.62), (0.34, 0.45, 0.30), (0.47, 0.36, 0.20))
+_BROW_DARK = (0.09, 0.06, 0.045)  # readable faces: brows
+_LASH = (0.03, 0.02, 0.02)  # readable faces: lash line
 
 
 def srgb_to_linear(c: Tensor) -> Tensor:
@@ -131,6 +141,7 @@ def procedural_materials(
     eye_centers: Tensor,
     seed: int = 0,
     skin: float | None = None,
+    readable: bool = False,
 ) -> Materials:
     """Evaluate the procedural appearance at canonical points.
 
@@ -141,6 +152,8 @@ def procedural_materials(
         eye_centers: ``[2,3]`` rest positions of the left (+x) and right eyeball centres.
         seed: appearance seed (skin / hair / iris colours, mottling).
         skin: skin tone in [0, 1] (see :func:`random_look`); ``None``: from the seed.
+        readable: paint eyes, lash lines and brows for a face tracker (module docstring); uses
+            the regions ``eyeball`` and ``lid_margin`` when given.
     Returns:
         :class:`Materials` on ``points``' device.
     """
@@ -202,7 +215,7 @@ def procedural_materials(
     hair_col = srgb_to_linear(torch.tensor(look.hair, device=dev, dtype=dt))
     t = ((ax - 0.12 * iod) / (0.75 * iod)).clamp(0, 1)  # 0 at the inner end, 1 at the outer end
     brow_y = 0.36 * iod + 0.07 * iod * torch.sin(math.pi * (0.25 + 0.75 * t))
-    thick = 0.085 * iod * (1 - 0.55 * t)
+    thick = 0.085 * iod * (1 - 0.55 * t) * (1.3 if readable else 1.0)
     brow = (
         _smooth(0.08 * iod, 0.14 * iod, ax)
         * (1 - _smooth(0.88 * iod, 0.95 * iod, ax))
@@ -210,7 +223,8 @@ def procedural_materials(
         * front
     )
     strands = 0.8 + 0.2 * torch.sin(2 * math.pi * (x * 700 + y * 300))
-    brow = brow * strands.clamp(0, 1)
+    if not readable:
+        brow = brow * strands.clamp(0, 1)
 
     # ---- scalp hair --------------------------------------------------------------------------------
     back = eye_centers.new_tensor(0.0)
@@ -233,11 +247,19 @@ def procedural_materials(
     h_col = hair_col[None] * strand[:, None]
     hw = torch.maximum(hair, brow * 0.9)
     albedo = albedo * (1 - hw[:, None]) + h_col * hw[:, None]
+    if readable:  # dark brows whatever the hair colour
+        dark = srgb_to_linear(torch.tensor(_BROW_DARK, device=dev, dtype=dt)) * strands[:, None]
+        albedo = albedo * (1 - brow[:, None]) + dark * brow[:, None]
     rough = rough * (1 - hw) + 0.85 * hw
     f0 = f0 * (1 - hw) + 0.046 * hw
 
     # ---- eyes ------------------------------------------------------------------------------------
     eyes = _region(regions, "eyes", x)
+    if readable:
+        margin = _region(regions, "lid_margin", x) * (1 - eyes)
+        lash = srgb_to_linear(torch.tensor(_LASH, device=dev, dtype=dt))
+        albedo = albedo * (1 - margin[:, None]) + lash * margin[:, None]
+        rough = rough * (1 - margin) + 0.85 * margin
     c = torch.where((x > mid[0])[:, None], ec[0], ec[1])
     d = points - c
     cosang = d[:, 2] / d.norm(dim=-1).clamp_min(1e-9)
@@ -253,6 +275,13 @@ def procedural_materials(
     eye_col = eye_col * (1 - w_pupil[:, None]) + 0.01 * w_pupil[:, None]
     # far from the eye's axis: the socket / inner lids (the model's "eyes" region includes them)
     socket = _smooth(0.85, 1.05, ang)[:, None]
+    if readable:  # only the eyeball shows the eye; the lid linings behind it are socket skin
+        ball = _region(regions, "eyeball", x)
+        white = srgb_to_linear(torch.tensor([0.96, 0.95, 0.93], device=dev, dtype=dt)).expand_as(albedo)
+        dark_iris = iris_base[None] * 0.25 * spokes[:, None]
+        eye_col = white * (1 - w_iris[:, None]) + dark_iris * w_iris[:, None]
+        eye_col = eye_col * (1 - w_pupil[:, None]) + 0.005 * w_pupil[:, None]
+        socket = torch.maximum(socket, (1 - ball)[:, None])
     eye_col = eye_col * (1 - socket) + skin * torch.tensor([0.75, 0.5, 0.5], device=dev, dtype=dt) * socket
     albedo = albedo * (1 - eyes[:, None]) + eye_col * eyes[:, None]
     rough = rough * (1 - eyes) + 0.5 * eyes
@@ -283,6 +312,36 @@ def model_eye_centers(model: HeadModel, shape: Tensor | None = None) -> Tensor:
     return j[3:5]
 
 
+def lid_margin(model: HeadModel, shape: Tensor | None = None) -> Tensor:
+    """``[V]`` lash-line weight of the skin vertices on the eyelid margins (0 elsewhere).
+
+    The margin is the skin (outside the ``eyes`` region) that lies on the eyeball: within 0.8 mm
+    of the eyeball's radius (weight 1, falling to 0 at 2.5 mm), in front of the eyeball centre
+    (within 70 degrees of the forward axis +z); full weight on the upper lid, 0.6 on the lower.
+    The eyeball radius is the largest distance of an :func:`eyeball_region` vertex from its eye
+    joint. Zero for models without ``eyes`` region or eyeball.
+    """
+    V = model.num_vertices
+    v = shaped_template(model, shape)
+    eyes, ball = model.regions.get("eyes"), eyeball_region(model)
+    if eyes is None or not bool(ball.any()):
+        return torch.zeros(V, dtype=v.dtype, device=v.device)
+    ec = model_eye_centers(model, shape).to(v)
+    c = torch.where((v[:, 0] > ec.mean(0)[0])[:, None], ec[0], ec[1])
+    d = v - c
+    dist = d.norm(dim=-1).clamp_min(1e-9)
+    radius = dist[ball].max()
+    front = (d[:, 2] / dist > math.cos(math.radians(70))).to(v)
+    near = 1 - _smooth(0.0008, 0.0025, dist - radius)
+    upper = torch.where(d[:, 1] > 0, 1.0, 0.6).to(v)
+    return near * front * upper * (~eyes.bool()).to(v)
+
+
+def eyeball_region(model: HeadModel) -> Tensor:
+    """``[V]`` bool: vertices skinned mostly to the eye joints (the visible eyeballs)."""
+    return model.lbs_weights[:, 3:5].sum(-1) > 0.5
+
+
 def shaped_template(model: HeadModel, shape: Tensor | None = None) -> Tensor:
     """``[V,3]`` template with the identity offsets (canonical vertices, metres)."""
     if shape is None:
@@ -291,15 +350,20 @@ def shaped_template(model: HeadModel, shape: Tensor | None = None) -> Tensor:
     return model.v_template + torch.einsum("vcs,s->vc", model.shapedirs, s.to(model.v_template))
 
 
-def vertex_materials(model: HeadModel, shape: Tensor | None = None, seed: int = 0) -> Materials:
+def vertex_materials(model: HeadModel, shape: Tensor | None = None, seed: int = 0, readable: bool = False
+                     ) -> Materials:
     """Procedural materials at the model's (shaped) vertices: :class:`Materials` with N = V."""
     regions = {k: v.float() for k, v in model.regions.items()}
-    return procedural_materials(shaped_template(model, shape), regions, model_eye_centers(model, shape), seed)
+    if readable:
+        regions["eyeball"] = eyeball_region(model).float()
+        regions["lid_margin"] = lid_margin(model, shape)
+    return procedural_materials(shaped_template(model, shape), regions, model_eye_centers(model, shape), seed,
+                                readable=readable)
 
 
 def point_materials(
     model: HeadModel, face_index: Tensor, bary: Tensor, shape: Tensor | None = None, seed: int = 0,
-    skin: float | None = None,
+    skin: float | None = None, readable: bool = False,
 ) -> Materials:
     """Procedural materials at points sampled on faces (``face_index [N]``, ``bary [N,3]``).
 
@@ -318,4 +382,7 @@ def point_materials(
     for k in ("eyes", "teeth", "mouth_interior"):
         if k in model.regions:
             regions[k] = model.regions[k][tri].all(-1).to(pts)
-    return procedural_materials(pts, regions, model_eye_centers(model, shape), seed, skin)
+    if readable:
+        regions["eyeball"] = eyeball_region(model)[tri].all(-1).to(pts)
+        regions["lid_margin"] = interpolate(lid_margin(model, shape)[:, None], faces, face_index, bary)[:, 0]
+    return procedural_materials(pts, regions, model_eye_centers(model, shape), seed, skin, readable)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hravatar import light_priors as lp
+
 
 @dataclass(frozen=True)
 class Softbox:
@@ -115,11 +117,29 @@ for _k, _t in LIGHT_TINTS.items():
         ENVIRONMENTS[f"{TRAIN_ENV}_{_k}"] = tinted(ENVIRONMENTS[TRAIN_ENV], _t, f"{TRAIN_ENV}_{_k}")
 
 
-def train_env_name(light: str = "neutral") -> str:
-    """Name (in :data:`ENVIRONMENTS`) of the training environment lit with colour ``light``."""
+#: Suffix of an environment name that scales its brightness: ``"studio_warm_level0.5"`` is
+#: ``studio_warm`` at half the front irradiance :data:`FRONT_IRRADIANCE` (``hravatar synth
+#: --light-level``: a training video exposed darker or brighter than the relighting environments).
+LEVEL_SUFFIX = "_level"
+
+
+def train_env_name(light: str = "neutral", level: float = 1.0) -> str:
+    """Name of the training environment lit with colour ``light`` (a key of :data:`ENVIRONMENTS`)
+    at ``level`` times the usual front irradiance (a :data:`LEVEL_SUFFIX` when not 1)."""
     if light not in LIGHT_TINTS:
         raise KeyError(f"unknown training light {light!r}; choose from {sorted(LIGHT_TINTS)}")
-    return TRAIN_ENV if light == "neutral" else f"{TRAIN_ENV}_{light}"
+    if not level > 0:
+        raise ValueError(f"light level must be > 0 (got {level})")
+    name = TRAIN_ENV if light == "neutral" else f"{TRAIN_ENV}_{light}"
+    return name if level == 1.0 else f"{name}{LEVEL_SUFFIX}{level:g}"
+
+
+def split_level(name: str) -> tuple[str, float]:
+    """``(environment name, level)`` of a name that may end in :data:`LEVEL_SUFFIX` ``<level>``."""
+    base, sep, lv = name.rpartition(LEVEL_SUFFIX)
+    if sep and base in ENVIRONMENTS:
+        return base, float(lv)
+    return name, 1.0
 
 
 def equirect_directions(height: int, width: int) -> np.ndarray:
@@ -190,26 +210,24 @@ def write_hdr(path: str, image: np.ndarray) -> None:
 
 
 #: Mean luminance of the irradiance over front-facing normals that every environment is scaled to,
-#: so the unseen environments light the face about as brightly as the training one.
-FRONT_IRRADIANCE = 0.85
+#: so the unseen environments light the face about as brightly as the training one (the training's
+#: level gauge, :func:`hravatar.light_priors.set_light_level`, measures the same statistic).
+FRONT_IRRADIANCE = lp.FRONT_IRRADIANCE
 #: Prefiltering settings of the ground-truth lighting (roughness levels 0, 0.25, ..., 1); the
 #: base resolution is at most half the map's height.
 PREFILTER = {"base_res": 64, "levels": 5, "samples": 128}
 
 
 def front_irradiance(equirect: np.ndarray) -> float:
-    """Mean luminance of the irradiance (``1/pi`` cosine convolution) over normals facing +z."""
+    """Mean luminance of the irradiance (``1/pi`` cosine convolution) over normals facing +z
+    (:func:`hravatar.light_priors.front_directions`, as the level gauge measures it)."""
     import torch
 
     from hravatar.shading.cubemap import sample_cube
     from hravatar.shading.envmap_tools import irradiance_cube
 
     irr = irradiance_cube(torch.from_numpy(np.ascontiguousarray(equirect)), 16)
-    g = torch.Generator().manual_seed(0)
-    d = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g), dim=-1)
-    d = d[d[:, 2] > 0.2]
-    e = sample_cube(irr, d).mean(0)
-    return float(0.2126 * e[0] + 0.7152 * e[1] + 0.0722 * e[2])
+    return float(lp.luminance(sample_cube(irr, lp.front_directions()).mean(0)))
 
 
 def normalized_envmap(
@@ -222,7 +240,8 @@ def normalized_envmap(
 
 
 def make_lighting(name: str, height: int = 128, cache_dir: str | None = None):
-    """A fixed :class:`~hravatar.shading.lighting.EnvironmentLighting` of a built-in environment.
+    """A fixed :class:`~hravatar.shading.lighting.EnvironmentLighting` of a built-in environment
+    (normalised to :data:`FRONT_IRRADIANCE`, times the level of a :data:`LEVEL_SUFFIX` name).
 
     The prefiltered maps are cached as ``<cache_dir>/<name>-<height>.safetensors`` when
     ``cache_dir`` is given (prefiltering takes several seconds per map on a CPU).
@@ -235,7 +254,8 @@ def make_lighting(name: str, height: int = 128, cache_dir: str | None = None):
     from hravatar.shading.envmap_tools import load_prefiltered, prefilter_envmap, save_prefiltered
     from hravatar.shading.lighting import EnvironmentLighting
 
-    env = normalized_envmap(name, height)
+    base, level = split_level(name)
+    env = normalized_envmap(base, height, target=FRONT_IRRADIANCE * level)
     path = None
     if cache_dir is not None:
         from pathlib import Path

@@ -237,14 +237,13 @@ def evaluate_synthetic(
 
 def _auto_exposed(light: Any, learned: Any) -> Any:
     """``light`` with the exposure ``hravatar relight`` gives it by default (auto exposure: its mean
-    irradiance made equal to the avatar's learned light's; one scalar from the avatar, not from the
-    ground truth)."""
-    from hravatar.apps.common import mean_irradiance
+    front irradiance made equal to the avatar's learned light's; one scalar from the avatar, not
+    from the ground truth)."""
+    from hravatar.light_priors import matched_exposure
     from hravatar.shading.lighting import EnvironmentLighting
 
     env = EnvironmentLighting(_prefiltered_of(light))
-    m_env, m_ref = env.mean_irradiance(), mean_irradiance(learned)
-    env.exposure = math.log2(m_ref / m_env) if m_env > 0 and m_ref > 0 else 0.0
+    env.exposure = matched_exposure(env, learned)
     return env
 
 

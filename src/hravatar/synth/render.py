@@ -34,6 +34,7 @@ def build_gt_avatar(
     opacity: float = 0.98,
     appearance_seed: int | None = None,
     skin: float | None = None,
+    readable: bool = False,
 ) -> tuple[GaussianHead, Materials]:
     """A dense ground-truth avatar carrying the procedural materials.
 
@@ -45,6 +46,8 @@ def build_gt_avatar(
         opacity: opacity of every point.
         appearance_seed: seed of the look (skin / hair / iris colours); default ``seed``.
         skin: skin tone in [0, 1], lightest to darkest (``None``: chosen by the appearance seed).
+        readable: paint eyes, lash lines and brows for face trackers
+            (:func:`~hravatar.synth.appearance.procedural_materials`).
     Returns:
         ``(avatar, materials)``: the :class:`GaussianHead` (blendshape rig, the head model's bases,
         materials set) and the :class:`~hravatar.synth.appearance.Materials` per point.
@@ -61,7 +64,8 @@ def build_gt_avatar(
     means = interpolate(head.v_template, head.faces, fi, bary)
     if not torch.allclose(means, avatar.params["means"].detach(), atol=1e-6):
         raise RuntimeError("ground-truth avatar: barycentric samples do not match the avatar's points")
-    mats = point_materials(head, fi, bary, shape, appearance_seed if appearance_seed is not None else seed, skin)
+    mats = point_materials(head, fi, bary, shape, appearance_seed if appearance_seed is not None else seed, skin,
+                           readable)
     c = avatar.config
     with torch.no_grad():
         avatar.params["albedo"].copy_(_logit(mats.albedo))

@@ -63,8 +63,14 @@ class SynthConfig:
     light: str = "neutral"
     """colour of the training light: neutral, warm (tungsten-like) or cool (daylight-like); the
     unseen relighting environments are the same for all"""
+    light_level: float = 1.0
+    """brightness of the training light: its mean front irradiance relative to the relighting
+    environments' (1 = the same, 0.85 luminance; 0.5 = a video exposed one stop darker)"""
     skin: float = -1.0
     """skin tone in [0, 1], lightest to darkest of the palette; negative: chosen by the seed"""
+    readable_face: bool = False
+    """paint the eyes (white sclera, dark iris and pupil), a dark lash line on the eyelid margins
+    and dark brows, so that face trackers such as MediaPipe read blinks and brow raises"""
     head_model: str = "open"
     """head model ("open"; "flame" needs your FLAME file)"""
     backend: str = "auto"
@@ -130,7 +136,15 @@ def synthesize(cfg: SynthConfig) -> Path:
     from hravatar.data import SubjectParams, default_test_count, write_subject
     from hravatar.synth.appearance import random_identity
     from hravatar.synth.curves import make_animation, model_parameters
-    from hravatar.synth.envmaps import ENVIRONMENTS, LIGHT_TINTS, TEST_ENVS, make_lighting, train_env_name, write_hdr
+    from hravatar.synth.envmaps import (
+        ENVIRONMENTS,
+        LIGHT_TINTS,
+        TEST_ENVS,
+        make_lighting,
+        split_level,
+        train_env_name,
+        write_hdr,
+    )
     from hravatar.synth.hair import add_hair
     from hravatar.synth.render import (
         build_gt_avatar,
@@ -150,7 +164,10 @@ def synthesize(cfg: SynthConfig) -> Path:
         raise HRAvatarError(f"--light: unknown training light {cfg.light!r}; choose one of {', '.join(LIGHT_TINTS)}")
     if cfg.skin > 1.0:
         raise HRAvatarError(f"--skin: {cfg.skin} is above 1; give a tone in [0, 1] (negative: the seed's)")
-    train_env = train_env_name(cfg.light)
+    if not 0.05 <= cfg.light_level <= 20:
+        raise HRAvatarError(f"--light-level: {cfg.light_level} is outside [0.05, 20]; "
+                            "give a brightness factor such as 0.5 or 2")
+    train_env = train_env_name(cfg.light, cfg.light_level)
     skin = cfg.skin if cfg.skin >= 0 else None
     t0 = time.perf_counter()
     head = load_head(cfg.head_model)
@@ -159,7 +176,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     jaw_expr = tuple(head.meta.get("jaw_expressions", ()))
     expr, pose = model_parameters(anim, head.expr_names, jaw_expr)
     trans = anim.translation
-    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin)
+    avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin,
+                                   readable=cfg.readable_face)
     avatar = add_hair(avatar, head, shape, cfg.seed, cfg.hair)
     viewmat, K = default_camera(cfg.size, **(TORSO_CAMERA if cfg.torso else {}))
     envs, lights = {}, {}
@@ -223,7 +241,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         "num_gaussians": avatar.num_points,
         "train_env": train_env,
         "test_envs": list(TEST_ENVS),
-        "environments": {n: asdict(ENVIRONMENTS[n]) for n in envs},
+        "environments": {n: {**asdict(ENVIRONMENTS[split_level(n)[0]]), "level": split_level(n)[1]} for n in envs},
         "test_frames": n_test,
         "exact_tracking": cfg.perturb <= 0,
         "gt_params": {
@@ -344,7 +362,8 @@ def rebuild_gt(subject: str | Path) -> dict[str, Any]:
     shape = torch.tensor(gp["shape"], dtype=torch.float32)
     skin = st.get("skin", -1.0)
     avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"],
-                                skin=skin if skin is not None and skin >= 0 else None)
+                                skin=skin if skin is not None and skin >= 0 else None,
+                                readable=bool(st.get("readable_face", False)))
     from hravatar.synth.hair import add_hair
 
     avatar = add_hair(avatar, head, shape, st["seed"], st.get("hair", "none"))

@@ -1,0 +1,133 @@
+"""Mapping variants on the real driver: which rows of the MediaPipe -> expression map help or hurt.
+
+``python benchmarks/reenact_variants.py --work DIR [VARIANT ...]`` reuses ``benchmarks/reenact.py``'s
+cached avatar A and its real-driver measurement (``real()``: MediaPipe on the driver and on the
+output, Pearson correlation per blendshape and of head yaw / pitch), with the correspondence rows
+swapped per variant:
+
+* ``names``: name to name (the default); ``calibrated``: the fitted mouth rows;
+* ``smile``: the fitted rows for ``mouthSmile/Dimple/Stretch`` only; ``half``: name to name with the
+  other mouth rows at gain 0.5; ``nobrow`` / ``nomouth``: name to name with the brow / mouth rows at 0;
+* ``readable-mouth-eyes`` / ``readable-smile-eyes``: a correspondence fitted on readable faces
+  (``correspondence.probe(..., readable=True)``, 3 identities x 200 renders, about a minute), its
+  rows for the mouth (or smiles) plus eyes and brows;
+* ``headonly``: name to name with expressions, jaw and eyes held at their median (head motion only);
+* ``names@512``: name to name, output rendered at 512 px for MediaPipe.
+
+Writes benchmarks/results/reenact_variants.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reenact as bench  # noqa: E402
+
+VARIANTS = ("names", "calibrated", "smile", "half", "readable-mouth-eyes", "readable-smile-eyes", "nobrow",
+            "nomouth", "headonly", "names@512")
+SMILE = ("mouthSmile", "mouthDimple", "mouthStretch")
+EYES = ("eyeBlink", "eyeSquint", "eyeWide", "brow")
+
+
+def _names_rows(gain) -> object:
+    return lambda targets, recompute=False: {"rows": {n: [[n, gain(n)]] for n in targets}}
+
+
+def _readable_rows(cache: Path):
+    from hravatar.avatar import correspondence as corr
+    from hravatar.avatar.drive import mapped_expressions
+
+    targets = mapped_expressions()
+    if not cache.is_file():
+        d = corr.probe(targets, (0, 1, 2), 200, readable=True)
+        ok = d["found"]
+        A = corr.fit_forward(d["c"][ok], d["s"][ok], d["identity"][ok], d["neutral"][ok])
+        cache.write_text(json.dumps({"targets": targets, "A": A.tolist()}))
+    rec = json.loads(cache.read_text())
+    rows = corr.inverse_rows(np.asarray(rec["A"]), rec["targets"])
+    return lambda targets, recompute=False: {"rows": rows}
+
+
+def run_variant(name: str, la, work: Path, video: Path) -> dict:
+    """Patch the correspondence for ``name``, run the real-driver measurement, restore."""
+    from hravatar.avatar import correspondence as corr
+    from hravatar.avatar import drive
+
+    rows0, region0, map0 = corr.calibrated_rows, corr.calibrated_region, drive.map_scores
+    size, signal = 256, "mediapipe-calibrated"
+    try:
+        if name in ("names", "names@512", "headonly"):
+            signal = "mediapipe-names"
+            size = 512 if name == "names@512" else 256
+        elif name == "calibrated":
+            pass
+        elif name == "smile":
+            corr.calibrated_region = lambda n: n.startswith(SMILE)
+        else:
+            corr.calibrated_region = lambda n: True
+            corr.calibrated_rows = {
+                "half": _names_rows(lambda n: 0.5 if n.startswith("mouth") and not n.startswith(SMILE) else 1.0),
+                "nobrow": _names_rows(lambda n: 0.0 if n.startswith("brow") else 1.0),
+                "nomouth": _names_rows(lambda n: 0.0 if n.startswith("mouth") else 1.0),
+            }.get(name) or _readable_rows(work / "readable_correspondence.json")
+            if name == "readable-mouth-eyes":
+                corr.calibrated_region = lambda n: region0(n) or n.startswith(EYES)
+            elif name == "readable-smile-eyes":
+                corr.calibrated_region = lambda n: n.startswith(SMILE + EYES)
+        if name == "headonly":
+            def still(*a, **k):
+                return tuple(np.repeat(np.median(x, 0, keepdims=True), len(x), 0) for x in map0(*a, **k))
+
+            drive.map_scores = still
+        res, _ = bench.real({"real_tracked": work / "real_tracked"}, la, video, work, size, 0, (signal,))
+    finally:
+        corr.calibrated_rows, corr.calibrated_region, drive.map_scores = rows0, region0, map0
+    return dict(res["signals"][signal], render_size=size, driver_std=res["driver_std"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, required=True, help="benchmarks/reenact.py's cache folder (avatar A)")
+    ap.add_argument("--real", type=Path, default=Path("../shared/data/videos/talking_man_d18.mp4"))
+    ap.add_argument("--out", type=Path, default=bench.REPO / "benchmarks" / "results" / "reenact_variants.json")
+    ap.add_argument("variants", nargs="*", default=list(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
+    a = ap.parse_args()
+    bad = [v for v in a.variants if v not in VARIANTS]
+    if bad:
+        sys.exit(f"error: variants: unknown {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
+    torch.set_num_threads(1)
+    from hravatar.avatar import load_avatar
+
+    la = load_avatar(a.work / "avA", "cpu")
+    rec = {"benchmark": "reenact_variants", "command": " ".join(sys.argv), "machine": bench.machine(),
+           "video": a.real.name, "variants": {}}
+    rec["machine"]["loadavg_before"] = os.getloadavg()
+    shapes = bench.TARGET_SHAPES + bench.BROW_DOWN
+    print("| variant | " + " | ".join(shapes) + " | mean | yaw | pitch | s |")
+    print("|---|" + "---|" * (len(shapes) + 4))
+    for v in a.variants:
+        t = time.time()
+        r = run_variant(v, la, a.work, a.real)
+        r["seconds"], r["loadavg"] = round(time.time() - t, 1), os.getloadavg()
+        rec["variants"][v] = r
+        c = r["blendshape_corr"]
+        print(f"| {v} | " + " | ".join(f"{c[k]:.2f}" for k in shapes)
+              + f" | {r['mean_corr_target']:.2f} | {r['yaw_corr']:.2f} | {r['pitch_corr']:.2f} | {r['seconds']:.0f} |",
+              flush=True)
+    rec["machine"]["loadavg_after"] = os.getloadavg()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(rec, indent=1) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
