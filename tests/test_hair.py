@@ -123,3 +123,24 @@ def test_hair_init_adds_nothing_without_hair(tmp_path):
     av = GaussianHead.from_head_model(gt["head"], AvatarConfig(points_per_face=1))
     av2, st = add_hair_init(av, gt["head"], load_subject(out, "train"), HairInitConfig(frames=3))
     assert av2 is av and st["points"] == 0
+
+
+def test_hair_init_triangle_rig(long_subject):
+    """The rig-to-mesh ablation binds hair points to their nearest triangle; they still land in the matte."""
+    from hravatar.data import load_subject
+    from hravatar.gaussians import AvatarConfig, GaussianHead
+    from hravatar.gaussians.hair_init import HairInitConfig, add_hair_init
+    from hravatar.render.mesh import project
+
+    gt = rebuild_gt(long_subject)
+    ds = load_subject(long_subject, "train")
+    av = GaussianHead.from_head_model(gt["head"], AvatarConfig(points_per_face=1, rig="triangle"))
+    N = av.num_points
+    av2, st = add_hair_init(av, gt["head"], ds, HairInitConfig(frames=4))
+    assert st["points"] > 200 and av2.params["binding"].shape[0] == av2.num_points
+    s = ds[len(ds) - 1]
+    d = av2.deform(s.shape[None], s.expression[None], s.pose[None], s.translation[None])
+    uv, _ = project(d.means[0, N:].detach().double().numpy(), s.viewmat.double().numpy(), s.K.double().numpy())
+    u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    ok = (u >= 0) & (u < SIZE) & (v >= 0) & (v < SIZE)
+    assert ok.mean() > 0.7 and (s.mask[..., 0].numpy() > 0.5)[v[ok], u[ok]].mean() > 0.9
