@@ -95,6 +95,13 @@ def test_hair_init_seeds_the_hair_and_moves_with_the_head(long_subject):
         outside_mesh = (~_mesh_mask(head, s, 0))[v[ok], u[ok]].mean()
         assert in_matte > 0.9, (i, in_matte)
         assert outside_mesh > 0.5, (i, outside_mesh)
+        # and they cover the hair region (within a pixel): the canonical binding is consistent across frames
+        from scipy.ndimage import binary_dilation
+
+        hit = np.zeros((SIZE, SIZE), bool)
+        hit[v[ok], u[ok]] = True
+        coverage = binary_dilation(hit)[_hair_region(head, s)].mean()
+        assert coverage > 0.97, (i, coverage)
     # rigid with the head: a neck rotation moves the hair points like the skull's top vertex
     pose = torch.zeros(1, 5, 3)
     pose[0, 1, 1] = 0.4
