@@ -152,6 +152,23 @@ def test_numeric_options_checked(world, tmp_path, capsys, args, expect):
     assert not (tmp_path / "av").exists()
 
 
+@pytest.mark.parametrize("args,expect", [(["train", "SUBJ", "--encoder", "bogus"], "'--encoder'"),
+                                         (["synth", "OUT", "--hair", "bogus"], "'--hair'"),
+                                         (["train", "SUBJ", "--iterations", "abc"], "--iterations"),
+                                         (["train", "SUBJ", "--no-such-option"], "--no-such-option"),
+                                         (["train"], "PATH")])
+def test_usage_errors_are_one_line(tmp_path, capsys, args, expect):
+    """tyro's usage errors (a boxed panel of many lines) become the one ``error:`` line too."""
+    args = [str(tmp_path / a) if a in ("SUBJ", "OUT") else a for a in args]
+    capsys.readouterr()
+    status = run(args)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    assert f"hravatar {args[0]} --help" in err[0] and not any(c in err[0] for c in "│╭╰─")
+    assert not any(tmp_path.iterdir())
+
+
 # ---- avatar files ------------------------------------------------------------------------------------
 def _rewrite(path: Path, fn) -> None:
     from safetensors import safe_open

@@ -98,7 +98,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     params = list(inspect.signature(func).parameters.values())
     cfg_type = typing.get_type_hints(func)[params[0].name]
     try:
-        cfg = tyro.cli(cfg_type, args=rest, prog=f"hravatar {key}", description=COMMANDS[key][1])
+        cfg = _parse(tyro, cfg_type, rest, key)
         check_options(cfg)
         status = func(cfg)
     except KeyboardInterrupt:
@@ -119,6 +119,38 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: {line}", file=sys.stderr)
         return status
     return int(status or 0)
+
+
+def _parse(tyro: Any, cfg_type: type, rest: list[str], key: str) -> Any:
+    """``tyro.cli`` with its usage errors (a boxed, multi-line panel on stderr) turned into the
+    one ``error:`` line every bad input gets (exit 2); ``--help`` is untouched."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            return tyro.cli(cfg_type, args=rest, prog=f"hravatar {key}", description=COMMANDS[key][1])
+    except SystemExit as e:
+        if e.code in (0, None):
+            sys.stderr.write(buf.getvalue())
+            raise
+        print(f"error: {usage_error_line(buf.getvalue())}; run `hravatar {key} --help`", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def usage_error_line(panel: str) -> str:
+    """The message of a tyro usage-error panel as one line: its body up to the first rule, box
+    characters and runs of spaces removed (``"invalid choice 'x' for argument '--encoder'. ..."``)."""
+    body = []
+    for raw in panel.splitlines()[1:]:
+        text = raw.strip().strip("│╭╮╰╯").strip()
+        if text and set(text) <= set("─━"):
+            break
+        if text:
+            body.append(text)
+    line = " ".join(" ".join(body).split()).rstrip(".")
+    return line or "invalid command line"
 
 
 def user_error(e: BaseException) -> tuple[int, str]:

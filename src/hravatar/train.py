@@ -99,6 +99,9 @@ class TrainConfig:
     """your FLAME file when the head model is FLAME (or set $HRAVATAR_FLAME_PATH)"""
     points_per_face: int = 8
     """Gaussians initialised per head-mesh triangle (the paper: 8)"""
+    hair_init: Literal["on", "off"] = "on"
+    """seed Gaussians where the matte covers pixels the head mesh does not (hair beyond the bald mesh;
+    gaussians/hair_init.py); off: mesh points only, as the paper"""
     scene_scale: float = 0.25
     """metres that the position learning rate and the densification size thresholds are relative to
     (HRAvatar works in FLAME units x 4, so its rates in metres are a quarter)"""
@@ -298,6 +301,7 @@ class Trainer:
         self.elapsed = 0.0
         self.order: Tensor | None = None
         self.order_pos = 0
+        self.init_info: dict[str, Any] = {}  # initial points and hair-init statistics (fresh runs)
 
     # ---- construction ------------------------------------------------------------------------
     def _avatar_config(self) -> AvatarConfig:
@@ -323,7 +327,15 @@ class Trainer:
 
         c = self.cfg
         torch.manual_seed(c.seed)
-        self.avatar = GaussianHead.from_head_model(self.head, self._avatar_config()).to(self.device)
+        self.avatar = GaussianHead.from_head_model(self.head, self._avatar_config())
+        if c.hair_init == "on":
+            from hravatar.gaussians.hair_init import add_hair_init
+
+            self.avatar, st = add_hair_init(self.avatar, self.head, self.ds)
+            log.info("hair init: %d points from %d hair pixels", st["points"], st["hair_pixels"])
+            self.init_info["hair_init"] = st
+        self.init_info["initial_points"] = self.avatar.num_points
+        self.avatar = self.avatar.to(self.device)
         self.lighting = LearnableLighting().to(self.device)
         self.encoder = build_encoder(c, self.avatar.num_expr, self.device, self.avatar.expr_names)
         self.strategy = DensifyStrategy(self.densify_cfg, self.total, c.scene_scale)
@@ -685,6 +697,7 @@ class Trainer:
             "first_psnr": self.history[0]["psnr"] if self.history else None,
             "warmup_iterations": self.warmup,
             "densify": dataclasses.asdict(self.densify_cfg),
+            **self.init_info,
         }
         atomic_write_text(self.out / "training.json", json.dumps(info, indent=1))
         log.info("trained %d iterations in %.0f s: %d points, PSNR %.2f dB (train frames, last logs) -> %s",

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -80,6 +80,8 @@ class SynthConfig:
     torso: bool = False
     """add a clothed torso under the head (frames' alpha = head + torso; gt/mask stays the head,
     gt/clothes holds the visible torso): ground truth for the head-only matte of preprocessing"""
+    hair: Literal["none", "long"] = "none"
+    """hair beyond the bald head mesh: none, or long (strands to below the frame; synth/hair.py)"""
 
 
 def load_head(kind: str = "open") -> Any:
@@ -143,6 +145,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         train_env_name,
         write_hdr,
     )
+    from hravatar.synth.hair import add_hair
     from hravatar.synth.render import (
         build_gt_avatar,
         default_camera,
@@ -175,6 +178,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     trans = anim.translation
     avatar, mats = build_gt_avatar(head, shape, seed=cfg.seed, points_per_face=cfg.points_per_face, skin=skin,
                                    readable=cfg.readable_face)
+    avatar = add_hair(avatar, head, shape, cfg.seed, cfg.hair)
     viewmat, K = default_camera(cfg.size, **(TORSO_CAMERA if cfg.torso else {}))
     envs, lights = {}, {}
     for name in progress((train_env, *TEST_ENVS), desc="synth: prefilter environments"):
@@ -360,6 +364,9 @@ def rebuild_gt(subject: str | Path) -> dict[str, Any]:
     avatar, _ = build_gt_avatar(head, shape, seed=st["seed"], points_per_face=st["points_per_face"],
                                 skin=skin if skin is not None and skin >= 0 else None,
                                 readable=bool(st.get("readable_face", False)))
+    from hravatar.synth.hair import add_hair
+
+    avatar = add_hair(avatar, head, shape, st["seed"], st.get("hair", "none"))
     viewmat, K = default_camera(st["size"], **(TORSO_CAMERA if st.get("torso") else {}))
     names = [info["train_env"], *info["test_envs"]]
     envmaps, lights = {}, {}
