@@ -203,8 +203,11 @@ def test_view_serves_page_and_exits_130_on_sigint(tiny_avatar, server_render):
     av, _ = tiny_avatar
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "hravatar.cli", "view", str(av), "--port", "0", "--no-open", "--device", "cpu"]
+    # a test run started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored: give the command the default disposition a terminal has
     proc = subprocess.Popen(cmd + (["--server-render", "--size", "32"] if server_render else []),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("viewer at http://127.0.0.1:"), line + proc.stderr.read()  # type: ignore[union-attr]

@@ -272,6 +272,9 @@ def build_bundle(la: Any, envmaps: list[Any] | None = None, sequence: bool = Tru
         "joints": _np(_joints(av, shape)).tolist(), "parents": [-1, 0, 1, 1, 1],
         "camera": {"viewmat": _np(cam.viewmat).tolist(), "K": _np(cam.K).tolist(),
                    "width": cam.width, "height": cam.height},
+        # focal length of the training images (pixels): larger renders widen the 2D low-pass to
+        # the training's footprint, as hravatar.avatar.footprint_eps2d does (null: unknown)
+        "train_focal_px": la.train_focal,
         "reference": {"expression": _np(ref.params.expression[0]).tolist(),
                       "pose": _np(ref.params.pose[0]).tolist(),
                       "translation": _np(ref.params.translation[0]).tolist()},

@@ -71,6 +71,7 @@ uniform sampler2D u_posed0, u_posed1, u_scales, u_mat0, u_mat1;
 uniform int u_texw;
 uniform mat4 u_view;       // OpenCV world-to-camera (row-major semantics handled by upload)
 uniform vec4 u_K;          // fx fy cx cy
+uniform float u_eps2d;     // 2D low-pass (px^2): 0.3, widened to the training's footprint
 uniform vec2 u_size;       // width height
 uniform vec3 u_camc;
 uniform vec2 u_rough_range, u_f0_range;
@@ -108,7 +109,7 @@ void main(){
   // J (2x3) as the columns of a mat3x2
   mat3x2 J = mat3x2(fx / tz, 0.0, 0.0, fy / tz, -fx * tx / (tz * tz), -fy * ty / (tz * tz));
   mat2 c2 = J * covc * transpose(J);
-  float a = c2[0][0] + 0.3, b = 0.5 * (c2[0][1] + c2[1][0]), c = c2[1][1] + 0.3;
+  float a = c2[0][0] + u_eps2d, b = 0.5 * (c2[0][1] + c2[1][0]), c = c2[1][1] + u_eps2d;
   float det = a * c - b * b;
   if (!(det > 0.0)) { cull(); return; }
   vec2 mean2d = vec2(fx * u + cx, fy * v + cy);
@@ -277,6 +278,15 @@ export function mat3mul(A, B) {
   for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 3; k++) C[3 * i + j] += A[3 * i + k] * B[3 * k + j];
   return C;
 }
+/** The 2D low-pass (px^2) for a render of focal length `focal` (px) of an avatar trained at
+ * `trainFocal` (px; null: unknown): 0.3 widened by (focal / trainFocal)^2 when rendering larger,
+ * as hravatar.avatar.render.footprint_eps2d does (the image is then the training's, sampled finer). */
+export function footprintEps2d(focal, trainFocal) {
+  if (!trainFocal || trainFocal <= 0) return 0.3;
+  const k = Math.max(1.0, focal / trainFocal);
+  return 0.3 * k * k;
+}
+
 function mat4mul(A, B) { // row-major 4x4
   const C = new Array(16).fill(0);
   for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) for (let k = 0; k < 4; k++) C[4 * i + j] += A[4 * i + k] * B[4 * k + j];
@@ -597,6 +607,7 @@ onmessage = (e) => { const { keys, n, key } = e.data; const order = new Uint32Ar
     gl.uniformMatrix4fv(pr.u.u_view, false, new Float32Array(colMajor));
     const K = cam.K;
     gl.uniform4f(pr.u.u_K, K[0], K[4], K[2], K[5]);
+    gl.uniform1f(pr.u.u_eps2d, footprintEps2d(K[0], this.h.train_focal_px));
     gl.uniform2f(pr.u.u_size, W, H);
     // camera centre = -R^T t
     const c = [0, 1, 2].map((j) => -(V[j] * V[3] + V[4 + j] * V[7] + V[8 + j] * V[11]));
