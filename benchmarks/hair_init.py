@@ -1,8 +1,8 @@
 """Hair initialisation: train with and without ``--hair-init`` on synthetic long-hair and short-hair
 subjects (and optionally a preprocessed real subject) and evaluate on the held-out frames.
 
-    python benchmarks/hair_init.py --work /tmp/hairbench --size 128 --frames 50 --iterations 400
-    python benchmarks/hair_init.py --work /tmp/hairbench --real /tmp/i13/real512 --downscale 4
+    python benchmarks/hair_init.py --work hair_work --size 128 --frames 50 --iterations 400
+    python benchmarks/hair_init.py --work hair_work --real subjects/me --downscale 4
 
 Prints a table and writes ``benchmarks/results/hair_init[-TAG].json`` (per run: PSNR, SSIM, LPIPS
 VGG/Alex, MAE*, initial and final points, hair-init statistics, train seconds, load average; the

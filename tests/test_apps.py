@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from hravatar.cli import run
 from hravatar.io.envmap import write_envmap
 from hravatar.io.ply import read_gaussian_ply
 from hravatar.io.video import read_video
-from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,8 +24,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("apps")
     subj = make_tiny_subject(root / "subj", size=48, frames=10)
     av = root / "av"
-    assert train(TrainConfig(subject=subj, output=av, iterations=25, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=2, quiet=True)) == 0
+    train_tiny_avatar(subj, av, 25, warmup_steps=2)
     h, w = 16, 32
     yy, xx = np.mgrid[0:h, 0:w]
     env = np.zeros((h, w, 3), np.float32) + 0.2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_subject import train_tiny_avatar
 from hravatar.avatar.drive import (
     AvatarBase,
     calibrate_neutral,
@@ -170,15 +171,13 @@ def test_drive_tracked_relative_expression_and_pose():
 @pytest.fixture(scope="module")
 def a_and_b(tmp_path_factory):
     from hravatar.synth.subject import SynthConfig, synthesize
-    from hravatar.train import TrainConfig, train
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("drive")
     a = synthesize(SynthConfig(out=root / "A", size=48, frames=8, points_per_face=2, env_height=16, seed=0))
     b = synthesize(SynthConfig(out=root / "B", size=48, frames=24, points_per_face=2, env_height=16, seed=1))
     av = root / "avA"
-    assert train(TrainConfig(subject=a, output=av, iterations=15, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=2, quiet=True)) == 0
+    train_tiny_avatar(a, av, 15, warmup_steps=2)
     return a, b, av, root
 
 

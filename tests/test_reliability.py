@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from hravatar.cli import run
-from hravatar.train import TrainConfig, train
+from hravatar.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,8 +47,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("rel")
     subj = make_tiny_subject(root / "subj", size=32, frames=6)
     av = root / "av"
-    assert train(TrainConfig(subject=subj, output=av, iterations=2, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
+    train_tiny_avatar(subj, av, 2, warmup_steps=1)
     (root / "file").write_text("not a folder")
     (root / "folder.ply").mkdir()
     return root, subj, av

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from hravatar.cli import run
 from hravatar.evaluate import EvaluateConfig, evaluate_avatar
-from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,8 +20,7 @@ def trained(tmp_path_factory):
     subj = make_tiny_subject(root / "subj", size=48, frames=10, with_gt=True)
     out = root / "av"
     # the default: an expression encoder (tiny here) drives expression and jaw
-    assert train(TrainConfig(subject=subj, output=out, iterations=30, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=3, quiet=True)) == 0
+    train_tiny_avatar(subj, out, 30, warmup_steps=3)
     return subj, out
 
 

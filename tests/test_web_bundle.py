@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from hravatar.apps.view import BadQuery, make_server, parse_render_query
 from hravatar.apps.web_bundle import WebBundle
 from hravatar.cli import run
-from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -38,8 +37,7 @@ def tiny_avatar(tmp_path_factory):
     root = tmp_path_factory.mktemp("webb")
     subj = make_tiny_subject(root / "subj", size=32, frames=6)
     av = root / "av"
-    assert train(TrainConfig(subject=subj, output=av, iterations=4, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
+    train_tiny_avatar(subj, av, 4, warmup_steps=1)
     torch.set_num_threads(n)
     return av, root
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from helpers.web_browser import Page, browser, chromium_path, psnr, python_render, serve_bundle
 from hravatar.apps.common import load_environment
 from hravatar.apps.render import orbit_viewmats
@@ -17,7 +17,6 @@ from hravatar.apps.web_bundle import background_equirect, build_bundle
 from hravatar.avatar import FrameParams, load_avatar
 from hravatar.io.envmap import write_envmap
 from hravatar.shading.envmap_tools import background_image
-from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 96
@@ -32,8 +31,7 @@ def viewer(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     subj = make_tiny_subject(root / "subj", size=48, frames=8)
     av = root / "av"
-    assert train(TrainConfig(subject=subj, output=av, iterations=20, points_per_face=2, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=2, quiet=True)) == 0
+    train_tiny_avatar(subj, av, 20, warmup_steps=2, points_per_face=2)
     h, w = 16, 32
     yy, xx = np.mgrid[0:h, 0:w]
     env = np.zeros((h, w, 3), np.float32) + 0.1

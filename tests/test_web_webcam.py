@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_subject import make_tiny_subject
+from helpers.tiny_subject import make_tiny_subject, train_tiny_avatar
 from helpers.web_browser import Page, browser, chromium_path, serve_bundle
 from hravatar.apps.view import mediapipe_dir
 from hravatar.apps.web_bundle import build_bundle
 from hravatar.avatar import load_avatar
 from hravatar.avatar.drive import AvatarBase, drive_live, live_neutral
-from hravatar.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIDE = 224  # synthetic frames
@@ -113,8 +112,7 @@ def clip(tmp_path_factory):
     y4m = _write_y4m(root / "clip.y4m", frames, fps=8)
     # any small avatar: the test checks what the page applies
     subj = make_tiny_subject(root / "subj", size=32, frames=4)
-    assert train(TrainConfig(subject=subj, output=root / "av", iterations=2, points_per_face=1, encoder_width=0.25,
-                             encoder_input_size=32, encoder_warmup_steps=1, quiet=True)) == 0
+    train_tiny_avatar(subj, root / "av", 2, warmup_steps=1)
     bundle = build_bundle(load_avatar(root / "av", "cpu"))
     torch.set_num_threads(n)
     return y4m, truth, yaw, sway, bundle, x0

@@ -110,3 +110,16 @@ def make_tiny_subject(
 
 
 __all__ = ["make_tiny_subject", "tiny_camera"]
+
+
+def train_tiny_avatar(subject: Path, output: Path, iterations: int, warmup_steps: int = 2,
+                      points_per_face: int = 1) -> Path:
+    """Train a small avatar on ``subject`` for tests (narrow encoder at 32 px, quiet); returns
+    ``output``. Fails the calling test if training does not finish."""
+    from hravatar.train import TrainConfig, train
+
+    status = train(TrainConfig(subject=subject, output=output, iterations=iterations,
+                               points_per_face=points_per_face, encoder_width=0.25, encoder_input_size=32,
+                               encoder_warmup_steps=warmup_steps, quiet=True))
+    assert status == 0, f"training the test avatar failed with status {status}"
+    return output
