@@ -46,6 +46,10 @@ class LossWeights:
     """L1 to pseudo albedos (used only when the subject has them)"""
     roughness_tv: float = 2e-2
     """total variation of the rendered roughness map"""
+    silhouette: float = 0.0
+    """L1 between the rendered alpha and the subject's matte (not in the paper; used only when the
+    frame has a matte, i.e. some pixel below 1): over a black background a dark or thin outline
+    costs the photometric loss little, so the silhouette drifts inside the matte"""
     # ---- albedo / light colour priors (hravatar.light_priors; issue 18), used without pseudo albedos ----
     light_exposure: float = 0.0
     """mean front irradiance of the learned light has the relighting environments' luminance"""
@@ -124,6 +128,14 @@ def photometric_loss(
     if dssim_weight:
         loss = loss + dssim_weight * (1 - ssim_black_background(pred, target)).mean()
     return loss
+
+
+def silhouette_loss(alpha: Tensor, matte: Tensor, weight: float) -> Tensor:
+    """``weight * mean|alpha - matte|`` over ``[B,H,W,1]`` (or ``[H,W,1]``) maps in [0,1]; scalar.
+
+    The rendered accumulated opacity against the ground-truth matte, so that the avatar's outline
+    (hair, ears, cheeks, the neck's cut) is trained directly and not only through its colour."""
+    return weight * (_b(alpha) - _b(matte)).abs().mean()
 
 
 def jaw_loss(jaw_pred: Tensor, jaw_tracked: Tensor, weight: float = 0.1) -> Tensor:

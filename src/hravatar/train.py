@@ -58,7 +58,15 @@ from hravatar.gaussians import (
     save_gaussians,
 )
 from hravatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from hravatar.losses import LossWeights, albedo_prior_loss, jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
+from hravatar.losses import (
+    LossWeights,
+    albedo_prior_loss,
+    jaw_loss,
+    normal_consistency_loss,
+    photometric_loss,
+    silhouette_loss,
+    tv_loss,
+)
 from hravatar.metrics import psnr
 from hravatar.progress import log, progress
 
@@ -118,6 +126,10 @@ class TrainConfig:
     """learning rate of the expression encoder during joint training"""
     loss: LossWeights = field(default_factory=LossWeights)
     """loss weights"""
+    train_background: Literal["black", "random"] = "black"
+    """background behind render and frame during training: black (the paper), or a random colour per
+    step (the frame composited over it with its matte), so a wrong outline costs the same whatever
+    its colour; evaluation stays over black"""
     # ---- encoder ----
     encoder: Literal["mobilenet_v2", "smirk", "none"] = "mobilenet_v2"
     """expression encoder backbone; none = use the tracked expression and jaw (ablation)"""
@@ -528,11 +540,17 @@ class Trainer:
             freeze_batchnorm(self.encoder)
         mode = self._mode(it)
         p, jaw = frame_params(fr, self.avatar.num_expr, self.encoder)
+        bg, target = None, fr.image
+        if c.train_background == "random":
+            bg = torch.rand(3).to(self.device)
+            target = fr.image + (1 - fr.mask) * bg
         out = render(self.avatar, self.lighting, p, Camera(fr.viewmat, fr.K, self.width, self.height), mode,
-                     backend=c.backend)
+                     background=bg, backend=c.backend)
         self.strategy.step_pre_backward(out.meta)
         img = out.image[0]
-        terms: dict[str, Tensor] = {"photo": photometric_loss(img, fr.image, w.l1, w.dssim)}
+        terms: dict[str, Tensor] = {"photo": photometric_loss(img, target, w.l1, w.dssim)}
+        if w.silhouette and bool((fr.mask < 1).any()):
+            terms["silhouette"] = silhouette_loss(out.alpha[0], fr.mask, w.silhouette)
         if jaw is not None and w.jaw:
             terms["jaw"] = jaw_loss(jaw, fr.pose[None, 2], w.jaw)
         if mode != "color" and w.normal:
@@ -577,7 +595,7 @@ class Trainer:
         for o in opts:
             o.zero_grad(set_to_none=True)
         with torch.no_grad():
-            p = float(psnr(img.detach().clamp(0, 1), fr.image)[0])
+            p = float(psnr(img.detach().clamp(0, 1), target)[0])
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
