@@ -2,8 +2,9 @@
 
     python benchmarks/real_clip_outline.py AVATAR [AVATAR ...] [--frames 8] [--tag NAME]
 
-For evenly spread held-out frames, the avatar is rendered at the subject's full resolution (as
-``hravatar evaluate`` does: training footprint, encoder expressions, black background) and compared
+For evenly spread held-out frames (``--split train``: training frames), the avatar is rendered at
+the subject's full resolution (as ``hravatar evaluate`` does: training footprint, encoder expressions,
+black background) and compared
 with the ground truth composited over black with its matte. Per avatar, the mean over the frames of:
 
 * ``alpha_l1``: mean |rendered alpha - matte| over the image;
@@ -13,7 +14,11 @@ with the ground truth composited over black with its matte. Per avatar, the mean
   inside / outside the matte's silhouette; ``err_share_low``: share in the lowest fifth of the
   matte's rows (neck, chin, the cut); ``signed_band_in``: mean (render - ground truth) in the
   inner band (negative: the render is too dark / too transparent at the outline);
-* ``psnr``: over the whole image.
+* ``psnr``: over the whole image;
+* ``best_shift_px`` / ``disagree_after_shift_px``: the image translation (up to 8 px, 1 px steps)
+  of the rendered silhouette that best matches the matte's, its length and the disagreeing pixels
+  left after it (how much of the outline error a per-frame 2D misalignment, e.g. tracking jitter,
+  explains).
 
 Writes ``benchmarks/results/real_clip_outline[-TAG].json`` (numbers, machine, load average).
 """
@@ -31,6 +36,16 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 BAND_PX = 6
+SHIFT_PX = 8
+
+
+def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``m`` translated by ``(dy, dx)`` pixels, zero-filled (no wrap-around)."""
+    out = np.zeros_like(m)
+    H, W = m.shape
+    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = m[max(-dy, 0):H + min(-dy, 0),
+                                                                  max(-dx, 0):W + min(-dx, 0)]
+    return out
 
 
 def outline_stats(alpha: np.ndarray, matte: np.ndarray, img: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -51,6 +66,11 @@ def outline_stats(alpha: np.ndarray, matte: np.ndarray, img: np.ndarray, gt: np.
     ra, ma = alpha > 0.5, matte > 0.5
     union = max(int((ra | ma).sum()), 1)
     mse = float(sq.mean() / 3)
+    best = (int((ra ^ ma).sum()), 0, 0)
+    for dy in range(-SHIFT_PX, SHIFT_PX + 1):
+        for dx in range(-SHIFT_PX, SHIFT_PX + 1):
+            sh = _shift(ra, dy, dx)
+            best = min(best, (int((sh ^ ma).sum()), dy, dx))
     return {
         "alpha_l1": float(np.abs(alpha - matte).mean()),
         "silhouette_disagree_px": int((ra ^ ma).sum()),
@@ -60,15 +80,17 @@ def outline_stats(alpha: np.ndarray, matte: np.ndarray, img: np.ndarray, gt: np.
         "err_share_low": float(sq[low & (fg > 0)].sum() / tot),
         "signed_band_in": float((img - gt).mean(-1)[band_in].mean()) if band_in.any() else 0.0,
         "psnr": float(10 * np.log10(1.0 / max(mse, 1e-12))),
+        "best_shift_px": float(np.hypot(best[1], best[2])),
+        "disagree_after_shift_px": best[0],
     }
 
 
-def measure(avatar: Path, frames: int) -> dict:
+def measure(avatar: Path, frames: int, split: str = "test") -> dict:
     from hravatar.avatar import load_avatar
     from hravatar.evaluate import over_background
 
     ta = load_avatar(avatar, "cpu")
-    ds = ta.subject("test")
+    ds = ta.subject(split)
     idx = sorted({int(round(x)) for x in np.linspace(0, len(ds) - 1, frames)})
     per = []
     with torch.no_grad():
@@ -79,14 +101,15 @@ def measure(avatar: Path, frames: int) -> dict:
             gt = over_background(fr.image, fr.mask, "black").clamp(0, 1).numpy()
             per.append(outline_stats(r.alpha[0, ..., 0].clamp(0, 1).numpy(), fr.mask[..., 0].numpy(), img, gt))
     mean = {k: round(float(np.mean([p[k] for p in per])), 4) for k in per[0]}
-    return {"avatar": str(avatar), "iterations": ta.info.get("iterations"), "points": ta.info.get("points"),
-            "frames": [ds[i].name for i in idx], "mean": mean}
+    return {"avatar": str(avatar), "split": split, "iterations": ta.info.get("iterations"),
+            "points": ta.info.get("points"), "frames": [ds[i].name for i in idx], "mean": mean}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("avatars", type=Path, nargs="+")
     ap.add_argument("--frames", type=int, default=8, help="held-out frames, evenly spread")
+    ap.add_argument("--split", choices=("test", "train"), default="test", help="frames to measure")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -94,7 +117,8 @@ def main() -> None:
     from machine import machine
 
     load0, t0 = os.getloadavg(), time.time()
-    rec = {"benchmark": "real_clip_outline", "band_px": BAND_PX, "results": [measure(p, a.frames) for p in a.avatars]}
+    rec = {"benchmark": "real_clip_outline", "band_px": BAND_PX,
+           "results": [measure(p, a.frames, a.split) for p in a.avatars]}
     rec["seconds"] = round(time.time() - t0, 1)
     rec["machine"] = machine(load0, os.getloadavg())
     keys = list(rec["results"][0]["mean"])
