@@ -132,8 +132,9 @@ def main() -> None:
     print("| renders | n | pitch slope | yaw slope | roll slope | resid std deg (p / y / r) |")
     print("|---|---|---|---|---|---|")
     for k, r in res.items():
+        sd = " / ".join(f"{r[ax]['resid_std_deg']:.2f}" for ax in ("pitch", "yaw", "roll"))
         print(f"| {k} | {r['n']} | {r['pitch']['slope']:.3f} | {r['yaw']['slope']:.3f} | {r['roll']['slope']:.3f} "
-              f"| {r['pitch']['resid_std_deg']:.2f} / {r['yaw']['resid_std_deg']:.2f} / {r['roll']['resid_std_deg']:.2f} |")
+              f"| {sd} |")
     print(f"gain = 1 / slope (all): {', '.join(f'{g:.2f}' for g in gains)}; in use: {HEAD_GAINS['calibrated']}")
     print(f"{rec['seconds']} s, load average {load0} -> {os.getloadavg()}; wrote {a.out}")
 

@@ -12,7 +12,14 @@ swapped per variant:
   (``correspondence.probe(..., readable=True)``, 3 identities x 200 renders, about a minute), its
   rows for the mouth (or smiles) plus eyes and brows;
 * ``headonly``: name to name with expressions, jaw and eyes held at their median (head motion only);
-* ``names@512``: name to name, output rendered at 512 px for MediaPipe.
+* ``names@512``: name to name, output rendered at 512 px for MediaPipe;
+* ``nogain``: name to name with MediaPipe's head rotation as measured (``--head-gain none``; the
+  default scales it by ``drive.HEAD_GAINS["calibrated"]``);
+* ``nogaze``: name to name with the eye joints held at their median (no gaze transfer);
+* ``browdown-half``: name to name with the ``browDown*`` rows at gain 0.5;
+* ``gt-face`` / ``gt-face-nogain``: name to name (with / without the head gain), rendered on avatar A's
+  ground-truth face (the open head model with ``hravatar synth --readable-face``'s paint, A's shape
+  and training light) instead of the trained avatar: the mapping without the avatar's own errors.
 
 Writes benchmarks/results/reenact_variants.json and prints a table.
 """
@@ -33,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reenact as bench  # noqa: E402
 
 VARIANTS = ("names", "calibrated", "smile", "half", "readable-mouth-eyes", "readable-smile-eyes", "nobrow",
-            "nomouth", "headonly", "names@512")
+            "nomouth", "headonly", "names@512", "nogain", "nogaze", "browdown-half",
+            "gt-face", "gt-face-nogain")
 SMILE = ("mouthSmile", "mouthDimple", "mouthStretch")
 EYES = ("eyeBlink", "eyeSquint", "eyeWide", "brow")
 
@@ -57,17 +65,48 @@ def _readable_rows(cache: Path):
     return lambda targets, recompute=False: {"rows": rows}
 
 
+def _gt_renderer(la, work: Path):
+    """``bench._render_all``'s replacement that renders avatar A's ground-truth face (A's camera at the
+    requested size, its training light, black background)."""
+    from hravatar.avatar import Camera, FrameParams
+    from hravatar.synth.render import shade_maps, surface_maps
+    from hravatar.synth.subject import rebuild_gt
+
+    gt = rebuild_gt(work / "A")
+    light = gt["lights"][gt["info"]["train_env"]]
+
+    def render_all(_la, drv, size: int = 0) -> list[np.ndarray]:
+        cam = la.camera(size)
+        gcam = Camera(cam.viewmat.cpu(), cam.K.cpu(), cam.width, cam.height)
+        out = []
+        for t in range(len(drv.expression)):
+            def f(x):
+                return torch.as_tensor(np.asarray(x)[None], dtype=torch.float32)
+
+            p = FrameParams(gt["shape"][None], f(drv.expression[t]), f(drv.pose[t]), f(drv.translation[t]))
+            with torch.no_grad():
+                img = shade_maps(surface_maps(gt["avatar"], p, gcam), gcam, light)["image"][0].clamp(0, 1)
+            out.append((img.numpy() * 255 + 0.5).astype(np.uint8))
+        return out
+
+    return render_all
+
+
 def run_variant(name: str, la, work: Path, video: Path) -> dict:
     """Patch the correspondence for ``name``, run the real-driver measurement, restore."""
     from hravatar.avatar import correspondence as corr
     from hravatar.avatar import drive
 
-    rows0, region0, map0 = corr.calibrated_rows, corr.calibrated_region, drive.map_scores
+    rows0, region0, map0, render0 = corr.calibrated_rows, corr.calibrated_region, drive.map_scores, bench._render_all
     size, signal = 256, "mediapipe-calibrated"
     try:
-        if name in ("names", "names@512", "headonly"):
+        if name in ("names", "names@512", "headonly", "nogaze"):
             signal = "mediapipe-names"
             size = 512 if name == "names@512" else 256
+        elif name in ("nogain", "gt-face", "gt-face-nogain"):
+            signal = "mediapipe-names:none" if name.endswith("nogain") else "mediapipe-names"
+            if name.startswith("gt-face"):
+                bench._render_all = _gt_renderer(la, work)
         elif name == "calibrated":
             pass
         elif name == "smile":
@@ -78,6 +117,7 @@ def run_variant(name: str, la, work: Path, video: Path) -> dict:
                 "half": _names_rows(lambda n: 0.5 if n.startswith("mouth") and not n.startswith(SMILE) else 1.0),
                 "nobrow": _names_rows(lambda n: 0.0 if n.startswith("brow") else 1.0),
                 "nomouth": _names_rows(lambda n: 0.0 if n.startswith("mouth") else 1.0),
+                "browdown-half": _names_rows(lambda n: 0.5 if n.startswith("browDown") else 1.0),
             }.get(name) or _readable_rows(work / "readable_correspondence.json")
             if name == "readable-mouth-eyes":
                 corr.calibrated_region = lambda n: region0(n) or n.startswith(EYES)
@@ -88,9 +128,16 @@ def run_variant(name: str, la, work: Path, video: Path) -> dict:
                 return tuple(np.repeat(np.median(x, 0, keepdims=True), len(x), 0) for x in map0(*a, **k))
 
             drive.map_scores = still
+        if name == "nogaze":
+            def no_gaze(*a, **k):
+                e, j, y = map0(*a, **k)
+                return e, j, np.repeat(np.median(y, 0, keepdims=True), len(y), 0)
+
+            drive.map_scores = no_gaze
         res, _ = bench.real({"real_tracked": work / "real_tracked"}, la, video, work, size, 0, (signal,))
     finally:
         corr.calibrated_rows, corr.calibrated_region, drive.map_scores = rows0, region0, map0
+        bench._render_all = render0
     return dict(res["signals"][signal], render_size=size, driver_std=res["driver_std"])
 
 

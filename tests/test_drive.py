@@ -168,6 +168,14 @@ def test_head_gain_scales_the_rotation_since_the_first_frame():
         driver_mapping(head_gain="wrong")
 
 
+def test_bad_head_gain_is_one_error(tmp_path):
+    from hravatar.apps.reenact import ReenactConfig, reenact_cmd
+    from hravatar.errors import HRAvatarError
+
+    with pytest.raises(HRAvatarError, match="--head-gain 'big': use one of default, calibrated, none"):
+        reenact_cmd(ReenactConfig(avatar=tmp_path, driver=tmp_path / "x.mp4", head_gain="big"))
+
+
 def test_drive_tracked_relative_expression_and_pose():
     T, E = 30, 4
     names = ["a", "b", "c", "d"]
