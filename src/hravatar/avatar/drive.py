@@ -43,7 +43,9 @@ the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what i
 
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
-(the avatar stays framed by its own camera). Live, the rotation is relative to the calibration's
+(the avatar stays framed by its own camera). The rotation's change is first scaled per axis by the
+head gain (:data:`HEAD_GAINS`, :func:`scale_rotation`), which undoes MediaPipe's measured compression
+of head turns. Live, the rotation is relative to the calibration's
 first frame and the translation is that of the turning point fitted on the frames seen so far
 (:func:`live_lever`).
 ``absolute`` uses the driver's rotation relative to its camera as the avatar's rotation relative to
