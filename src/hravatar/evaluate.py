@@ -77,6 +77,13 @@ class EvaluateConfig:
     protocol); train: at the training resolution"""
     background: Literal["black", "white"] = "black"
     """background of ground truth and render"""
+    fit_pose: int = 0
+    """refit each evaluated frame's global head rotation + translation to that frame with this many
+    Adam steps at the training resolution, the avatar frozen (0: off, the tracked pose). This looks at
+    the test image: analysis-by-synthesis tracking of the 6 global pose numbers (the expression stays
+    the encoder's); recorded in metrics.json protocol"""
+    fit_pose_lr: float = 5e-4
+    """Adam step of --fit-pose (radians / metres)"""
     device: str = "auto"
     """cpu, cuda, or auto"""
     backend: str = "auto"
@@ -135,6 +142,29 @@ def _overlaps_training(ds: Any, split: str, train_test_frames: int | None) -> in
     return sum(1 for i in idx if i < n_all - n_test)
 
 
+def _render_fitted(ta: Any, frame: Any, fr: Any, cfg: EvaluateConfig, dev: Any) -> tuple[Any, dict[str, float]]:
+    """Render ``fr`` (the evaluated, device-resident frame) after refitting its global pose to
+    ``frame`` (the full-size sample) at the training resolution; returns (render, per-frame fit numbers)."""
+    from hravatar.avatar import Camera
+    from hravatar.avatar.posefit import fit_global_pose
+    from hravatar.avatar.render import footprint_eps2d
+    from hravatar.data import downscale_frame
+
+    small = downscale_frame(frame, max(1, ta.settings.downscale)).to(dev)
+    with torch.no_grad():
+        p = ta.frame_params(fr, cfg.use_encoder)
+    cam = Camera.of_frame(small)
+    q, off, losses = fit_global_pose(ta.gaussians, ta.lighting, p, cam, small.image, small.mask, ta.mode,
+                                     cfg.fit_pose, cfg.fit_pose_lr, footprint_eps2d(float(cam.K[0, 0]), ta.train_focal),
+                                     cfg.backend)
+    r = ta.render(q, Camera.of_frame(fr), backend=cfg.backend)
+    fit = {"fit_rotation_deg": float(off[:3].norm()) * 180.0 / math.pi,
+           "fit_translation_mm": float(off[3:].norm()) * 1000.0,
+           "fit_loss_first": losses[0] if losses else float("nan"),
+           "fit_loss_last": losses[-1] if losses else float("nan")}
+    return r, fit
+
+
 def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg``; returns the ``metrics.json`` content (also written to disk)."""
     from hravatar.avatar import load_avatar
@@ -145,6 +175,10 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     from hravatar.metrics import lmse, load_lpips, lpips_available, mae100, normal_cosine, psnr, ssim
     from hravatar.report.plots import error_map, hstack, normal_to_rgb
 
+    if cfg.fit_pose < 0:
+        raise HRAvatarError(f"--fit-pose: {cfg.fit_pose} is out of range; use 0 (off) or a number of steps")
+    if not (math.isfinite(cfg.fit_pose_lr) and cfg.fit_pose_lr > 0):
+        raise HRAvatarError(f"--fit-pose-lr: {cfg.fit_pose_lr} is out of range; use a positive number")
     dev = resolve_device(cfg.device)
     ta = load_avatar(cfg.avatar, dev)
     subject = cfg.subject or (Path(ta.info["subject"]) if ta.info.get("subject") else ta.settings.subject)
@@ -183,13 +217,17 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     for i in progress(idx, desc="evaluate"):
         fr = downscale_frame(ds[i], d_eval).to(dev)
         t1 = time.perf_counter()
-        r = ta.render_frame(fr, use_encoder=cfg.use_encoder, backend=cfg.backend)
+        fit: dict[str, float] = {}
+        if cfg.fit_pose:
+            r, fit = _render_fitted(ta, ds[i], fr, cfg, dev)
+        else:
+            r = ta.render_frame(fr, use_encoder=cfg.use_encoder, backend=cfg.backend)
         render_s += time.perf_counter() - t1
         img = over_background(r.image[0], r.alpha[0], cfg.background).clamp(0, 1)
         gt = over_background(fr.image, fr.mask, cfg.background).clamp(0, 1)
         row: dict[str, Any] = {"frame": ds.frame_indices[i], "name": fr.name,
                                "psnr": float(psnr(img, gt)[0]), "ssim": float(ssim(img, gt)[0]),
-                               "mae100": float(mae100(img, gt)[0])}
+                               "mae100": float(mae100(img, gt)[0]), **fit}
         with torch.no_grad():
             for net, m in lp_nets.items():
                 row[f"lpips_{net}"] = float(m(img[None], gt[None])[0])
@@ -230,7 +268,13 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
             "frames_seen_in_training": overlap,
             "background": cfg.background,
             "lpips_headline": "vgg",
+            "pose": ("tracked" if not cfg.fit_pose else
+                     f"global rotation + translation refitted to each evaluated frame (--fit-pose {cfg.fit_pose}: "
+                     f"Adam, step {cfg.fit_pose_lr:g}, at the training resolution, L1 colour + L1 alpha vs the "
+                     "matte, avatar frozen; looks at the test image: analysis-by-synthesis tracking)"),
         },
+        fit_pose=None if not cfg.fit_pose else {
+            k: _mean([r.get(k) for r in rows]) for k in ("fit_rotation_deg", "fit_translation_mm")},
         render_fps=len(rows) / render_s if render_s > 0 else None, seconds=round(time.perf_counter() - t0, 1),
         lpips_note=lp_note,
         ground_truth="albedo/normal from gt/" if has_gt else None,

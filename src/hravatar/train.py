@@ -44,6 +44,7 @@ import tyro
 from torch import Tensor
 
 from hravatar.avatar import Camera, frame_params, pad_expression, render
+from hravatar.avatar.posefit import POSE_OFFSETS_FILE, PoseOffsets, apply_pose_offset, offset_stats
 from hravatar.config import from_dict, save_config, to_dict
 from hravatar.data import SubjectDataset, downscale_frame, load_subject
 from hravatar.device import resolve_device, tune_cpu_allocator
@@ -130,6 +131,19 @@ class TrainConfig:
     """background behind render and frame during training: black (the paper), or a random colour per
     step (the frame composited over it with its matte), so a wrong outline costs the same whatever
     its colour; evaluation stays over black"""
+    # ---- per-frame pose refinement ----
+    pose_refine: bool = True
+    """learn a global rotation + translation offset per training frame (the tracked head pose of a real
+    clip is off by about a degree and a few mm per frame; avatar/posefit.py); saved as
+    AVATAR/pose_offsets.safetensors"""
+    pose_refine_lr_rotation: float = 3e-3
+    """Adam step of the per-frame rotation offsets (radians; each frame's row moves only when it is drawn)"""
+    pose_refine_lr_translation: float = 2e-3
+    """Adam step of the per-frame translation offsets (metres)"""
+    pose_refine_prior: float = 0.0
+    """weight of the L2 prior that pulls the offsets towards zero (on degrees^2 + millimetres^2)"""
+    pose_refine_start: int = -1
+    """iteration from which the offsets learn (-1: at the end of the albedo warm-up)"""
     # ---- encoder ----
     encoder: Literal["mobilenet_v2", "smirk", "none"] = "mobilenet_v2"
     """expression encoder backbone; none = use the tracked expression and jaw (ablation)"""
@@ -240,7 +254,9 @@ def build_encoder(cfg: TrainConfig, num_expr: int, device: torch.device, expr_na
 def check_config(cfg: TrainConfig) -> None:
     """Refuse out-of-range settings before any work (one line naming the option)."""
     c = cfg
-    pos = {"--scene-scale": c.scene_scale, "--lighting-lr": c.lighting_lr, "--encoder-lr": c.encoder_lr,
+    pos = {"--pose-refine-lr-rotation": c.pose_refine_lr_rotation,
+           "--pose-refine-lr-translation": c.pose_refine_lr_translation, "--scene-scale": c.scene_scale,
+           "--lighting-lr": c.lighting_lr, "--encoder-lr": c.encoder_lr,
            "--encoder-warmup-lr": c.encoder_warmup_lr, "--encoder-width": c.encoder_width,
            "--checkpoint-minutes": c.checkpoint_minutes}
     nonneg = {f"--lr.{f.name.replace('_', '-')}": getattr(c.lr, f.name) for f in dataclasses.fields(c.lr)}
@@ -249,9 +265,12 @@ def check_config(cfg: TrainConfig) -> None:
             "--points-per-face": (c.points_per_face, 1), "--albedo-warmup": (c.albedo_warmup, 0),
             "--encoder-input-size": (c.encoder_input_size, 32), "--encoder-warmup-steps": (c.encoder_warmup_steps, 0),
             "--encoder-warmup-batch": (c.encoder_warmup_batch, 1), "--threads": (c.threads, 0),
-            "--log-every": (c.log_every, 1), "--stop-after": (c.stop_after, 0), "--max-bad-steps": (c.max_bad_steps, 1)}
+            "--log-every": (c.log_every, 1), "--pose-refine-start": (c.pose_refine_start, -1),
+            "--stop-after": (c.stop_after, 0), "--max-bad-steps": (c.max_bad_steps, 1)}
     if c.test_frames is not None:
         ints["--test-frames"] = (c.test_frames, 0)
+    if not (math.isfinite(c.pose_refine_prior) and c.pose_refine_prior >= 0):
+        raise HRAvatarError(f"--pose-refine-prior: {c.pose_refine_prior} is out of range; use 0 or a positive number")
     for opt, v in pos.items():
         if not (math.isfinite(v) and v > 0):
             raise HRAvatarError(f"{opt}: {v} is out of range; use a positive number")
@@ -314,8 +333,16 @@ class Trainer:
         self.order: Tensor | None = None
         self.order_pos = 0
         self.init_info: dict[str, Any] = {}  # initial points and hair-init statistics (fresh runs)
+        self.pose_offsets = self._make_pose_offsets()
+        self.pose_start = self.warmup if cfg.pose_refine_start < 0 else cfg.pose_refine_start
 
     # ---- construction ------------------------------------------------------------------------
+    def _make_pose_offsets(self) -> PoseOffsets | None:
+        c = self.cfg
+        if not c.pose_refine:
+            return None
+        return PoseOffsets(len(self.ds), c.pose_refine_lr_rotation, c.pose_refine_lr_translation, self.device)
+
     def _avatar_config(self) -> AvatarConfig:
         c = self.cfg
         return AvatarConfig(points_per_face=c.points_per_face, seed=c.seed,
@@ -439,12 +466,15 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state()},
             "order": self.order, "order_pos": self.order_pos,
             "history": self.history, "bad_steps": self.bad_steps, "elapsed": self.elapsed,
+            "pose_offsets": None if self.pose_offsets is None else self.pose_offsets.state_dict(),
         }
 
     def non_finite_state(self) -> list[str]:
         """Names of the model, lighting, encoder and optimizer tensors holding NaN or Inf (empty: all finite)."""
         named: list[tuple[str, Tensor]] = [(f"avatar.{k}", v) for k, v in self.avatar.params.items()]
         named += [(f"lighting.{k}", v) for k, v in self.lighting.state_dict().items()]
+        if self.pose_offsets is not None:
+            named += [(f"pose_offsets.{k}", v) for k, v in self.pose_offsets.state_dict().items()]
         if self.encoder is not None:
             named += [(f"encoder.{k}", v) for k, v in self.encoder.state_dict().items()]
         for oname, o in (("optimizer", self.opt), ("light_opt", self.light_opt), ("enc_opt", self.enc_opt)):
@@ -510,6 +540,8 @@ class Trainer:
         self.history = list(st["history"])
         self.bad_steps = int(st["bad_steps"])
         self.elapsed = float(st["elapsed"])
+        if self.pose_offsets is not None and st.get("pose_offsets") is not None:
+            self.pose_offsets.load_state_dict(st["pose_offsets"])
 
     # ---- one iteration -----------------------------------------------------------------------
     def _next_frame(self) -> int:
@@ -529,7 +561,8 @@ class Trainer:
     def step(self, it: int) -> dict[str, float] | None:
         """One training iteration; returns the loss terms, or ``None`` for a skipped (non-finite) step."""
         c, w = self.cfg, self.cfg.loss
-        fr = downscale_frame(self.ds[self._next_frame()], c.downscale).to(self.device)
+        fi = self._next_frame()
+        fr = downscale_frame(self.ds[fi], c.downscale).to(self.device)
         for g in self.opt.param_groups:
             if g.get("name") == "means":
                 g["lr"] = position_lr(it, self.total, c.lr, c.scene_scale)
@@ -540,6 +573,10 @@ class Trainer:
             freeze_batchnorm(self.encoder)
         mode = self._mode(it)
         p, jaw = frame_params(fr, self.avatar.num_expr, self.encoder)
+        refine = self.pose_offsets is not None and it >= self.pose_start
+        if refine:
+            off = self.pose_offsets.row(fi)
+            p = apply_pose_offset(p, off)
         bg, target = None, fr.image
         if c.train_background == "random":
             bg = torch.rand(3).to(self.device)
@@ -565,22 +602,30 @@ class Trainer:
             terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
         if mode != "color" and fr.albedo is None:
             terms.update(colour_prior_terms(w, self.lighting, out, fr.mask, mode))
+        if refine and c.pose_refine_prior:
+            terms["pose_prior"] = pose_prior_loss(off, c.pose_refine_prior)
         loss = sum(terms.values())
         opts = [o for o in (self.opt, self.light_opt, self.enc_opt) if o is not None]
+        if self.pose_offsets is not None:
+            opts.append(self.pose_offsets)
         for o in opts:
-            o.zero_grad(set_to_none=True)
+            o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
         finite = bool(torch.isfinite(loss))
         if finite:
             loss.backward()
-            gsum = sum((p.grad.sum() for o in opts for g in o.param_groups for p in g["params"]
-                        if p.grad is not None), torch.zeros((), device=self.device))
-            finite = bool(torch.isfinite(gsum))
+            gsum = sum((p.grad.sum() for o in opts if isinstance(o, torch.optim.Optimizer) for g in o.param_groups
+                        for p in g["params"] if p.grad is not None), torch.zeros((), device=self.device))
+            finite = bool(torch.isfinite(gsum)) and (self.pose_offsets is None or self.pose_offsets.grad_finite())
         if not finite:
             for o in opts:
-                o.zero_grad(set_to_none=True)
+                o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
             return None
         for o in opts:
-            o.step()
+            if isinstance(o, PoseOffsets):
+                if refine:
+                    o.step(fi)
+            else:
+                o.step()
         if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
             from hravatar.light_priors import transfer_light_cast
 
@@ -593,7 +638,7 @@ class Trainer:
             lp.set_light_level(self.avatar.params["albedo"].data, self.lighting, level, spec or 1.0)
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
-            o.zero_grad(set_to_none=True)
+            o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
         with torch.no_grad():
             p = float(psnr(img.detach().clamp(0, 1), target)[0])
         rec = {k: float(v.detach()) for k, v in terms.items()}
@@ -696,6 +741,8 @@ class Trainer:
                           str(tmp), metadata={"backbone": self.cfg.encoder, "num_expr": str(self.avatar.num_expr),
                                               "input_size": str(self.cfg.encoder_input_size),
                                               "width": str(self.cfg.encoder_width)})
+        if self.pose_offsets is not None:
+            self.pose_offsets.save(self.out / POSE_OFFSETS_FILE, self.ds.frame_indices)
         last = self.history[-min(len(self.history), 10):]
         info = {
             "subject": str(Path(self.cfg.subject).resolve()),
@@ -715,11 +762,23 @@ class Trainer:
             "first_psnr": self.history[0]["psnr"] if self.history else None,
             "warmup_iterations": self.warmup,
             "densify": dataclasses.asdict(self.densify_cfg),
+            "pose_refine": None if self.pose_offsets is None else {
+                "start_iteration": self.pose_start,
+                "frames_updated": int((self.pose_offsets.steps > 0).sum()),
+                **offset_stats(self.pose_offsets.offsets)},
             **self.init_info,
         }
         atomic_write_text(self.out / "training.json", json.dumps(info, indent=1))
         log.info("trained %d iterations in %.0f s: %d points, PSNR %.2f dB (train frames, last logs) -> %s",
                  self.iteration, self.elapsed, self.avatar.num_points, info["final_psnr"] or math.nan, self.out)
+
+
+def pose_prior_loss(offset: Tensor, weight: float) -> Tensor:
+    """``weight`` x (|rotation offset|^2 in degrees^2 + |translation offset|^2 in millimetres^2) of one
+    frame's ``offset [6]`` (radians, metres): a weak pull of the per-frame pose offsets towards zero."""
+    r = offset[:3] * (180.0 / math.pi)
+    t = offset[3:] * 1000.0
+    return weight * (r.square().sum() + t.square().sum())
 
 
 def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:
