@@ -2,10 +2,10 @@
 
     python benchmarks/real_clip_posefit.py AVATAR [--frames 3] [--steps 30] [--split test] [--tag NAME]
 
-A diagnostic, not part of evaluation. For evenly spread frames, the avatar's global head rotation
-and translation (``FrameParams.pose[:, 0]``, ``translation``) are refitted to the frame at the
-training resolution (Adam, L1 colour + L1 alpha against the matte, everything else frozen), then
-the frame is rendered at full resolution with the tracked and with the refitted pose and both are
+A diagnostic (the same fit is `hravatar evaluate --fit-pose STEPS`). For evenly spread frames,
+the avatar's global head rotation and translation (``FrameParams.pose[:, 0]``, ``translation``) are
+refitted to the frame at the training resolution (Adam, L1 colour + L1 alpha against the matte, everything else
+frozen), then the frame is rendered at full resolution with the tracked and with the refitted pose and both are
 compared with the ground truth over black (PSNR, and the silhouette pixels that disagree). The
 difference bounds what per-frame pose refinement (in training and on the test frames) could gain.
 
@@ -27,29 +27,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def refit(ta, fr_small, p, steps: int, lr: float) -> tuple:
-    """Refit ``p``'s global rotation and translation to ``fr_small``; returns (params, first, last loss)."""
-    from hravatar.avatar import Camera, render
+    """Refit ``p``'s global rotation and translation to ``fr_small`` with the library's
+    :func:`hravatar.avatar.posefit.fit_global_pose` (the fit of ``hravatar evaluate --fit-pose``);
+    returns (params, first, last loss)."""
+    from hravatar.avatar import Camera
+    from hravatar.avatar.posefit import fit_global_pose
     from hravatar.avatar.render import footprint_eps2d
 
-    rot = p.pose[:, 0].clone().requires_grad_(True)
-    tr = p.translation.clone().requires_grad_(True)
-    opt = torch.optim.Adam([rot, tr], lr=lr)
     cam = Camera.of_frame(fr_small)
     eps = footprint_eps2d(float(cam.K[0, 0]), ta.train_focal)
-    losses = []
-    for _ in range(steps):
-        q = p.clone()
-        q.pose = torch.cat([rot[:, None], p.pose[:, 1:]], 1)
-        q.translation = tr
-        out = render(ta.gaussians, ta.lighting, q, cam, ta.mode, eps2d=eps)
-        loss = (out.image[0] - fr_small.image).abs().mean() + (out.alpha[0] - fr_small.mask).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    q = p.clone()
-    q.pose = torch.cat([rot.detach()[:, None], p.pose[:, 1:]], 1)
-    q.translation = tr.detach()
+    q, _, losses = fit_global_pose(ta.gaussians, ta.lighting, p, cam, fr_small.image, fr_small.mask, ta.mode,
+                                   steps, lr, eps)
     return q, losses[0], losses[-1]
 
 
