@@ -48,7 +48,7 @@ def test_apply_offset_touches_only_global_pose_and_translation():
 
 
 def test_row_adam_moves_only_the_drawn_row(tmp_path):
-    po = PoseOffsets(4, 1e-2, 1e-3)
+    po = PoseOffsets(4, 1e-2, 1e-3, centre=False)
     for _ in range(3):
         po.zero_grad()
         (po.row(2) * torch.tensor([1.0, -1, 1, 1, -1, 1])).sum().backward()
@@ -58,12 +58,19 @@ def test_row_adam_moves_only_the_drawn_row(tmp_path):
     # consistent gradient: Adam moves lr per step against its sign
     assert torch.allclose(o[2], torch.tensor([-3e-2, 3e-2, -3e-2, -3e-3, 3e-3, -3e-3]), rtol=1e-4)
     assert po.steps.tolist() == [0, 0, 3, 0]
-    po2 = PoseOffsets(4, 1e-2, 1e-3)
+    po2 = PoseOffsets(4, 1e-2, 1e-3, centre=False)
     po2.load_state_dict(po.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(po.state_dict().values(), po2.state_dict().values(), strict=True))
     po.save(tmp_path / POSE_OFFSETS_FILE, [10, 11, 12, 13])
     back = load_pose_offsets(tmp_path / POSE_OFFSETS_FILE)
     assert sorted(back) == [10, 11, 12, 13] and torch.equal(back[12], o[2])
+    pc = PoseOffsets(4, 1e-2, 1e-3)  # centred: the same move, minus the mean over the rows
+    pc.zero_grad()
+    (pc.row(2) * torch.tensor([1.0, -1, 1, 1, -1, 1])).sum().backward()
+    pc.step(2)
+    assert torch.allclose(pc.offsets.detach().mean(0), torch.zeros(6), atol=1e-9)
+    moved = torch.tensor([-1e-2, 1e-2, -1e-2, -1e-3, 1e-3, -1e-3])
+    assert torch.allclose(pc.offsets.detach()[2] - pc.offsets.detach()[0], moved)
     with pytest.raises(ValueError):
         PoseOffsets(3, 1e-2, 1e-3).load_state_dict(po.state_dict())
 

