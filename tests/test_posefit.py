@@ -156,3 +156,35 @@ def test_no_pose_refine_writes_no_offsets(subject, tmp_path):
     assert train(_train_cfg(subject, tmp_path / "c", iterations=4, pose_refine=False)) == 0
     assert not (tmp_path / "c" / POSE_OFFSETS_FILE).exists()
     assert json.loads((tmp_path / "c" / "training.json").read_text())["pose_refine"] is None
+
+
+def test_evaluate_fit_pose_recovers_a_perturbed_test_pose(subject, tmp_path):
+    """``hravatar evaluate --fit-pose``: test frames whose tracked position is 6 mm off render much
+    better after the fit, the fit moves them by about that much, and metrics.json says it was used."""
+    import shutil
+
+    from hravatar.data import load_subject
+    from hravatar.errors import HRAvatarError
+    from hravatar.evaluate import EvaluateConfig, evaluate_avatar
+    from hravatar.train import train
+
+    out = tmp_path / "av"
+    assert train(_train_cfg(subject, out, iterations=60, pose_refine=False)) == 0
+    bad = tmp_path / "bad"
+    shutil.copytree(subject, bad)
+    tp = json.loads((bad / "tracked_params.json").read_text())
+    ds = load_subject(subject, "test")
+    for name in ("00010", "00011"):
+        tp[name]["translation"][0][0] += 0.02  # the file's units (world_mat scale); metres below
+    (bad / "tracked_params.json").write_text(json.dumps(tp))
+    moved = float((load_subject(bad, "test").translation - ds.translation).norm(dim=1).mean()) * 1000
+    assert moved > 2.0
+    kw = dict(avatar=out, subject=bad, lpips=False, images=0)
+    plain = evaluate_avatar(EvaluateConfig(output=tmp_path / "e0", **kw))
+    fit = evaluate_avatar(EvaluateConfig(output=tmp_path / "e1", fit_pose=40, fit_pose_lr=1e-3, **kw))
+    assert plain["protocol"]["pose"] == "tracked" and plain["fit_pose"] is None
+    assert "--fit-pose 40" in fit["protocol"]["pose"]
+    assert fit["psnr"] > plain["psnr"] + 1.0, (plain["psnr"], fit["psnr"])
+    assert abs(fit["fit_pose"]["fit_translation_mm"] - moved) < 0.5 * moved, (moved, fit["fit_pose"])
+    with pytest.raises(HRAvatarError, match="--fit-pose"):
+        evaluate_avatar(EvaluateConfig(output=tmp_path / "e2", fit_pose=-1, **kw))
