@@ -29,7 +29,7 @@ from machine import machine  # noqa: E402
 KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "mae100")
 
 
-def synth(size: int, iterations: int, frames: int) -> dict:
+def synth(size: int, iterations: int, frames: int, seeds: list[int]) -> dict:
     import torch
 
     sys.path.insert(0, str(HERE.parent / "tests"))
@@ -41,15 +41,16 @@ def synth(size: int, iterations: int, frames: int) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         subj = make_tiny_subject(Path(tmp) / "subject", size=size, frames=frames)
-        for on in (False, True):
-            out = Path(tmp) / ("on" if on else "off")
+        for seed, on in ((s, o) for s in seeds for o in (False, True)):
+            out = Path(tmp) / f"{'on' if on else 'off'}{seed}"
             t0 = time.time()
             train(TrainConfig(subject=subj, output=out, iterations=iterations, points_per_face=1, encoder="none",
-                              hair_init="off", quiet=True, pose_refine=on))
+                              hair_init="off", quiet=True, pose_refine=on, seed=seed))
             secs = time.time() - t0
             m = evaluate_avatar(EvaluateConfig(avatar=out, lpips=False, images=0, device="cpu"))
             info = json.loads((out / "training.json").read_text())
-            rows.append({"pose_refine": on, "train_s": round(secs, 1), "final_train_psnr": info["final_psnr"],
+            rows.append({"seed": seed, "pose_refine": on, "train_s": round(secs, 1),
+                         "final_train_psnr": info["final_psnr"],
                          "offsets": info["pose_refine"], **{k: m[k] for k in ("psnr", "ssim", "mae100")}})
             print(json.dumps(rows[-1]), flush=True)
     return {"subject": f"tiny synthetic (exact tracking), {size} px, {frames} frames", "iterations": iterations,
@@ -79,12 +80,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--tag", default="real")
     ap.add_argument("--note", default="")
     a = ap.parse_args()
     load0, t0 = os.getloadavg(), time.time()
     rec = {"benchmark": "pose_refine", "note": a.note}
-    rec.update(synth(a.size, a.iterations, a.frames) if a.what == "synth" else collect(a.pairs))
+    rec.update(synth(a.size, a.iterations, a.frames, a.seeds) if a.what == "synth" else collect(a.pairs))
     rec["seconds"] = round(time.time() - t0, 1)
     rec["machine"] = machine(load0, os.getloadavg())
     for r in rec["runs"]:
