@@ -105,7 +105,7 @@ def _train_cfg(subject, out, **kw):
     from hravatar.train import TrainConfig
 
     base = dict(subject=subject, output=out, points_per_face=1, encoder="none", quiet=True, log_every=1,
-                checkpoint_minutes=60.0, hair_init="off")
+                checkpoint_minutes=60.0, hair_init="off", pose_refine=True)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -132,10 +132,11 @@ class TrainConfig:
     step (the frame composited over it with its matte), so a wrong outline costs the same whatever
     its colour; evaluation stays over black"""
     # ---- per-frame pose refinement ----
-    pose_refine: bool = True
+    pose_refine: bool = False
     """learn a global rotation + translation offset per training frame (the tracked head pose of a real
     clip is off by about a degree and a few mm per frame; avatar/posefit.py); saved as
-    AVATAR/pose_offsets.safetensors"""
+    AVATAR/pose_offsets.safetensors. Off by default: it cost 0.4-0.6 dB on a synthetic subject with
+    exact tracking (README.md, Quality on a real clip)"""
     pose_refine_lr_rotation: float = 3e-3
     """Adam step of the per-frame rotation offsets (radians; each frame's row moves only when it is drawn)"""
     pose_refine_lr_translation: float = 2e-3
