@@ -213,6 +213,15 @@ def test_drive_tracked_head_gain_scales_the_turn():
     assert abs(p[1, 0, 0]) > 1.2 * 0.1 and abs(p[1, 0, 1]) > 1.1 * 0.2  # pitch x1.37, yaw x1.16
     _, p, _ = drive_tracked(base, e, pose, t, V, head_gain=g, absolute_pose=True)  # absolute: no gain
     assert np.allclose(rotvec_to_matrix(p[1, 0]), rotvec_to_matrix(pose[1, 0]), atol=1e-6)
+    # about a face point 8 cm in front of the origin: that point keeps the driver's track
+    c = np.array([0.0, 0.04, 0.08])
+    _, p0, t0 = drive_tracked(base, e, pose, t, V)
+    _, p1, t1 = drive_tracked(base, e, pose, t, V, head_gain=g, face_point=c)
+    _, p2, t2 = drive_tracked(base, e, pose, t, V, head_gain=g)
+    assert np.allclose(p1[:, 0], p2[:, 0], atol=1e-6)  # the same rotation
+    face = [rotvec_to_matrix(pp[1, 0]) @ c + tt[1] for pp, tt in ((p0, t0), (p1, t1), (p2, t2))]
+    assert np.allclose(face[1], face[0], atol=1e-6)
+    assert np.linalg.norm(face[2] - face[0]) > 2e-3  # turning more about the origin moves the face
 
 # ---- the synthetic case: avatar A (open head model) driven by identity B ---------------------------
 @pytest.fixture(scope="module")
