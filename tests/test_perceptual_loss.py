@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers.tiny_subject import make_tiny_subject
 from hravatar.errors import HRAvatarError
-from hravatar.losses import PERCEPTUAL_REAL, LossWeights, foreground_crop, perceptual_loss, resolve_perceptual
+from hravatar.losses import LossWeights, foreground_crop, perceptual_loss
 from hravatar.metrics import lpips_available
 from hravatar.train import TrainConfig, check_config, train
 
@@ -106,9 +106,6 @@ def test_perceptual_options_are_checked():
             check_config(cfg)
 
 
-def test_perceptual_auto_is_on_for_real_subjects_only():
-    assert PERCEPTUAL_REAL > 0
-    assert resolve_perceptual(LossWeights(), synthetic=False) == PERCEPTUAL_REAL
-    assert resolve_perceptual(LossWeights(), synthetic=True) == 0.0
-    assert resolve_perceptual(LossWeights(perceptual=0.0), synthetic=False) == 0.0
-    assert resolve_perceptual(LossWeights(perceptual=0.3), synthetic=True) == 0.3
+
+def test_perceptual_is_off_by_default():
+    assert LossWeights().perceptual == 0.0

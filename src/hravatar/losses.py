@@ -5,7 +5,7 @@
       + 1e-2 mean_fg(1 - <N_depth, N_render>) (normal consistency; N_depth from rendered depth)
       + 0.25 L1(A, A_pseudo)                  (albedo prior, when pseudo albedos exist)
       + 2e-2 TV(roughness map)                (total variation)
-      + w_p LPIPS_alex(crop(image), crop(frame))  (perceptual term; not in the paper, real clips:
+      + w_p LPIPS_alex(crop(image), crop(frame))  (optional perceptual term, off by default; not in the paper:
                                                :func:`perceptual_loss`, README "Quality on a real clip")
 
 and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
@@ -48,12 +48,11 @@ class LossWeights:
     """L1 to pseudo albedos (used only when the subject has them)"""
     roughness_tv: float = 2e-2
     """total variation of the rendered roughness map"""
-    perceptual: float | None = None
-    """LPIPS (AlexNet) between the shaded image and the frame, on the foreground box (not in the
-    paper; sharper skin, eyes and hair on real clips, README "Quality on a real clip"; the
-    evaluation's headline LPIPS is the VGG one, a different network). None (auto):
-    ``PERCEPTUAL_REAL`` for subjects without synthetic ground truth (real videos), 0 for synthetic
-    ones (the demo keeps the paper's losses); 0: off"""
+    perceptual: float = 0.0
+    """LPIPS (AlexNet) between the shaded image and the frame, on the foreground box; not in the
+    paper, off by default: on the real clip it lowered LPIPS AlexNet (its own network) by a quarter
+    but LPIPS VGG (the evaluation's headline) only by 2.5%, and cost PSNR and SSIM (README,
+    "Quality on a real clip": the perceptual term)"""
     perceptual_from: float = 0.0
     """fraction of the run after which the perceptual term is on (0: from the first iteration)"""
     perceptual_crop: int = 0
@@ -81,19 +80,6 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction (in log) of the way from the learned
     irradiance's level to the learned specular light's level at roughness 1, the albedo by the
     inverse (the highlights measure the light's absolute level; 0 = off; overrides light_level)"""
-
-
-#: weight of the perceptual term on real subjects when ``LossWeights.perceptual`` is None (auto);
-#: chosen by benchmarks/train_ablation.py on the shared real clip (README "Quality on a real clip")
-PERCEPTUAL_REAL = 0.1
-
-
-def resolve_perceptual(w: LossWeights, synthetic: bool) -> float:
-    """The perceptual weight of ``w`` for a subject (``synthetic``: it has ground truth): an
-    explicit value as given, None as :data:`PERCEPTUAL_REAL` for real subjects and 0 for synthetic."""
-    if w.perceptual is not None:
-        return float(w.perceptual)
-    return 0.0 if synthetic else PERCEPTUAL_REAL
 
 
 def _nonzero_box(pred: Tensor, target: Tensor, margin: int) -> tuple[int, int, int, int] | None:

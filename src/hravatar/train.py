@@ -65,7 +65,6 @@ from hravatar.losses import (
     normal_consistency_loss,
     perceptual_loss,
     photometric_loss,
-    resolve_perceptual,
     tv_loss,
 )
 from hravatar.metrics import psnr
@@ -259,7 +258,7 @@ def check_config(cfg: TrainConfig) -> None:
         if v < lo:
             raise HRAvatarError(f"{opt}: {v} is out of range; use {lo} or more")
     lw = c.loss
-    if lw.perceptual is not None and not (math.isfinite(lw.perceptual) and lw.perceptual >= 0):
+    if not (math.isfinite(lw.perceptual) and lw.perceptual >= 0):
         raise HRAvatarError(f"--loss.perceptual: {lw.perceptual} is out of range; use 0 or a positive number")
     if not (0.0 <= lw.perceptual_from <= 1.0):
         raise HRAvatarError(f"--loss.perceptual-from: {lw.perceptual_from} is out of range; use a fraction in [0, 1]")
@@ -312,9 +311,7 @@ class Trainer:
         self.width, self.height = W // d, H // d
         self.mode_final = "color" if cfg.no_pbr else "pbr"
         self.lpips_net = None
-        synthetic = self.ds.gt_dir is not None or "synthetic" in self.ds.meta.get("manifest", {})
-        self.perceptual = resolve_perceptual(cfg.loss, synthetic)
-        if self.perceptual:
+        if cfg.loss.perceptual:
             from hravatar.metrics import load_lpips
 
             self.lpips_net = load_lpips("alex", self.device)  # missing weights: one line naming fetch_assets
@@ -556,8 +553,8 @@ class Trainer:
         self.strategy.step_pre_backward(out.meta)
         img = out.image[0]
         terms: dict[str, Tensor] = {"photo": photometric_loss(img, fr.image, w.l1, w.dssim)}
-        if self.perceptual and it >= int(w.perceptual_from * self.total):
-            terms["perceptual"] = perceptual_loss(img, fr.image, self.lpips_net, self.perceptual, w.perceptual_crop)
+        if w.perceptual and it >= int(w.perceptual_from * self.total):
+            terms["perceptual"] = perceptual_loss(img, fr.image, self.lpips_net, w.perceptual, w.perceptual_crop)
         if jaw is not None and w.jaw:
             terms["jaw"] = jaw_loss(jaw, fr.pose[None, 2], w.jaw)
         if mode != "color" and w.normal:
