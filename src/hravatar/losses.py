@@ -59,6 +59,15 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
+    light_cast_specular: float = 0.0
+    """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
+    specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1 = the
+    highlights' colour, a white balance read from the specular reflection)"""
+    skin_locus: float = 0.0
+    """not a loss: after every shaded step (after the cast transfer), give the face region's mean
+    albedo the chromaticity of published skin reflectance of its luminance (the ColorChecker
+    skin patches' locus, hravatar.light_priors.skin_locus_colour), moving this fraction (in log)
+    of the difference into the light (the image is unchanged; 0 = off)"""
     light_level: float = 0.85
     """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
     front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;

@@ -564,9 +564,16 @@ class Trainer:
         for o in opts:
             o.step()
         if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
-            from hravatar.light_priors import transfer_light_cast
+            from hravatar import light_priors as lp
 
-            transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer)
+            ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
+            lp.transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer,
+                                   reference=ref)
+        if mode == "pbr" and w.skin_locus and fr.albedo is None:
+            from hravatar import light_priors as lp
+
+            lp.transfer_skin_cast(self.avatar.params["albedo"].data, self.lighting, self._face_weights(),
+                                  w.skin_locus, srgb_frames=not self._linear_frames)
         if mode == "pbr" and (w.light_level or w.light_level_specular) and fr.albedo is None:
             from hravatar import light_priors as lp
 
@@ -581,6 +588,34 @@ class Trainer:
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
+
+    @property
+    def _linear_frames(self) -> bool:
+        """Whether the training frames hold linear values (the synthetic subject, ``gt/synth.json``)
+        rather than a video's sRGB-encoded ones."""
+        return (Path(self.cfg.subject) / "gt" / "synth.json").is_file()
+
+    @torch.no_grad()
+    def _face_weights(self) -> Tensor:
+        """``[N]`` opacity of the points nearest to the head model's face region (skin: lips and eyes
+        left out), 0 elsewhere; the region is recomputed when densification changes the points."""
+        n = self.avatar.num_points
+        cache = getattr(self, "_face_cache", None)
+        if cache is None or cache[0] != n:
+            r = self.head.regions
+            face = r.get("face", torch.zeros(0, dtype=torch.bool)).to(self.device)
+            if face.numel() == 0:
+                sel = torch.zeros(n, dtype=torch.bool, device=self.device)
+            else:
+                for k in ("lips", "eyes"):
+                    if k in r:
+                        face = face & ~r[k].to(self.device)
+                mu = self.avatar.params["means"].detach()
+                vt = self.head.v_template.to(mu)
+                nearest = torch.cat([torch.cdist(mu[i:i + 4096], vt).argmin(1) for i in range(0, n, 4096)])
+                sel = face[nearest]
+            self._face_cache = (n, sel)
+        return torch.sigmoid(self.avatar.params["opacities"].detach().reshape(-1)) * self._face_cache[1]
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
