@@ -266,3 +266,21 @@ def test_training_with_the_skin_locus_gauge_puts_the_face_albedo_on_the_locus(tm
         angle[name] = lp.chromaticity_angle_deg(a_lin, lp.skin_locus_colour(lp.luminance(a_lin)))
     assert angle["off"] > 3.0  # the test means something: without the gauge the face is off the locus
     assert angle["on"] < 1.0
+
+
+def test_colour_move_past_the_sigmoid_ceiling_raises_the_gain_instead_of_flattening_the_light():
+    light = _tinted_light((1.0, 1.0, 1.0))  # sigmoid mean about 0.7: red cannot double inside it
+    with torch.no_grad():
+        light.diffuse_map.add_(0.5 * torch.randn(light.diffuse_map.shape, generator=torch.Generator().manual_seed(0)))
+    n = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]]), dim=-1)
+    logits = torch.logit(torch.tensor([[0.6, 0.5, 0.4], [0.3, 0.3, 0.3]]))
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    spread0 = light.irradiance(n).detach().std(0)
+    lp.move_colour_to_albedo(logits, light, torch.tensor([0.5, 1.0, 1.0]))
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert torch.allclose(e1, e0 / torch.tensor([0.5, 1.0, 1.0]), rtol=2e-3)  # red irradiance doubled
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=2e-3)
+    assert light.diffuse_gain > 1.0  # through the gain ...
+    assert bool(torch.isfinite(light.diffuse_map).all()) and float(light.diffuse_map.abs().max()) < 20
+    assert float(light.irradiance(n).detach().std(0)[1]) > 0.3 * float(spread0[1])  # ... not a flat light

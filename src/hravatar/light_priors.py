@@ -30,6 +30,7 @@ overall scale. All functions return scalars and are differentiable.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -150,6 +151,11 @@ def specular_cast(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Light
     return s / luminance(s).clamp_min(1e-6)
 
 
+#: Largest mean of the irradiance's sigmoid that :func:`move_colour_to_albedo` asks for: above it
+#: the light would flatten into the sigmoid's ceiling (a target of 1 or more is unreachable).
+_SIGMOID_MEAN_MAX = 0.8
+
+
 @torch.no_grad()
 def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int = 6) -> None:  # noqa: ANN001
     """Multiply the albedo by the per-channel factor ``c [3]`` and divide the learned irradiance by it.
@@ -157,18 +163,24 @@ def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int
     The product albedo x irradiance is unchanged for the diffuse term (up to the sigmoid's clamp):
     the irradiance's mean over front-facing normals becomes ``E / c`` by a per-channel shift of
     the irradiance parameter (the cosine kernel's rows sum to 1, so a constant shift passes
-    through the convolution) found by a few Newton steps on the mean.
+    through the convolution) found by a few Newton steps on the mean. Where a channel would need a
+    sigmoid mean above 0.8 (unreachable at 1, a flat saturated light near it), the shared gain
+    ``diffuse_log_gain`` is raised first and the sigmoid asked for correspondingly less.
 
     Args:
         albedo_logits: ``[N,3]`` pre-sigmoid albedo parameter (modified in place).
         lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its ``diffuse_map``
-            is modified in place).
+            and ``diffuse_log_gain`` are modified in place).
         c: ``[3]`` positive factors.
     """
     from hravatar.shading.cubemap import sample_cube
 
     e = mean_front_irradiance(lighting)
     target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
+    hi = float(target.max())
+    if hi > _SIGMOID_MEAN_MAX:  # a sigmoid's mean cannot reach it: the shared gain takes the excess
+        lighting.diffuse_log_gain.add_(math.log(hi / _SIGMOID_MEAN_MAX))
+        target = target * (_SIGMOID_MEAN_MAX / hi)
     dirs = front_directions(256, lighting.diffuse_map.device)
     yd = sample_cube(lighting.diffuse_cube(), dirs)  # [n,3] pre-activation at the directions
     delta = torch.zeros(3, device=yd.device, dtype=yd.dtype)
@@ -176,7 +188,7 @@ def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int
         sg = torch.sigmoid(yd + delta)
         f = sg.mean(0) - target
         df = (sg * (1 - sg)).mean(0).clamp_min(1e-6)
-        delta = delta - f / df
+        delta = (delta - f / df).clamp(-8.0, 8.0)
     lighting.diffuse_map.add_(delta)
     a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
     albedo_logits.copy_(torch.log(a / (1 - a)))
