@@ -249,7 +249,7 @@ def test_training_with_the_skin_locus_gauge_puts_the_face_albedo_on_the_locus(tm
     from hravatar.train import TrainConfig, train
 
     subj = make_tiny_subject(tmp_path / "subj", size=32, frames=6, points_per_face=2, subdivisions=1)
-    # assert LossWeights().skin_locus == 1.0  # on by default (README, issue 18)
+    assert LossWeights().skin_locus == 0.5  # on by default, halfway (README, issue 18)
     angle = {}
     for name, f in (("off", 0.0), ("on", 1.0)):
         out = tmp_path / name

@@ -63,11 +63,13 @@ class LossWeights:
     """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
     specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1 = the
     highlights' colour, a white balance read from the specular reflection)"""
-    skin_locus: float = 0.0
-    """not a loss: after every shaded step (after the cast transfer), give the face region's mean
-    albedo the chromaticity of published skin reflectance of its luminance (the ColorChecker
-    skin patches' locus, hravatar.light_priors.skin_locus_colour), moving this fraction (in log)
-    of the difference into the light (the image is unchanged; 0 = off)"""
+    skin_locus: float = 0.5
+    """not a loss: after every shaded step (after the cast transfer), move the face region's mean
+    albedo this fraction (in log) of the way to the chromaticity of published skin reflectance of
+    its luminance (the ColorChecker skin patches' locus, hravatar.light_priors.skin_locus_colour),
+    the light by the inverse (the image is unchanged; 0 = off, grey world alone; 0.5, the default:
+    halfway between the grey-world and the skin-locus estimates of the light's colour; chosen by
+    benchmarks/relight_priors.py, README, issue 18)"""
     light_level: float = 0.85
     """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
     front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;
