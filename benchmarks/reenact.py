@@ -116,12 +116,14 @@ def _render_all(la, drv, size: int = 0) -> list[np.ndarray]:
 
 
 def _driver(signal: str, driver: Path, la, work: Path, max_frames: int = 0):
-    """``signal``: tracked, encoder, or mediapipe-<correspondence> (names / calibrated)."""
+    """``signal``: tracked, encoder, or mediapipe-<correspondence>[:<head gain>] (names / calibrated /
+    calibrated-all; head gain calibrated / none, default: the command's default)."""
     from hravatar.apps.reenact import ReenactConfig, load_driver
 
+    signal, _, gain = signal.partition(":")
     expr, _, corr = signal.partition("-")
     cfg = ReenactConfig(avatar=la.path, driver=driver, expressions=expr, correspondence=corr or "default",
-                        max_frames=max_frames)
+                        head_gain=gain or "default", max_frames=max_frames)
     return load_driver(cfg, la, work / "unused.mp4")
 
 

@@ -24,6 +24,7 @@ from hravatar.avatar.drive import (
     mediapipe_head,
     pivot_translation,
     rotvec_to_matrix,
+    scale_rotation,
 )
 from hravatar.head.arkit import ARKIT_NAMES
 
@@ -143,10 +144,36 @@ def test_mediapipe_matrix_to_opencv_and_drive():
     V[:3, :3] = np.diag([1.0, -1.0, -1.0])
     base = AvatarBase(NAMES, np.zeros((5, 3)), np.zeros(3), V, np.zeros(len(NAMES)), 0.0, 0.33)
     s = _scores(2, jawOpen=np.array([0.0, 0.5]))
-    e, p, tr = drive_mediapipe(base, s, M)
+    e, p, tr = drive_mediapipe(base, s, M, driver_mapping(head_gain="none"))
     assert e.shape == (2, len(NAMES)) and p.shape == (2, 5, 3) and tr.shape == (2, 3)
     assert p[1, 2, 0] == pytest.approx(0.33 * (0.5 - 0.05), rel=1e-5)  # neutral: 10th percentile of (0, 0.5)
     assert np.allclose(p[1, 0], [0, 0.25, 0], atol=1e-6)  # the head turns about the world's up axis
+    _, p, _ = drive_mediapipe(base, s, M)  # the default undoes MediaPipe's yaw compression (x1.16)
+    assert np.allclose(p[1, 0], [0, 0.25 * driver_mapping()["head"]["gain"][1], 0], atol=1e-6)
+    assert driver_mapping()["head"]["gain"][1] > 1.05
+
+
+def test_head_gain_scales_the_rotation_since_the_first_frame():
+    R0 = _rot(1, 0.3) @ _rot(0, -0.1)
+    R = np.stack([R0, _rot(0, 0.1) @ R0, _rot(1, -0.2) @ R0, _rot(2, 0.05) @ R0])
+    g = [1.37, 1.16, 1.04]
+    out = scale_rotation(R, g)
+    assert np.allclose(out[0], R0)
+    for t, axis, a in ((1, 0, 0.1), (2, 1, -0.2), (3, 2, 0.05)):
+        want = np.zeros(3)
+        want[axis] = a * g[axis]
+        assert np.allclose(matrix_to_rotvec(out[t] @ R0.T), want, atol=1e-9)
+    assert np.allclose(scale_rotation(R, [1, 1, 1]), R)
+    with pytest.raises(ValueError, match="head gain"):
+        driver_mapping(head_gain="wrong")
+
+
+def test_bad_head_gain_is_one_error(tmp_path):
+    from hravatar.apps.reenact import ReenactConfig, reenact_cmd
+    from hravatar.errors import HRAvatarError
+
+    with pytest.raises(HRAvatarError, match="--head-gain 'big': use one of default, calibrated, none"):
+        reenact_cmd(ReenactConfig(avatar=tmp_path, driver=tmp_path / "x.mp4", head_gain="big"))
 
 
 def test_drive_tracked_relative_expression_and_pose():

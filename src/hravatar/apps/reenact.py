@@ -15,7 +15,7 @@ import tyro
 
 from hravatar.apps.common import check_output, frame_indices, hstack, to_uint8, write_frames
 from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps
-from hravatar.avatar.drive import CORRESPONDENCES
+from hravatar.avatar.drive import CORRESPONDENCES, HEAD_GAINS
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log, progress
 
@@ -42,6 +42,10 @@ class ReenactConfig:
     (the inverse of MediaPipe's measured response to the head model's expressions; fitted once, ~1 min,
     then cached), calibrated (that inverse for the mouth, name to name elsewhere) or default
     (names, the one that measured best, see README)"""
+    head_gain: str = "default"
+    """mediapipe signal: calibrated (the driver's head rotation since its first frame scaled per axis by
+    the inverse of MediaPipe's measured compression, pitch x1.37, yaw x1.16, roll x1.04; see README),
+    none (MediaPipe's rotation as measured) or default (calibrated)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
@@ -91,6 +95,7 @@ class Driver:
 def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
     from hravatar.avatar.drive import (
         DEFAULT_CORRESPONDENCE,
+        DEFAULT_HEAD_GAIN,
         avatar_base,
         drive_mediapipe,
         driver_mapping,
@@ -125,7 +130,8 @@ def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
                     int((~found).sum()), len(found))
     base = avatar_base(la)
     corr = DEFAULT_CORRESPONDENCE if cfg.correspondence == "default" else cfg.correspondence
-    mapping = driver_mapping(base.jaw_rad_per_unit, correspondence=corr)
+    gain = DEFAULT_HEAD_GAIN if cfg.head_gain == "default" else cfg.head_gain
+    mapping = driver_mapping(base.jaw_rad_per_unit, correspondence=corr, head_gain=gain)
     e, p, t = drive_mediapipe(base, scores, mats, mapping, relative=cfg.relative, head=cfg.head_motion,
                               absolute_pose=cfg.absolute_pose)
     return Driver(frames, e, p, t, fps)
@@ -173,6 +179,8 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
     if cfg.correspondence not in ("default", *CORRESPONDENCES):
         raise HRAvatarError(f"--correspondence {cfg.correspondence!r}: use one of default, "
                             f"{', '.join(CORRESPONDENCES)}")
+    if cfg.head_gain not in ("default", *HEAD_GAINS):
+        raise HRAvatarError(f"--head-gain {cfg.head_gain!r}: use one of default, {', '.join(HEAD_GAINS)}")
     out = check_output(cfg.output or Path(cfg.avatar) / f"reenact_{Path(cfg.driver).stem}.mp4")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.expressions == "encoder" and la.encoder is None:

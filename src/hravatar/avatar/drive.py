@@ -43,7 +43,9 @@ the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what i
 
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
-(the avatar stays framed by its own camera). Live, the rotation is relative to the calibration's
+(the avatar stays framed by its own camera). The rotation's change is first scaled per axis by the
+head gain (:data:`HEAD_GAINS`, :func:`scale_rotation`), which undoes MediaPipe's measured compression
+of head turns. Live, the rotation is relative to the calibration's
 first frame and the translation is that of the turning point fitted on the frames seen so far
 (:func:`live_lever`).
 ``absolute`` uses the driver's rotation relative to its camera as the avatar's rotation relative to
@@ -81,7 +83,16 @@ DEFAULT_GAZE_RAD = 0.5
 #: Live neutral: frames from the start (or "set neutral") over which the webcam calibrates (~1 s).
 LIVE_CALIBRATION_FRAMES = 30
 
-MAPPING_VERSION = 3
+MAPPING_VERSION = 4
+
+#: MediaPipe's head rotation is compressed: rendering the open head model (readable face, identities
+#: seeds 2-4, 453 renders, random expressions and jaw) at known head rotations up to 25 / 35 / 10
+#: degrees, MediaPipe's rotation change (OpenCV camera frame) is 0.73 x the true pitch, 0.87 x the yaw
+#: and 0.96 x the roll (slopes, ``benchmarks/head_gain.py``). The default head transfer divides by it:
+#: the driver's rotation since its first frame, as an axis-angle in its camera frame, is scaled per
+#: axis (x pitch, y yaw, z roll) by these gains (:func:`scale_rotation`).
+HEAD_GAINS = {"calibrated": (1.37, 1.16, 1.04), "none": (1.0, 1.0, 1.0)}
+DEFAULT_HEAD_GAIN = "calibrated"
 
 #: Score -> expression correspondences (see the module docstring); the default is what measured best.
 CORRESPONDENCES = ("names", "calibrated", "calibrated-all")
@@ -101,6 +112,7 @@ def driver_mapping(
     gains: dict[str, float] | None = None,
     calibration_frames: int = LIVE_CALIBRATION_FRAMES,
     correspondence: str = DEFAULT_CORRESPONDENCE,
+    head_gain: str = DEFAULT_HEAD_GAIN,
 ) -> dict:
     """The driver -> avatar mapping as a JSON-serialisable table.
 
@@ -115,10 +127,14 @@ def driver_mapping(
     (down - up)`` about +x, both minus their neutral); ``neutral`` (``{"percentile", "gaze": "median"}``);
     ``head`` (``gl_to_cv``: the axis flip from MediaPipe's camera to OpenCV's; ``translation_scale_m``:
     its translation's unit, 0.01 m; ``lever``: the turning point is fitted per driver by
-    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's);
+    :func:`fit_lever` with ``lever_ridge``, and the translation applied is that point's; ``gain``
+    ``[3]``: the per-axis scale of the driver's rotation since its first frame, :data:`HEAD_GAINS`
+    [``head_gain``], see :func:`scale_rotation`; ``gain_name``);
     ``live`` (``{"calibration_frames"}``, see :func:`live_neutral`).
     """
     gains = gains or {}
+    if head_gain not in HEAD_GAINS:
+        raise ValueError(f"unknown head gain {head_gain!r}; choose one of {', '.join(HEAD_GAINS)}")
     mapped = mapped_expressions()
     zeroed = [n for n in ARKIT_NAMES if n not in mapped]
     if correspondence == "names":
@@ -133,7 +149,7 @@ def driver_mapping(
             log.warning("the calibrated correspondence needs face_landmarker.task (scripts/fetch_assets.py); "
                         "using name to name")
             return driver_mapping(jaw_rad_per_unit, gaze_rad_per_unit, neutral_percentile, gains,
-                                  calibration_frames, "names")
+                                  calibration_frames, "names", head_gain)
         rows = calibrated_rows(mapped)["rows"]
         use = {n: correspondence == "calibrated-all" or calibrated_region(n) for n in mapped}
         expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))]
@@ -158,7 +174,7 @@ def driver_mapping(
         "eyes": eyes,
         "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
         "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01, "lever": "fit_lever",
-                 "lever_ridge": 0.1},
+                 "lever_ridge": 0.1, "gain": [float(g) for g in HEAD_GAINS[head_gain]], "gain_name": head_gain},
         "live": {"calibration_frames": int(calibration_frames)},
     }
 
@@ -336,6 +352,19 @@ def fit_lever(rot_cam: np.ndarray, trans_cam: np.ndarray, first: int = 0, ridge:
     return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
+def scale_rotation(rot_cam: np.ndarray, gain: np.ndarray | list[float], first: int = 0) -> np.ndarray:
+    """``[T,3,3]`` the driver's rotations with their change since frame ``first`` scaled per axis:
+    ``R'_t = exp(gain * log(R_t R_first^T)) R_first`` (axis-angle components x, y, z of the camera
+    frame times ``gain [3]``). Unit gains return ``rot_cam`` unchanged. ``web/drive.js`` does the same
+    to ``Rc Rc0^T``."""
+    R = np.asarray(rot_cam, np.float64)
+    g = np.asarray(gain, np.float64)
+    if np.all(g == 1.0):
+        return R
+    rel = matrix_to_rotvec(R @ R[first].T) * g
+    return rotvec_to_matrix(rel) @ R[first]
+
+
 def pivot_translation(rot_cam: np.ndarray, trans_cam: np.ndarray, lever: np.ndarray, first: int = 0) -> np.ndarray:
     """``[T,3]`` the turning point's track in the camera frame: ``t_i - (R_i R_first^T - I) lever``
     (see :func:`fit_lever`)."""
@@ -494,6 +523,8 @@ def drive_mediapipe(
     if head:
         R, t = mediapipe_head(matrices)
         t = pivot_translation(R, t, fit_lever(R, t) if lever is None else lever)
+        if not absolute_pose:
+            R = scale_rotation(R, mapping["head"].get("gain", (1.0, 1.0, 1.0)))
         pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
     return expr, pose.astype(np.float32), trans.astype(np.float32)
 
@@ -545,6 +576,7 @@ def drive_live(
             t = t - np.einsum("tij,tj->ti", R @ R[0].T - np.eye(3), lever)  # pivot_translation, per-frame lever
         else:
             t = np.zeros((T, 3))
+        R = scale_rotation(R, mapping["head"].get("gain", (1.0, 1.0, 1.0)))
         pose[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat)
     return expr, pose.astype(np.float32), trans.astype(np.float32)
 

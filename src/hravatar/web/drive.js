@@ -5,8 +5,9 @@
 //                   (the correspondence's sparse rows, ARKit-named expressions, not jaw/gaze)
 //   jaw           = axis * max(avatar.neutral_jaw + rad_per_unit * (jawOpen - neutral), 0)
 //   eye (per eye) = Ry(yaw) Rx(pitch), yaw/pitch = weighted gaze scores minus their neutral
-//   global        = V^T (Rc Rc0^T) V R_ref   (Rc: the face's rotation in the OpenCV camera, Rc0: at the
-//                   calibration's first frame; V: the avatar's camera; R_ref: its frontal reference pose)
+//   global        = V^T G(Rc Rc0^T) V R_ref   (Rc: the face's rotation in the OpenCV camera, Rc0: at the
+//                   calibration's first frame; V: the avatar's camera; R_ref: its frontal reference pose;
+//                   G scales the axis-angle's x, y, z by head.gain, drive.scale_rotation)
 //   translation   = avatar.translation + V^T (p - p0): p the driver's turning point in its camera
 //                   (face point t minus (Rc Rc0^T - I) lever), the lever fitted causally by least
 //                   squares on the frames since the calibration's first (drive.live_lever)
@@ -145,7 +146,9 @@ export class LiveDriver {
       const tc = [0, 1, 2].map((i) => sc * (F[3 * i] * M[3] + F[3 * i + 1] * M[7] + F[3 * i + 2] * M[11]));
       if (!this.R0) { this.R0 = Rc; this.t0 = tc; }
       const Rr = mat3mul(Rc, transpose3(this.R0));
-      rotation = mat3mul(transpose3(this.V), mat3mul(Rr, this.V));
+      const g = m.head.gain ?? [1, 1, 1];
+      const Rg = g.every((x) => x === 1) ? Rr : rodrigues(matToAxisAngle(Rr).map((x, i) => x * g[i]));
+      rotation = mat3mul(transpose3(this.V), mat3mul(Rg, this.V));
       pose[0] = matToAxisAngle(mat3mul(rotation, this.Rref));
       const p = this.pivot(Rr, tc);
       if (!this.p0) this.p0 = p;
