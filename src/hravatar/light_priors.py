@@ -18,6 +18,11 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
   plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
   shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
+* :func:`transfer_light_cast` with ``reference=`` :func:`specular_cast` (``light_cast_specular``,
+  off): the cast transfer leaves the light the colour of the learned specular light instead of grey;
+* :func:`transfer_skin_cast` (``skin_locus``, not a loss, on by default at 0.5): after the cast
+  transfer the face's mean albedo moves toward published skin reflectance of its luminance
+  (:func:`skin_locus_colour`, the ColorChecker skin patches), the light by the inverse;
 * :func:`set_light_level` (``light_level`` / ``light_level_specular``, not a loss): after every
   shaded step the learned irradiance is rescaled to a level and the albedo by the inverse (the
   image is unchanged): a fixed level (an exposure convention) or the level of the learned

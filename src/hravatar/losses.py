@@ -7,10 +7,11 @@
       + 2e-2 TV(roughness map)                (total variation)
 
 and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
-moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`)
-and its level is set to the relighting convention (``light_level``,
-:func:`hravatar.light_priors.set_light_level`); the other colour priors of
-:mod:`hravatar.light_priors` are off by default.
+moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`),
+half of the face albedo's distance to the published skin locus moves back into the light
+(``skin_locus``, :func:`hravatar.light_priors.transfer_skin_cast`) and the light's level is set to
+the relighting convention (``light_level``, :func:`hravatar.light_priors.set_light_level`); the
+other colour priors of :mod:`hravatar.light_priors` are off by default.
 
 Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
 """
