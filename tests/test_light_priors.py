@@ -246,7 +246,7 @@ def test_skin_locus_gauge_puts_the_face_on_the_locus_and_keeps_the_image(srgb_fr
 def test_training_with_the_skin_locus_gauge_puts_the_face_albedo_on_the_locus(tmp_path):
     from helpers.tiny_subject import make_tiny_subject
     from hravatar.avatar import load_avatar
-    from hravatar.train import TrainConfig, train
+    from hravatar.train import TrainConfig, face_region_grid, train
 
     subj = make_tiny_subject(tmp_path / "subj", size=32, frames=6, points_per_face=2, subdivisions=1)
     assert LossWeights().skin_locus == 0.5  # on by default, halfway (README, issue 18)
@@ -256,10 +256,11 @@ def test_training_with_the_skin_locus_gauge_puts_the_face_albedo_on_the_locus(tm
         assert train(TrainConfig(subject=subj, output=out, iterations=8, points_per_face=1, encoder="none",
                                  albedo_warmup=0, quiet=True, loss=LossWeights(skin_locus=f))) == 0
         av = load_avatar(out, None)
-        g, head = av.gaussians, av.head_model()
-        face = head.regions["face"] & ~head.regions["eyes"] & ~head.regions["lips"]
-        mu = g.params["means"].detach()
-        sel = face[torch.cdist(mu, head.v_template.to(mu)).argmin(1)]
+        g = av.gaussians
+        grid, lo, hi = face_region_grid(av.head_model(), "cpu")
+        ijk = ((g.params["means"].detach() - lo) / (hi - lo) * grid.shape[0]).long().clamp(0, grid.shape[0] - 1)
+        sel = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        assert 0.05 < float(sel.float().mean()) < 0.9  # a face region, not everything or nothing
         w = torch.sigmoid(g.params["opacities"].detach().reshape(-1)) * sel
         a = (torch.sigmoid(g.params["albedo"].detach()) * w[:, None]).sum(0) / w.sum()
         a_lin = lp.srgb_decode(a)  # the tiny subject is no synthetic subject: frames count as sRGB-encoded
