@@ -58,7 +58,16 @@ from hravatar.gaussians import (
     save_gaussians,
 )
 from hravatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from hravatar.losses import LossWeights, albedo_prior_loss, jaw_loss, normal_consistency_loss, photometric_loss, tv_loss
+from hravatar.losses import (
+    LossWeights,
+    albedo_prior_loss,
+    jaw_loss,
+    normal_consistency_loss,
+    perceptual_loss,
+    photometric_loss,
+    silhouette_loss,
+    tv_loss,
+)
 from hravatar.metrics import psnr
 from hravatar.progress import log, progress
 
@@ -118,6 +127,10 @@ class TrainConfig:
     """learning rate of the expression encoder during joint training"""
     loss: LossWeights = field(default_factory=LossWeights)
     """loss weights"""
+    train_background: Literal["black", "random"] = "black"
+    """background behind render and frame during training: black (the paper), or a random colour per
+    step (the frame composited over it with its matte), so a wrong outline costs the same whatever
+    its colour; evaluation stays over black"""
     # ---- encoder ----
     encoder: Literal["mobilenet_v2", "smirk", "none"] = "mobilenet_v2"
     """expression encoder backbone; none = use the tracked expression and jaw (ablation)"""
@@ -249,6 +262,13 @@ def check_config(cfg: TrainConfig) -> None:
     for opt, (v, lo) in ints.items():
         if v < lo:
             raise HRAvatarError(f"{opt}: {v} is out of range; use {lo} or more")
+    lw = c.loss
+    if not (math.isfinite(lw.perceptual) and lw.perceptual >= 0):
+        raise HRAvatarError(f"--loss.perceptual: {lw.perceptual} is out of range; use 0 or a positive number")
+    if not (0.0 <= lw.perceptual_from <= 1.0):
+        raise HRAvatarError(f"--loss.perceptual-from: {lw.perceptual_from} is out of range; use a fraction in [0, 1]")
+    if lw.perceptual_crop < 0:
+        raise HRAvatarError(f"--loss.perceptual-crop: {lw.perceptual_crop} is out of range; use 0 or more")
     if c.resume and c.overwrite:
         raise HRAvatarError("--resume and --overwrite contradict each other; pass one of them")
 
@@ -295,6 +315,11 @@ class Trainer:
         d = max(1, cfg.downscale)
         self.width, self.height = W // d, H // d
         self.mode_final = "color" if cfg.no_pbr else "pbr"
+        self.lpips_net = None
+        if cfg.loss.perceptual:
+            from hravatar.metrics import load_lpips
+
+            self.lpips_net = load_lpips("alex", self.device)  # missing weights: one line naming fetch_assets
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.bad_steps = 0
@@ -528,11 +553,19 @@ class Trainer:
             freeze_batchnorm(self.encoder)
         mode = self._mode(it)
         p, jaw = frame_params(fr, self.avatar.num_expr, self.encoder)
+        bg, target = None, fr.image
+        if c.train_background == "random":
+            bg = torch.rand(3).to(self.device)
+            target = fr.image + (1 - fr.mask) * bg
         out = render(self.avatar, self.lighting, p, Camera(fr.viewmat, fr.K, self.width, self.height), mode,
-                     backend=c.backend)
+                     background=bg, backend=c.backend)
         self.strategy.step_pre_backward(out.meta)
         img = out.image[0]
-        terms: dict[str, Tensor] = {"photo": photometric_loss(img, fr.image, w.l1, w.dssim)}
+        terms: dict[str, Tensor] = {"photo": photometric_loss(img, target, w.l1, w.dssim)}
+        if w.silhouette and bool((fr.mask < 1).any()):
+            terms["silhouette"] = silhouette_loss(out.alpha[0], fr.mask, w.silhouette)
+        if w.perceptual and it >= int(w.perceptual_from * self.total):
+            terms["perceptual"] = perceptual_loss(img, target, self.lpips_net, w.perceptual, w.perceptual_crop)
         if jaw is not None and w.jaw:
             terms["jaw"] = jaw_loss(jaw, fr.pose[None, 2], w.jaw)
         if mode != "color" and w.normal:
@@ -584,7 +617,7 @@ class Trainer:
         for o in opts:
             o.zero_grad(set_to_none=True)
         with torch.no_grad():
-            p = float(psnr(img.detach().clamp(0, 1), fr.image)[0])
+            p = float(psnr(img.detach().clamp(0, 1), target)[0])
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
