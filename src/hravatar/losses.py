@@ -9,10 +9,11 @@
                                                :func:`perceptual_loss`, README "Quality on a real clip")
 
 and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
-moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`)
-and its level is set to the relighting convention (``light_level``,
-:func:`hravatar.light_priors.set_light_level`); the other colour priors of
-:mod:`hravatar.light_priors` are off by default.
+moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`),
+half of the face albedo's distance to the published skin locus moves back into the light
+(``skin_locus``, :func:`hravatar.light_priors.transfer_skin_cast`) and the light's level is set to
+the relighting convention (``light_level``, :func:`hravatar.light_priors.set_light_level`); the
+other colour priors of :mod:`hravatar.light_priors` are off by default.
 
 Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
 """
@@ -75,6 +76,17 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
+    light_cast_specular: float = 0.0
+    """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
+    specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1 = the
+    highlights' colour, a white balance read from the specular reflection)"""
+    skin_locus: float = 0.5
+    """not a loss: after every shaded step (after the cast transfer), move the face region's mean
+    albedo this fraction (in log) of the way to the chromaticity of published skin reflectance of
+    its luminance (the ColorChecker skin patches' locus, hravatar.light_priors.skin_locus_colour),
+    the light by the inverse (the image is unchanged; 0 = off, grey world alone; 0.5, the default:
+    halfway between the grey-world and the skin-locus estimates of the light's colour; chosen by
+    benchmarks/relight_priors.py, README, issue 18)"""
     light_level: float = 0.85
     """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
     front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;

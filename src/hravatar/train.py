@@ -597,9 +597,16 @@ class Trainer:
         for o in opts:
             o.step()
         if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
-            from hravatar.light_priors import transfer_light_cast
+            from hravatar import light_priors as lp
 
-            transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer)
+            ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
+            lp.transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer,
+                                   reference=ref)
+        if mode == "pbr" and w.skin_locus and fr.albedo is None:
+            from hravatar import light_priors as lp
+
+            lp.transfer_skin_cast(self.avatar.params["albedo"].data, self.lighting, self._face_weights(),
+                                  w.skin_locus, srgb_frames=not self._linear_frames)
         if mode == "pbr" and (w.light_level or w.light_level_specular) and fr.albedo is None:
             from hravatar import light_priors as lp
 
@@ -614,6 +621,28 @@ class Trainer:
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
+
+    @property
+    def _linear_frames(self) -> bool:
+        """Whether the training frames hold linear values (the synthetic subject, ``gt/synth.json``)
+        rather than a video's sRGB-encoded ones."""
+        return (Path(self.cfg.subject) / "gt" / "synth.json").is_file()
+
+    @torch.no_grad()
+    def _face_weights(self) -> Tensor:
+        """``[N]`` opacity of the points whose canonical position lies nearest to a vertex of the head
+        model's face region (skin: lips and eyes left out), 0 elsewhere.
+
+        A function of the current parameters only (a lookup in a grid built once from the head
+        model), so a resumed run computes exactly what an uninterrupted one does."""
+        if getattr(self, "_face_grid", None) is None:
+            self._face_grid = face_region_grid(self.head, self.device)
+        grid, lo, hi = self._face_grid
+        mu = self.avatar.params["means"].detach()
+        n = grid.shape[0]
+        ijk = ((mu - lo) / (hi - lo) * n).long().clamp(0, n - 1)
+        sel = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        return torch.sigmoid(self.avatar.params["opacities"].detach().reshape(-1)) * sel
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -735,6 +764,29 @@ class Trainer:
         atomic_write_text(self.out / "training.json", json.dumps(info, indent=1))
         log.info("trained %d iterations in %.0f s: %d points, PSNR %.2f dB (train frames, last logs) -> %s",
                  self.iteration, self.elapsed, self.avatar.num_points, info["final_psnr"] or math.nan, self.out)
+
+
+def face_region_grid(head: Any, device: Any, n: int = 48) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grid [n,n,n] bool, lo [3], hi [3])``: for cells of the head model's bounding box (grown
+    by 10%), whether the template vertex nearest to the cell's centre is in the ``face`` region
+    and not in ``lips`` / ``eyes`` (all False when the model has no face region)."""
+    vt = head.v_template.detach().float().to(device)
+    lo, hi = vt.amin(0), vt.amax(0)
+    pad = 0.1 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    r = head.regions
+    face = r.get("face")
+    if face is None or not bool(face.any()):
+        return torch.zeros(n, n, n, dtype=torch.bool, device=device), lo, hi
+    face = face.to(device)
+    for k in ("lips", "eyes"):
+        if k in r:
+            face = face & ~r[k].to(device)
+    t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+    axes = [lo[i] + t * (hi[i] - lo[i]) for i in range(3)]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    nearest = torch.cat([torch.cdist(centres[i:i + 8192], vt).argmin(1) for i in range(0, len(centres), 8192)])
+    return face[nearest].reshape(n, n, n), lo, hi
 
 
 def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:
