@@ -73,6 +73,7 @@ def calibration(seconds: float = 1.0) -> float:
 
 def run(a: argparse.Namespace) -> dict:
     from hravatar.evaluate import EvaluateConfig, evaluate_avatar
+    from hravatar.gaussians.strategy import DensifyConfig
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
     from hravatar.progress import setup_logging
     from hravatar.train import TrainConfig, train
@@ -85,7 +86,8 @@ def run(a: argparse.Namespace) -> dict:
                  "budget": {"size": a.size, "downscale": a.downscale, "series": a.series,
                             "train_resolution": a.size // a.downscale,
                             "matte": "person" if a.keep_torso else "head-only",
-                            "encoder": a.encoder, "threads": a.threads, "test_frames": a.test_frames},
+                            "encoder": a.encoder, "threads": a.threads, "test_frames": a.test_frames,
+                            "densify_reset_every": a.reset_every},
                  "paper": PAPER}
     t0 = time.time()
     if a.subject:
@@ -108,7 +110,8 @@ def run(a: argparse.Namespace) -> dict:
         t = time.time()
         load_before = [round(x, 2) for x in os.getloadavg()]
         train(TrainConfig(subject=subject, output=out, iterations=n, downscale=a.downscale, encoder=a.encoder,
-                          threads=a.threads, test_frames=a.test_frames, overwrite=True, quiet=True))
+                          threads=a.threads, test_frames=a.test_frames, overwrite=True, quiet=True,
+                          **({} if a.reset_every is None else {"densify": DensifyConfig(reset_every=a.reset_every)})))
         t_train = time.time() - t
         info = json.loads((out / "training.json").read_text())
         t = time.time()
@@ -175,6 +178,8 @@ def main() -> None:
     ap.add_argument("--subject", type=Path, default=None, help="reuse a preprocessed subject (skip preprocessing)")
     ap.add_argument("--encoder", default="mobilenet_v2")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--reset-every", type=int, default=None,
+                    help="opacity reset interval (0: none; default: the paper's schedule scaled to the run)")
     ap.add_argument("--test-frames", type=int, default=None, help="held-out last frames (default: last 15%%)")
     ap.add_argument("--work", type=Path, default=None, help="keep the subject and avatars here")
     ap.add_argument("--keep-work", action="store_true")

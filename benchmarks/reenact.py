@@ -2,16 +2,18 @@
 
 Two measurements (``python benchmarks/reenact.py --work DIR``; every step is cached in DIR):
 
-1. Synthetic ground truth. ``hravatar synth --readable-face`` identities A (seed 0, 128 px, 120
-   frames) and B (seed 1, 256 px, 80 frames; ``--plain-face``: the default paint, whose blinks and
-   brows MediaPipe barely reads); a small avatar is trained on A; B drives it. The ground truth is
+1. Synthetic ground truth. ``hravatar synth --readable-face`` identities A (seed 0, ``--avatar-size``
+   px, default 256, 120 frames) and B (seed 1, 256 px, 80 frames; ``--plain-face``: the default paint, whose blinks and
+   brows MediaPipe barely reads); an avatar is trained on A at its resolution (``--iterations``,
+   default 800); B drives it. The ground truth is
    A's ground-truth avatar rendered with B's exact expression, jaw and eyes, and B's head motion
    since its first frame applied around A's reference pose. Reported per signal: PSNR / SSIM /
    LPIPS of the reenacted frames, and the parameter errors (expression coefficients that B's
    animation drives, jaw angle, head rotation).
 2. A real driver, no ground truth: ``--real VIDEO`` (the shared 480x480 talking-man clip) drives
    the same synthetic avatar A (a different "person"). MediaPipe's face landmarker runs on the
-   driver and on the reenacted output (rendered at 256 px); reported per signal: the Pearson
+   driver and on the reenacted output (rendered at ``--size``, default 256 px: A's training
+   resolution); reported per signal: the Pearson
    correlation over time of each blendshape score (jawOpen, eyeBlinkLeft/Right,
    mouthSmileLeft/Right, browInnerUp, ...) and of head yaw / pitch.
 
@@ -73,7 +75,8 @@ def machine() -> dict:
 
 
 # ---- preparation (cached) ------------------------------------------------------------------------
-def prepare(work: Path, real: Path | None, iterations: int, readable: bool = True) -> dict[str, Path]:
+def prepare(work: Path, real: Path | None, iterations: int, readable: bool = True, size_a: int = 256
+            ) -> dict[str, Path]:
     from hravatar.apps.common import to_uint8, write_frames
     from hravatar.data import load_subject
     from hravatar.preprocess.pipeline import PipelineSettings, preprocess_video
@@ -82,7 +85,7 @@ def prepare(work: Path, real: Path | None, iterations: int, readable: bool = Tru
          "B_tracked": work / "B_tracked", "real_tracked": work / "real_tracked"}
     face = ("--readable-face",) if readable else ()
     if not (p["A"] / "manifest.json").is_file():
-        _cli("synth", str(p["A"]), "--size", "128", "--frames", "120", "--seed", "0", "--overwrite", *face)
+        _cli("synth", str(p["A"]), "--size", str(size_a), "--frames", "120", "--seed", "0", "--overwrite", *face)
     if not (p["B"] / "manifest.json").is_file():
         _cli("synth", str(p["B"]), "--size", "256", "--frames", "80", "--seed", "1", "--overwrite", *face)
     if not (p["avatar"] / "avatar.safetensors").is_file() and not any(p["avatar"].glob("*.safetensors")):
@@ -297,6 +300,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="cache folder (synthetic subjects, avatar, drivers)")
     ap.add_argument("--real", type=Path, default=None, help="a real driver video (e.g. the shared talking-man clip)")
     ap.add_argument("--iterations", type=int, default=800, help="training iterations of avatar A")
+    ap.add_argument("--avatar-size", type=int, default=256,
+                    help="identity A's image size (px), which avatar A is trained at (needs a fresh --work)")
     ap.add_argument("--size", type=int, default=256, help="render size for the real-driver measurement")
     ap.add_argument("--max-frames", type=int, default=0, help="real driver: first N frames (0 = all)")
     ap.add_argument("--synthetic-frames", type=int, default=0, help="synthetic driver: first N frames (0 = all)")
@@ -311,16 +316,20 @@ def main() -> None:
 
     load_before = os.getloadavg()
     t0 = time.time()
-    p = prepare(a.work, a.real, a.iterations, readable=not a.plain_face)
+    p = prepare(a.work, a.real, a.iterations, readable=not a.plain_face, size_a=a.avatar_size)
     t_prep = time.time() - t0
     la = load_avatar(p["avatar"], "cpu")
     t1 = time.time()
     signals = tuple(x for x in a.signals.split(",") if x)
     syn, syn_imgs, gt = synthetic(p, la, a.work, signals, a.synthetic_frames)
+    tr = json.loads((p["avatar"] / "training.json").read_text()) if (p["avatar"] / "training.json").is_file() else {}
     rec: dict = {"benchmark": "reenact", "command": " ".join(sys.argv), "machine": machine(),
-                 "avatar": {"subject": "hravatar synth --seed 0 --size 128 --frames 120"
+                 "avatar": {"subject": f"hravatar synth --seed 0 --size {a.avatar_size} --frames 120"
                             + ("" if a.plain_face else " --readable-face"),
-                            "iterations": a.iterations, "encoder_input": 96},
+                            "iterations": tr.get("iterations", a.iterations), "encoder_input": 96,
+                            "image_size": tr.get("image_size"), "train_frames": tr.get("train_frames"),
+                            "points": tr.get("points"), "train_seconds": tr.get("train_seconds"),
+                            "final_psnr": tr.get("final_psnr")},
                  "synthetic": syn}
     t2 = time.time()
     real_imgs = None

@@ -49,10 +49,16 @@ SETTINGS: dict[str, dict[str, float]] = {
     "all": {"light_exposure": 1.0, "light_specular_wb": 1.0, "skin_albedo": 1.0},
     "level": {"light_cast_transfer": 1.0, "light_level": 0.85},
     "level_spec": {"light_cast_transfer": 1.0, "light_level_specular": 1.0},
+    "level+spec_cast": {"light_cast_transfer": 1.0, "light_level": 0.85, "light_cast_specular": 1.0},
+    "level+spec_cast0.5": {"light_cast_transfer": 1.0, "light_level": 0.85, "light_cast_specular": 0.5},
+    "level+skin_locus": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 1.0},
+    "level+skin_locus0.5": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5},
+    "level+skin_locus_only": {"light_level": 0.85, "skin_locus": 1.0},
 }
 #: Every prior off (the base of each setting, whatever LossWeights' defaults are).
 ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,
-           "light_cast_transfer": 0.0, "light_level": 0.0, "light_level_specular": 0.0}
+           "light_cast_transfer": 0.0, "light_level": 0.0, "light_level_specular": 0.0, "light_cast_specular": 0.0,
+           "skin_locus": 0.0}
 TINY = {"size": 64, "frames": 40, "iterations": 200, "points_per_face": 1, "gt_points_per_face": 4,
         "env_height": 32, "eval_frames": 4}
 FULL = {"size": 256, "frames": 300, "iterations": 1500, "points_per_face": 8, "gt_points_per_face": 16,

@@ -194,6 +194,35 @@ def test_drive_tracked_relative_expression_and_pose():
     assert np.allclose(p[:, 3, 1], 0.1)  # eyes pass through
 
 
+
+def test_drive_tracked_head_gain_scales_the_turn():
+    V = np.eye(4)
+    V[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    base = AvatarBase(["a"], np.zeros((5, 3)), np.zeros(3), V, np.zeros(1), 0.0)
+    pose = np.zeros((2, 5, 3))
+    pose[1, 0] = [0.1, 0.2, 0.0]  # the tracked driver nods and turns (world axes)
+    e, t = np.zeros((2, 1)), np.zeros((2, 3))
+    _, p, _ = drive_tracked(base, e, pose, t, V)  # unit gains: the driver's turn as it is
+    assert np.allclose(rotvec_to_matrix(p[1, 0]), rotvec_to_matrix(pose[1, 0]), atol=1e-6)
+    g = driver_mapping()["head"]["gain"]
+    _, p, _ = drive_tracked(base, e, pose, t, V, head_gain=g)
+    C = V[:3, :3]  # camera-frame change C R C^T, scaled per camera axis, back to the world
+    want = matrix_to_rotvec(C.T @ rotvec_to_matrix(matrix_to_rotvec(C @ rotvec_to_matrix(pose[1, 0]) @ C.T)
+                                                   * np.asarray(g)) @ C)
+    assert np.allclose(p[1, 0], want, atol=1e-5)
+    assert abs(p[1, 0, 0]) > 1.2 * 0.1 and abs(p[1, 0, 1]) > 1.1 * 0.2  # pitch x1.37, yaw x1.16
+    _, p, _ = drive_tracked(base, e, pose, t, V, head_gain=g, absolute_pose=True)  # absolute: no gain
+    assert np.allclose(rotvec_to_matrix(p[1, 0]), rotvec_to_matrix(pose[1, 0]), atol=1e-6)
+    # about a face point 8 cm in front of the origin: that point keeps the driver's track
+    c = np.array([0.0, 0.04, 0.08])
+    _, p0, t0 = drive_tracked(base, e, pose, t, V)
+    _, p1, t1 = drive_tracked(base, e, pose, t, V, head_gain=g, face_point=c)
+    _, p2, t2 = drive_tracked(base, e, pose, t, V, head_gain=g)
+    assert np.allclose(p1[:, 0], p2[:, 0], atol=1e-6)  # the same rotation
+    face = [rotvec_to_matrix(pp[1, 0]) @ c + tt[1] for pp, tt in ((p0, t0), (p1, t1), (p2, t2))]
+    assert np.allclose(face[1], face[0], atol=1e-6)
+    assert np.linalg.norm(face[2] - face[0]) > 2e-3  # turning more about the origin moves the face
+
 # ---- the synthetic case: avatar A (open head model) driven by identity B ---------------------------
 @pytest.fixture(scope="module")
 def a_and_b(tmp_path_factory):

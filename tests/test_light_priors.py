@@ -169,3 +169,119 @@ def test_cast_transfer_moves_the_light_colour_into_the_albedo():
     lp.transfer_light_cast(torch.zeros(1, 3), half, 0.5)
     a_half = lp.chromaticity_angle_deg(lp.mean_front_irradiance(half).detach(), torch.ones(3))
     assert 0.5 < a_half < lp.chromaticity_angle_deg(e0, torch.ones(3))
+
+
+def _warm_specular_light() -> LearnableLighting:
+    light = _tinted_light((0.0, 0.0, 0.0))  # grey diffuse light
+    with torch.no_grad():
+        light.specular_map.copy_(torch.tensor([0.8, 0.1, -0.9]).expand_as(light.specular_map))  # warm highlights
+    return light
+
+
+def test_cast_transfer_to_the_specular_colour_moves_the_highlight_colour_out_of_the_albedo():
+    light = _warm_specular_light()
+    spec = lp.specular_cast(light).detach()
+    assert lp.chromaticity_angle_deg(spec, torch.ones(3)) > 10  # the highlights are warm
+    logits = torch.logit(torch.tensor([[0.6, 0.4, 0.3], [0.3, 0.3, 0.3]]))
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    a0 = torch.sigmoid(logits).clone()
+    c = lp.transfer_light_cast(logits, light, 1.0, reference=spec)
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert lp.chromaticity_angle_deg(e1, spec) < 0.5  # the diffuse light has the highlights' colour
+    assert float(lp.luminance(e1)) == pytest.approx(float(lp.luminance(e0)), rel=1e-3)
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=1e-3)  # the image is kept
+    assert c[0] < 1 < c[2]  # the albedo loses the warm cast: bluer than before
+    assert float((torch.sigmoid(logits)[:, 2] / torch.sigmoid(logits)[:, 0] - a0[:, 2] / a0[:, 0]).min()) > 0.05
+    assert lp.chromaticity_angle_deg(lp.specular_cast(light).detach(), spec) < 1e-3  # highlights untouched
+    half = _warm_specular_light()  # reference ** 0.5: half the way in log
+    lp.transfer_light_cast(torch.zeros(1, 3), half, 1.0, reference=spec ** 0.5)
+    lc = lp.log_chroma(lp.mean_front_irradiance(half).detach())
+    assert torch.allclose(lc, 0.5 * lp.log_chroma(spec), atol=1e-2)
+
+
+def test_skin_locus_passes_through_the_published_patches_and_darker_is_redder():
+    patches = lp.srgb_decode(torch.tensor(lp.SKIN_PATCHES_SRGB8) / 255.0)
+    for p in patches:
+        c = lp.skin_locus_colour(lp.luminance(p))
+        assert torch.allclose(c, p, atol=1e-3)
+    lums = [0.5, 0.3, 0.15, 0.06]
+    cols = [lp.skin_locus_colour(x) for x in lums]
+    for x, c in zip(lums, cols, strict=True):
+        assert float(lp.luminance(c)) == pytest.approx(x, rel=1e-4)
+        assert c[0] > c[1] > c[2]  # red > green > blue
+    br = [float(c[2] / c[0]) for c in cols]
+    assert br == sorted(br, reverse=True)  # darker skin: less blue relative to red
+    x = torch.rand(50, 3)
+    assert torch.allclose(lp.srgb_decode(lp.srgb_encode(x)), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("srgb_frames", [False, True])
+def test_skin_locus_gauge_puts_the_face_on_the_locus_and_keeps_the_image(srgb_frames):
+    light = _tinted_light((0.0, 0.0, 0.0))
+    skin = lp.skin_locus_colour(0.25) * torch.tensor([0.8, 1.0, 1.5])  # skin under a warm light's cast, seen as bluer
+    skin = skin / lp.luminance(skin) * 0.25
+    other = torch.tensor([0.1, 0.08, 0.05])  # hair
+    rows = [skin, skin * 1.1, other]
+    if srgb_frames:
+        rows = [lp.srgb_encode(r) for r in rows]
+    logits = torch.logit(torch.stack(rows))
+    face = torch.tensor([1.0, 1.0, 0.0])
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    c = lp.transfer_skin_cast(logits, light, face, 1.0, srgb_frames=srgb_frames)
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=1e-3)  # the image is kept
+    a = torch.sigmoid(logits)[:2].mean(0)
+    a_lin = lp.srgb_decode(a) if srgb_frames else a
+    assert lp.chromaticity_angle_deg(a_lin, lp.skin_locus_colour(lp.luminance(a_lin))) < 0.3  # on the locus
+    assert c[2] < 1 < c[0]  # the blue cast left the albedo for the light
+    assert lp.chromaticity_angle_deg(e1, torch.ones(3)) > 3  # the light took it
+    again = lp.transfer_skin_cast(logits, light, face, 1.0, srgb_frames=srgb_frames)  # a projection
+    assert torch.allclose(again, torch.ones(3), atol=2e-3)
+    none = lp.transfer_skin_cast(logits.clone(), light, torch.zeros(3), 1.0)  # no face points: nothing
+    assert torch.equal(none, torch.ones(3))
+
+
+def test_training_with_the_skin_locus_gauge_puts_the_face_albedo_on_the_locus(tmp_path):
+    from helpers.tiny_subject import make_tiny_subject
+    from hravatar.avatar import load_avatar
+    from hravatar.train import TrainConfig, face_region_grid, train
+
+    subj = make_tiny_subject(tmp_path / "subj", size=32, frames=6, points_per_face=2, subdivisions=1)
+    assert LossWeights().skin_locus == 0.5  # on by default, halfway (README, issue 18)
+    angle = {}
+    for name, f in (("off", 0.0), ("on", 1.0)):
+        out = tmp_path / name
+        assert train(TrainConfig(subject=subj, output=out, iterations=8, points_per_face=1, encoder="none",
+                                 albedo_warmup=0, quiet=True, loss=LossWeights(skin_locus=f))) == 0
+        av = load_avatar(out, None)
+        g = av.gaussians
+        grid, lo, hi = face_region_grid(av.head_model(), "cpu")
+        ijk = ((g.params["means"].detach() - lo) / (hi - lo) * grid.shape[0]).long().clamp(0, grid.shape[0] - 1)
+        sel = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        assert 0.05 < float(sel.float().mean()) < 0.9  # a face region, not everything or nothing
+        w = torch.sigmoid(g.params["opacities"].detach().reshape(-1)) * sel
+        a = (torch.sigmoid(g.params["albedo"].detach()) * w[:, None]).sum(0) / w.sum()
+        a_lin = lp.srgb_decode(a)  # the tiny subject is no synthetic subject: frames count as sRGB-encoded
+        angle[name] = lp.chromaticity_angle_deg(a_lin, lp.skin_locus_colour(lp.luminance(a_lin)))
+    assert angle["off"] > 3.0  # the test means something: without the gauge the face is off the locus
+    assert angle["on"] < 1.0
+
+
+def test_colour_move_past_the_sigmoid_ceiling_raises_the_gain_instead_of_flattening_the_light():
+    light = _tinted_light((1.0, 1.0, 1.0))  # sigmoid mean about 0.7: red cannot double inside it
+    with torch.no_grad():
+        light.diffuse_map.add_(0.5 * torch.randn(light.diffuse_map.shape, generator=torch.Generator().manual_seed(0)))
+    n = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]]), dim=-1)
+    logits = torch.logit(torch.tensor([[0.6, 0.5, 0.4], [0.3, 0.3, 0.3]]))
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    spread0 = light.irradiance(n).detach().std(0)
+    lp.move_colour_to_albedo(logits, light, torch.tensor([0.5, 1.0, 1.0]))
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert torch.allclose(e1, e0 / torch.tensor([0.5, 1.0, 1.0]), rtol=2e-3)  # red irradiance doubled
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=2e-3)
+    assert light.diffuse_gain > 1.0  # through the gain ...
+    assert bool(torch.isfinite(light.diffuse_map).all()) and float(light.diffuse_map.abs().max()) < 20
+    assert float(light.irradiance(n).detach().std(0)[1]) > 0.3 * float(spread0[1])  # ... not a flat light

@@ -18,6 +18,11 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
   plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
   shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
+* :func:`transfer_light_cast` with ``reference=`` :func:`specular_cast` (``light_cast_specular``,
+  off): the cast transfer leaves the light the colour of the learned specular light instead of grey;
+* :func:`transfer_skin_cast` (``skin_locus``, not a loss, on by default at 0.5): after the cast
+  transfer the face's mean albedo moves toward published skin reflectance of its luminance
+  (:func:`skin_locus_colour`, the ColorChecker skin patches), the light by the inverse;
 * :func:`set_light_level` (``light_level`` / ``light_level_specular``, not a loss): after every
   shaded step the learned irradiance is rescaled to a level and the albedo by the inverse (the
   image is unchanged): a fixed level (an exposure convention) or the level of the learned
@@ -30,6 +35,7 @@ overall scale. All functions return scalars and are differentiable.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -143,44 +149,157 @@ def chromaticity_angle_deg(a: Tensor, b: Tensor) -> float:
     return float(torch.rad2deg(torch.arccos(torch.tensor(min(1.0, max(-1.0, c))))))
 
 
+def specular_cast(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting
+    """``[3]`` colour cast (luminance 1) of the learned specular light at roughness 1, averaged over
+    :func:`front_directions`: the light's colour as the highlights measure it (F0 is achromatic)."""
+    s = mean_front_specular(lighting, roughness=1.0, n=n)
+    return s / luminance(s).clamp_min(1e-6)
+
+
+#: Largest mean of the irradiance's sigmoid that :func:`move_colour_to_albedo` asks for: above it
+#: the light would flatten into the sigmoid's ceiling (a target of 1 or more is unreachable).
+_SIGMOID_MEAN_MAX = 0.8
+
+
 @torch.no_grad()
-def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, iters: int = 6) -> Tensor:  # noqa: ANN001
+def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int = 6) -> None:  # noqa: ANN001
+    """Multiply the albedo by the per-channel factor ``c [3]`` and divide the learned irradiance by it.
+
+    The product albedo x irradiance is unchanged for the diffuse term (up to the sigmoid's clamp):
+    the irradiance's mean over front-facing normals becomes ``E / c`` by a per-channel shift of
+    the irradiance parameter (the cosine kernel's rows sum to 1, so a constant shift passes
+    through the convolution) found by a few Newton steps on the mean. Where a channel would need a
+    sigmoid mean above 0.8 (unreachable at 1, a flat saturated light near it), the shared gain
+    ``diffuse_log_gain`` is raised first and the sigmoid asked for correspondingly less.
+
+    Args:
+        albedo_logits: ``[N,3]`` pre-sigmoid albedo parameter (modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its ``diffuse_map``
+            and ``diffuse_log_gain`` are modified in place).
+        c: ``[3]`` positive factors.
+    """
+    from hravatar.shading.cubemap import sample_cube
+
+    e = mean_front_irradiance(lighting)
+    target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
+    hi = float(target.max())
+    if hi > _SIGMOID_MEAN_MAX:  # a sigmoid's mean cannot reach it: the shared gain takes the excess
+        lighting.diffuse_log_gain.add_(math.log(hi / _SIGMOID_MEAN_MAX))
+        target = target * (_SIGMOID_MEAN_MAX / hi)
+    dirs = front_directions(256, lighting.diffuse_map.device)
+    yd = sample_cube(lighting.diffuse_cube(), dirs)  # [n,3] pre-activation at the directions
+    delta = torch.zeros(3, device=yd.device, dtype=yd.dtype)
+    for _ in range(iters):  # Newton on mean(sigmoid(yd + delta)) = target, per channel
+        sg = torch.sigmoid(yd + delta)
+        f = sg.mean(0) - target
+        df = (sg * (1 - sg)).mean(0).clamp_min(1e-6)
+        delta = (delta - f / df).clamp(-8.0, 8.0)
+    lighting.diffuse_map.add_(delta)
+    a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
+    albedo_logits.copy_(torch.log(a / (1 - a)))
+
+
+@torch.no_grad()
+def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, iters: int = 6,  # noqa: ANN001
+                        reference: Tensor | None = None) -> Tensor:
     """Move the colour cast of the learned light into the albedo (grey world as a gauge fix).
 
-    The product albedo x irradiance is unchanged for the diffuse term (up to the sigmoid's
-    clamp): with ``E`` the mean front irradiance and ``c = E / lum(E)`` its cast (luminance 1),
-    the albedo is multiplied by ``c ** fraction`` and the irradiance divided by it: a per-channel
-    shift of the irradiance parameter (the cosine kernel's rows sum to 1, so a constant shift
-    passes through the convolution) found by a few Newton steps on the mean.
+    With ``E`` the mean front irradiance and ``c = E / lum(E)`` its cast (luminance 1), the albedo
+    is multiplied by ``c ** fraction`` and the irradiance divided by it
+    (:func:`move_colour_to_albedo`: the diffuse image is unchanged).
 
     Why a projection and not only a loss: the light's learning rate is 10x the albedo's, so with
     the loss alone the albedo learns the face's colour too slowly in a short run.
 
     Args:
         albedo_logits: ``[N,3]`` pre-sigmoid albedo parameter (modified in place).
-        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its ``diffuse_map``
-            is modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (modified in place).
         fraction: 1 moves the whole cast, 0 nothing.
+        reference: ``[3]`` the colour the light's mean should keep (``None``: grey, the grey-world
+            assumption); only the cast relative to it moves into the albedo. E.g.
+            :func:`specular_cast`: the diffuse light takes the highlights' colour.
     Returns:
         ``[3]`` the factor applied to the albedo.
     """
     e = mean_front_irradiance(lighting)
-    c = (e / luminance(e).clamp_min(1e-6)).clamp(0.2, 5.0) ** float(fraction)
-    target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
-    dirs = front_directions(256, lighting.diffuse_map.device)
-    y = lighting.diffuse_cube()
-    from hravatar.shading.cubemap import sample_cube
+    c = e / luminance(e).clamp_min(1e-6)
+    if reference is not None:
+        r = reference.detach().to(c).clamp_min(1e-6)
+        c = c / (r / luminance(r).clamp_min(1e-6))
+    c = c.clamp(0.2, 5.0) ** float(fraction)
+    move_colour_to_albedo(albedo_logits, lighting, c, iters)
+    return c
 
-    yd = sample_cube(y, dirs)  # [n,3] pre-activation at the directions
-    delta = torch.zeros(3, device=y.device, dtype=y.dtype)
-    for _ in range(iters):  # Newton on mean(sigmoid(yd + delta)) = target, per channel
-        s = torch.sigmoid(yd + delta)
-        f = s.mean(0) - target
-        df = (s * (1 - s)).mean(0).clamp_min(1e-6)
-        delta = delta - f / df
-    lighting.diffuse_map.add_(delta)
-    a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
-    albedo_logits.copy_(torch.log(a / (1 - a)))
+
+#: Published skin reflectance used by the skin-locus gauge: the ColorChecker Classic's "light
+#: skin" and "dark skin" patches, 8-bit sRGB (194, 150, 130) and (115, 82, 68) (BabelColor's
+#: average of measured charts, D50 -> sRGB; the patches were designed to reproduce the spectral
+#: reflectance of light and dark human skin: McCamy, Marcus & Davidson 1976). Linear RGB about
+#: (0.539, 0.305, 0.223) and (0.171, 0.084, 0.058): luminance 0.35 and 0.10.
+SKIN_PATCHES_SRGB8 = ((194.0, 150.0, 130.0), (115.0, 82.0, 68.0))
+
+
+def srgb_decode(c: Tensor) -> Tensor:
+    """sRGB-encoded values -> linear (IEC 61966-2-1)."""
+    c = c.clamp(0, 1)
+    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(c: Tensor) -> Tensor:
+    """Linear values -> sRGB-encoded (IEC 61966-2-1)."""
+    c = c.clamp(0, 1)
+    return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+
+
+def skin_locus_colour(lum: Tensor | float) -> Tensor:
+    """``[3]`` linear skin reflectance of luminance ``lum`` on the locus through
+    :data:`SKIN_PATCHES_SRGB8`: the log-chromaticity ``(log g/r, log b/r)`` interpolated linearly in
+    ``log(luminance)`` between the light and the dark patch (extrapolated at most one patch
+    distance beyond either end): darker skin is redder (more melanin absorbs more blue and green)."""
+    lum_t = torch.as_tensor(lum, dtype=torch.float32).clamp_min(1e-4)
+    p = srgb_decode(torch.tensor(SKIN_PATCHES_SRGB8) / 255.0)  # [2,3] linear
+    lc = log_chroma(p)  # [2,2] (log r/g, log b/g)
+    ll = torch.log(luminance(p))
+    t = ((torch.log(lum_t) - ll[0]) / (ll[1] - ll[0])).clamp(-1.0, 2.0)
+    lc_t = lc[0] * (1 - t) + lc[1] * t
+    rgb = torch.exp(torch.stack([lc_t[0], torch.zeros(()), lc_t[1]]))  # g = 1
+    return rgb * lum_t / luminance(rgb)
+
+
+@torch.no_grad()
+def transfer_skin_cast(albedo_logits: Tensor, lighting, face_weights: Tensor, fraction: float = 1.0,  # noqa: ANN001
+                       srgb_frames: bool = False) -> Tensor:
+    """Skin-locus gauge: give the face's mean albedo the chromaticity of published skin reflectance
+    of the same luminance (:func:`skin_locus_colour`), moving the difference into the light.
+
+    With ``A`` the (weighted) mean albedo of the face points and ``T`` the locus colour of
+    ``A``'s luminance, the albedo is multiplied by ``c = (T / lum T) / (A / lum A)`` (to the power
+    ``fraction``) and the irradiance divided by it (:func:`move_colour_to_albedo`: the image is
+    unchanged). The video's light colour along the skin locus (warm / cool) is then read from the
+    face's brightness, which the level gauge ties to the exposure convention.
+
+    Args:
+        albedo_logits: ``[N,3]`` pre-sigmoid albedo (modified in place).
+        lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (modified in place).
+        face_weights: ``[N]`` weight of each point in the face mean (e.g. opacity on face-region
+            points, 0 elsewhere).
+        fraction: 1 reaches the locus, smaller values move part of the way (in log).
+        srgb_frames: the training frames are sRGB-encoded (a video) rather than linear (the
+            synthetic subject): the albedo is decoded before the locus is looked up and the
+            target encoded back, so the prior compares reflectances either way.
+    Returns:
+        ``[3]`` the factor applied to the albedo (ones when there are no face points).
+    """
+    w = face_weights.to(albedo_logits).reshape(-1, 1)
+    if float(w.sum()) <= 0:
+        return torch.ones(3, device=albedo_logits.device)
+    a = (torch.sigmoid(albedo_logits) * w).sum(0) / w.sum()
+    lin = srgb_decode(a) if srgb_frames else a
+    t = skin_locus_colour(luminance(lin)).to(a)
+    t = srgb_encode(t) if srgb_frames else t
+    c = (t / luminance(t).clamp_min(1e-6)) / (a / luminance(a).clamp_min(1e-6))
+    c = c.clamp(0.2, 5.0) ** float(fraction)
+    move_colour_to_albedo(albedo_logits, lighting, c)
     return c
 
 

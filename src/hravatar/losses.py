@@ -5,12 +5,15 @@
       + 1e-2 mean_fg(1 - <N_depth, N_render>) (normal consistency; N_depth from rendered depth)
       + 0.25 L1(A, A_pseudo)                  (albedo prior, when pseudo albedos exist)
       + 2e-2 TV(roughness map)                (total variation)
+      + w_p LPIPS_alex(crop(image), crop(frame))  (optional perceptual term, off by default; not in the paper:
+                                               :func:`perceptual_loss`, README "Quality on a real clip")
 
 and, for subjects without pseudo albedos, after every shaded step the learned light's colour cast
-moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`)
-and its level is set to the relighting convention (``light_level``,
-:func:`hravatar.light_priors.set_light_level`); the other colour priors of
-:mod:`hravatar.light_priors` are off by default.
+moves into the albedo (``light_cast_transfer``, :func:`hravatar.light_priors.transfer_light_cast`),
+half of the face albedo's distance to the published skin locus moves back into the light
+(``skin_locus``, :func:`hravatar.light_priors.transfer_skin_cast`) and the light's level is set to
+the relighting convention (``light_level``, :func:`hravatar.light_priors.set_light_level`); the
+other colour priors of :mod:`hravatar.light_priors` are off by default.
 
 Images are channels-last ``[B,H,W,C]`` (a single ``[H,W,C]`` counts as B = 1).
 """
@@ -50,6 +53,16 @@ class LossWeights:
     """L1 between the rendered alpha and the subject's matte (not in the paper; used only when the
     frame has a matte, i.e. some pixel below 1): over a black background a dark or thin outline
     costs the photometric loss little, so the silhouette drifts inside the matte"""
+    perceptual: float = 0.0
+    """LPIPS (AlexNet) between the shaded image and the frame, on the foreground box; not in the
+    paper, off by default: on the real clip it lowered LPIPS AlexNet (its own network) by a quarter
+    but LPIPS VGG (the evaluation's headline) only by 2.5%, and cost PSNR and SSIM (README,
+    "Quality on a real clip": the perceptual term)"""
+    perceptual_from: float = 0.0
+    """fraction of the run after which the perceptual term is on (0: from the first iteration)"""
+    perceptual_crop: int = 0
+    """side (pixels) of a random square crop of the foreground box the perceptual term sees
+    (cheaper; 0: the whole box)"""
     # ---- albedo / light colour priors (hravatar.light_priors; issue 18), used without pseudo albedos ----
     light_exposure: float = 0.0
     """mean front irradiance of the learned light has the relighting environments' luminance"""
@@ -63,6 +76,17 @@ class LossWeights:
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
+    light_cast_specular: float = 0.0
+    """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
+    specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1 = the
+    highlights' colour, a white balance read from the specular reflection)"""
+    skin_locus: float = 0.5
+    """not a loss: after every shaded step (after the cast transfer), move the face region's mean
+    albedo this fraction (in log) of the way to the chromaticity of published skin reflectance of
+    its luminance (the ColorChecker skin patches' locus, hravatar.light_priors.skin_locus_colour),
+    the light by the inverse (the image is unchanged; 0 = off, grey world alone; 0.5, the default:
+    halfway between the grey-world and the skin-locus estimates of the light's colour; chosen by
+    benchmarks/relight_priors.py, README, issue 18)"""
     light_level: float = 0.85
     """not a loss: after every shaded step, rescale the learned irradiance so that its mean over
     front-facing normals has this luminance, and the albedo by the inverse (the image is unchanged;
@@ -136,6 +160,35 @@ def silhouette_loss(alpha: Tensor, matte: Tensor, weight: float) -> Tensor:
     The rendered accumulated opacity against the ground-truth matte, so that the avatar's outline
     (hair, ears, cheeks, the neck's cut) is trained directly and not only through its colour."""
     return weight * (_b(alpha) - _b(matte)).abs().mean()
+
+
+def foreground_crop(pred: Tensor, target: Tensor, crop: int = 0, margin: int = 8,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``pred`` and ``target`` (``[B,H,W,C]``) cut to the box of their non-zero pixels grown by
+    ``margin`` (the whole images when there is none); with ``crop > 0`` a random ``crop x crop``
+    window of that box (drawn from ``generator`` or torch's global generator; the box itself
+    when it is smaller). Returns the two crops ``[B,h,w,C]``."""
+    pred, target = _b(pred), _b(target)
+    box = _nonzero_box(pred, target, margin)
+    y0, y1, x0, x1 = box if box is not None else (0, pred.shape[1], 0, pred.shape[2])
+    if crop > 0:
+        h, w = min(crop, y1 - y0), min(crop, x1 - x0)
+        r = torch.randint(0, 1 << 30, (2,), generator=generator)
+        y0 += int(r[0]) % (y1 - y0 - h + 1)
+        x0 += int(r[1]) % (x1 - x0 - w + 1)
+        y1, x1 = y0 + h, x0 + w
+    return pred[:, y0:y1, x0:x1], target[:, y0:y1, x0:x1]
+
+
+def perceptual_loss(pred: Tensor, target: Tensor, net: torch.nn.Module, weight: float = 0.1, crop: int = 0,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """``weight * LPIPS(pred, target)`` on the foreground box (:func:`foreground_crop`), batch
+    mean; ``net`` is a :class:`hravatar.metrics.LPIPS` (frozen; the gradient flows to ``pred``).
+    Images ``[B,H,W,3]`` in [0,1] over a black background. Scalar."""
+    a, b = foreground_crop(pred, target, crop, generator=generator)
+    if min(a.shape[1], a.shape[2]) < 32:  # AlexNet's pooling needs some room; a tiny box has no texture
+        return pred.sum() * 0.0
+    return weight * net(a, b).mean()
 
 
 def jaw_loss(jaw_pred: Tensor, jaw_tracked: Tensor, weight: float = 0.1) -> Tensor:

@@ -64,6 +64,7 @@ from hravatar.losses import (
     albedo_prior_loss,
     jaw_loss,
     normal_consistency_loss,
+    perceptual_loss,
     photometric_loss,
     silhouette_loss,
     tv_loss,
@@ -281,6 +282,13 @@ def check_config(cfg: TrainConfig) -> None:
     for opt, (v, lo) in ints.items():
         if v < lo:
             raise HRAvatarError(f"{opt}: {v} is out of range; use {lo} or more")
+    lw = c.loss
+    if not (math.isfinite(lw.perceptual) and lw.perceptual >= 0):
+        raise HRAvatarError(f"--loss.perceptual: {lw.perceptual} is out of range; use 0 or a positive number")
+    if not (0.0 <= lw.perceptual_from <= 1.0):
+        raise HRAvatarError(f"--loss.perceptual-from: {lw.perceptual_from} is out of range; use a fraction in [0, 1]")
+    if lw.perceptual_crop < 0:
+        raise HRAvatarError(f"--loss.perceptual-crop: {lw.perceptual_crop} is out of range; use 0 or more")
     if c.resume and c.overwrite:
         raise HRAvatarError("--resume and --overwrite contradict each other; pass one of them")
 
@@ -327,6 +335,11 @@ class Trainer:
         d = max(1, cfg.downscale)
         self.width, self.height = W // d, H // d
         self.mode_final = "color" if cfg.no_pbr else "pbr"
+        self.lpips_net = None
+        if cfg.loss.perceptual:
+            from hravatar.metrics import load_lpips
+
+            self.lpips_net = load_lpips("alex", self.device)  # missing weights: one line naming fetch_assets
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.bad_steps = 0
@@ -589,6 +602,8 @@ class Trainer:
         terms: dict[str, Tensor] = {"photo": photometric_loss(img, target, w.l1, w.dssim)}
         if w.silhouette and bool((fr.mask < 1).any()):
             terms["silhouette"] = silhouette_loss(out.alpha[0], fr.mask, w.silhouette)
+        if w.perceptual and it >= int(w.perceptual_from * self.total):
+            terms["perceptual"] = perceptual_loss(img, target, self.lpips_net, w.perceptual, w.perceptual_crop)
         if jaw is not None and w.jaw:
             terms["jaw"] = jaw_loss(jaw, fr.pose[None, 2], w.jaw)
         if mode != "color" and w.normal:
@@ -628,9 +643,16 @@ class Trainer:
             else:
                 o.step()
         if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
-            from hravatar.light_priors import transfer_light_cast
+            from hravatar import light_priors as lp
 
-            transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer)
+            ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
+            lp.transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer,
+                                   reference=ref)
+        if mode == "pbr" and w.skin_locus and fr.albedo is None:
+            from hravatar import light_priors as lp
+
+            lp.transfer_skin_cast(self.avatar.params["albedo"].data, self.lighting, self._face_weights(),
+                                  w.skin_locus, srgb_frames=not self._linear_frames)
         if mode == "pbr" and (w.light_level or w.light_level_specular) and fr.albedo is None:
             from hravatar import light_priors as lp
 
@@ -645,6 +667,28 @@ class Trainer:
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
+
+    @property
+    def _linear_frames(self) -> bool:
+        """Whether the training frames hold linear values (the synthetic subject, ``gt/synth.json``)
+        rather than a video's sRGB-encoded ones."""
+        return (Path(self.cfg.subject) / "gt" / "synth.json").is_file()
+
+    @torch.no_grad()
+    def _face_weights(self) -> Tensor:
+        """``[N]`` opacity of the points whose canonical position lies nearest to a vertex of the head
+        model's face region (skin: lips and eyes left out), 0 elsewhere.
+
+        A function of the current parameters only (a lookup in a grid built once from the head
+        model), so a resumed run computes exactly what an uninterrupted one does."""
+        if getattr(self, "_face_grid", None) is None:
+            self._face_grid = face_region_grid(self.head, self.device)
+        grid, lo, hi = self._face_grid
+        mu = self.avatar.params["means"].detach()
+        n = grid.shape[0]
+        ijk = ((mu - lo) / (hi - lo) * n).long().clamp(0, n - 1)
+        sel = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        return torch.sigmoid(self.avatar.params["opacities"].detach().reshape(-1)) * sel
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -780,6 +824,29 @@ def pose_prior_loss(offset: Tensor, weight: float) -> Tensor:
     r = offset[:3] * (180.0 / math.pi)
     t = offset[3:] * 1000.0
     return weight * (r.square().sum() + t.square().sum())
+
+
+def face_region_grid(head: Any, device: Any, n: int = 48) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grid [n,n,n] bool, lo [3], hi [3])``: for cells of the head model's bounding box (grown
+    by 10%), whether the template vertex nearest to the cell's centre is in the ``face`` region
+    and not in ``lips`` / ``eyes`` (all False when the model has no face region)."""
+    vt = head.v_template.detach().float().to(device)
+    lo, hi = vt.amin(0), vt.amax(0)
+    pad = 0.1 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    r = head.regions
+    face = r.get("face")
+    if face is None or not bool(face.any()):
+        return torch.zeros(n, n, n, dtype=torch.bool, device=device), lo, hi
+    face = face.to(device)
+    for k in ("lips", "eyes"):
+        if k in r:
+            face = face & ~r[k].to(device)
+    t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+    axes = [lo[i] + t * (hi[i] - lo[i]) for i in range(3)]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    nearest = torch.cat([torch.cdist(centres[i:i + 8192], vt).argmin(1) for i in range(0, len(centres), 8192)])
+    return face[nearest].reshape(n, n, n), lo, hi
 
 
 def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:

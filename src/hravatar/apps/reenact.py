@@ -43,9 +43,10 @@ class ReenactConfig:
     then cached), calibrated (that inverse for the mouth, name to name elsewhere) or default
     (names, the one that measured best, see README)"""
     head_gain: str = "default"
-    """mediapipe signal: calibrated (the driver's head rotation since its first frame scaled per axis by
-    the inverse of MediaPipe's measured compression, pitch x1.37, yaw x1.16, roll x1.04; see README),
-    none (MediaPipe's rotation as measured) or default (calibrated)"""
+    """every signal's head rotation: calibrated (the driver's head rotation since its first frame scaled per
+    axis by the inverse of MediaPipe's measured compression, pitch x1.37, yaw x1.16, roll x1.04; see README),
+    none (the rotation as measured; our tracker fits MediaPipe's landmarks and shares their compression) or
+    default (calibrated)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
@@ -137,8 +138,20 @@ def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
     return Driver(frames, e, p, t, fps)
 
 
+def _eye_midpoint(la: Avatar, shape: torch.Tensor) -> np.ndarray | None:
+    """``[3]`` the midpoint of the eye joints of the head model with the driver's ``shape [S]`` (the
+    avatar's own shape if the sizes differ; model coordinates, metres), or ``None`` without a head model."""
+    try:
+        head = la.head_model()
+    except HRAvatarError:
+        return None
+    s = shape if shape.shape[-1] == head.num_shape else la.reference.shape[0]
+    joints = head.rest_joints(s.reshape(1, -1).to(la.device, torch.float32))[0]
+    return joints[3:].mean(0).cpu().numpy().astype(np.float64)
+
+
 def _tracked_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
-    from hravatar.avatar.drive import avatar_base, drive_tracked
+    from hravatar.avatar.drive import DEFAULT_HEAD_GAIN, HEAD_GAINS, avatar_base, drive_tracked
     from hravatar.data import load_subject
 
     ds = load_subject(_driver_subject(cfg, out), "all")
@@ -157,7 +170,9 @@ def _tracked_driver(cfg: ReenactConfig, la: Avatar, out: Path) -> Driver:
                             f"{la.num_expr}; use --expressions mediapipe (or a driver tracked with the "
                             "same head model)")
     e, p, t = drive_tracked(avatar_base(la), expr, pose, ds.translation[idx].numpy(), ds.viewmats[idx].numpy(),
-                            relative=cfg.relative, head=cfg.head_motion, absolute_pose=cfg.absolute_pose)
+                            relative=cfg.relative, head=cfg.head_motion, absolute_pose=cfg.absolute_pose,
+                            head_gain=HEAD_GAINS[DEFAULT_HEAD_GAIN if cfg.head_gain == "default" else cfg.head_gain],
+                            face_point=_eye_midpoint(la, ds.shape))
     frames = [to_uint8(ds[i].image) for i in idx]
     return Driver(frames, e, p, t, subject_fps(ds))
 

@@ -591,13 +591,21 @@ def drive_tracked(
     head: bool = True,
     absolute_pose: bool = False,
     percentile: float = 10.0,
+    head_gain: tuple[float, float, float] | list[float] = (1.0, 1.0, 1.0),
+    face_point: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Avatar parameters from a tracked driver (same ARKit head model): ``expression [T,E]``,
     ``pose [T,5,3]``, ``translation [T,3]``, its ``viewmat [4,4]`` (or ``[T,4,4]``).
 
     Expression and jaw: relative transfer (:func:`map_tracked`) or the driver's own values; eyes:
     the driver's; head: global rotation and translation by :func:`head_motion` (pivot = the model
-    origin, which tracking translates), neck as its change since the first frame.
+    origin, which tracking translates), neck as its change since the first frame. ``head_gain``
+    ``[3]`` scales the global rotation's change since the first frame per camera axis (x pitch, y
+    yaw, z roll; :func:`scale_rotation`, relative transfer only): our tracker fits MediaPipe's
+    landmarks and shares their compression (``hravatar reenact`` passes :data:`HEAD_GAINS`). The
+    scaled turn is about ``face_point [3]`` (the driver's head-model coordinates, metres; default the
+    model origin): that point keeps the track the tracker fitted (the tracker's translation makes up
+    for the compressed turn, so turning more about the neck would move the face off it).
     Returns ``(expression [T,E], pose [T,5,3], translation [T,3])``.
     """
     e = np.asarray(expression, np.float64)
@@ -614,6 +622,11 @@ def drive_tracked(
     trans = np.repeat(base.translation[None], T, 0)
     if head:
         R, t = tracked_head(p, translation, viewmat)
+        if not absolute_pose:
+            c = np.zeros(3) if face_point is None else np.asarray(face_point, np.float64)
+            face = t + R @ c  # the face point's track in the camera frame
+            R = scale_rotation(R, head_gain)
+            t = face - R @ c
         out[:, 0], trans = head_motion(R, t, base.pose[0], base.translation, base.viewmat, None, absolute_pose)
         if absolute_pose:
             out[:, 1] = p[:, 1]
