@@ -58,25 +58,38 @@ def synth(size: int, iterations: int, frames: int, seeds: list[int]) -> dict:
 
 
 def collect(pairs: list[str]) -> dict:
+    """``NAME=EVAL_DIR`` (its metrics.json) or ``NAME=EVAL_DIR|OTHER_EVAL_DIR`` (EVAL_DIR's per-frame
+    numbers averaged over the frames OTHER_EVAL_DIR evaluated: a paired subset)."""
+    import csv
+
     runs = []
     for p in pairs:
-        name, d = p.split("=", 1)
+        name, spec = p.split("=", 1)
+        d, _, sub = spec.partition("|")
         m = json.loads((Path(d) / "metrics.json").read_text())
-        runs.append({"run": name, "eval_dir": d, **{k: m.get(k) for k in KEYS}, "num_frames": m["num_frames"],
-                     "pose": m["protocol"].get("pose", "tracked"), "fit_pose": m.get("fit_pose"),
-                     "eval_seconds": m.get("seconds")})
+        row = {"run": name, "eval_dir": d, **{k: m.get(k) for k in KEYS}, "num_frames": m["num_frames"],
+               "pose": m["protocol"].get("pose", "tracked"), "fit_pose": m.get("fit_pose"),
+               "eval_seconds": m.get("seconds")}
+        if sub:
+            with open(Path(sub) / "per_frame.csv") as f:
+                names = {r["name"] for r in csv.DictReader(f)}
+            with open(Path(d) / "per_frame.csv") as f:
+                sel = [r for r in csv.DictReader(f) if r["name"] in names]
+            row.update({k: sum(float(r[k]) for r in sel) / len(sel) for k in KEYS}, num_frames=len(sel),
+                       frames_of=sub)
         train_json = Path(d).parent / "training.json"
         if train_json.is_file():
             info = json.loads(train_json.read_text())
-            runs[-1].update(points=info.get("points"), train_seconds=info.get("train_seconds"),
-                            train_pose_refine=info.get("pose_refine"))
+            row.update(points=info.get("points"), train_seconds=info.get("train_seconds"),
+                       train_pose_refine=info.get("pose_refine"))
+        runs.append(row)
     return {"runs": runs}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("synth", "collect"))
-    ap.add_argument("pairs", nargs="*", help="collect: NAME=EVAL_DIR")
+    ap.add_argument("pairs", nargs="*", help="collect: NAME=EVAL_DIR or NAME=EVAL_DIR|SUBSET_EVAL_DIR")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--frames", type=int, default=12)
