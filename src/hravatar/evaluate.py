@@ -19,6 +19,10 @@ The protocol, comparable with the paper's tables (:data:`PROTOCOL`):
 * **metrics**: PSNR, SSIM (11x11 Gaussian, sigma 1.5), **LPIPS with VGG as the headline** (the
   official evaluation's network) and AlexNet as a second number, MAE x 100, averaged over frames;
   plus albedo LMSE and normal cosine similarity when the subject has synthetic ground truth.
+* **pose** (``protocol.pose``): the tracked global head pose; ``--fit-pose STEPS`` refits each
+  evaluated frame's global rotation + translation to that frame first, with the avatar frozen
+  (:func:`hravatar.avatar.posefit.fit_global_pose`). That looks at the test image (analysis-by-
+  synthesis tracking of the test frames), so it is off by default and never the headline.
 
 Outputs:
 

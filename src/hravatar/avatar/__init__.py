@@ -11,7 +11,8 @@ viewer::
 
 Modules: :mod:`~hravatar.avatar.params` (:class:`FrameParams`, :class:`Camera`, the frame ->
 inputs rule :func:`frame_params`), :mod:`~hravatar.avatar.render` (deform -> G-buffer -> shade,
-the G-buffer layout), :mod:`~hravatar.avatar.load` (the avatar folder).
+the G-buffer layout), :mod:`~hravatar.avatar.load` (the avatar folder),
+:mod:`~hravatar.avatar.posefit` (per-frame global pose offsets and the test-time pose fit).
 """
 
 from hravatar.avatar.load import (
