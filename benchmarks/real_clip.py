@@ -136,6 +136,11 @@ def run(a: argparse.Namespace) -> dict:
     return rec
 
 
+def fmt(x: float | None, d: int) -> str:
+    """``x`` with ``d`` decimals, ``n/a`` when missing (table cells)."""
+    return "n/a" if x is None else f"{x:.{d}f}"
+
+
 def table(rec: dict) -> str:
     """The Markdown table of a record."""
     b, m = rec["budget"], rec["machine"]
@@ -151,13 +156,11 @@ def table(rec: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def f(x: float | None, d: int) -> str:
-        return "n/a" if x is None else f"{x:.{d}f}"
-
     for r in rec["runs"]:
         lines.append(f"| {r['iterations']} | {r['train_s']:.0f} | {r['points']} | {r['num_frames']} | "
-                     f"{f(r['psnr'], 2)} | {f(r['ssim'], 3)} | {f(r['lpips_vgg'], 3)} | {f(r['lpips_alex'], 3)} | "
-                     f"{f(r['mae100'], 2)} | {r['load_avg_before'][0]} |")
+                     f"{fmt(r['psnr'], 2)} | {fmt(r['ssim'], 3)} | {fmt(r['lpips_vgg'], 3)} | "
+                     f"{fmt(r['lpips_alex'], 3)} | "
+                     f"{fmt(r['mae100'], 2)} | {r['load_avg_before'][0]} |")
     p = rec["paper"]
     lines.append(f"| paper (30k, GPU) | | | | {p['psnr']} | {p['ssim']} | "
                  f"{p['lpips_vgg']} | | | |")

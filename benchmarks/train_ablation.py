@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from real_clip import calibration, machine  # noqa: E402
+from real_clip import calibration, fmt, machine  # noqa: E402
 
 
 def _cli(args: list[str]) -> list[str]:
@@ -67,13 +67,10 @@ def table(rec: dict) -> str:
     lines = ["| variant | options | PSNR dB | SSIM | LPIPS VGG | LPIPS Alex | points | train s |",
              "|---|---|---|---|---|---|---|---|"]
 
-    def f(x: float | None, d: int) -> str:
-        return "n/a" if x is None else f"{x:.{d}f}"
-
     for r in rec["runs"]:
-        lines.append(f"| {r['name']} | `{r['options'] or '(defaults)'}` | {f(r['psnr'], 2)} | {f(r['ssim'], 4)} | "
-                     f"{f(r['lpips_vgg'], 4)} | {f(r['lpips_alex'], 4)} | {r['points']} | "
-                     f"{f(r['train_seconds'], 0)} |")
+        lines.append(f"| {r['name']} | `{r['options'] or '(defaults)'}` | {fmt(r['psnr'], 2)} | {fmt(r['ssim'], 4)} | "
+                     f"{fmt(r['lpips_vgg'], 4)} | {fmt(r['lpips_alex'], 4)} | {r['points']} | "
+                     f"{fmt(r['train_seconds'], 0)} |")
     return "\n".join(lines)
 
 
