@@ -174,6 +174,8 @@ def main() -> None:
         d = dict(np.load(a.probe))
     else:
         d = head_gain.probe(ids, a.samples, max_active=a.max_active, jaw_max=a.jaw_max)
+        d["probe_seconds"] = np.array(time.time() - t0)
+        d["probe_loadavg_before"], d["probe_loadavg_after"] = np.array(load0), np.array(os.getloadavg())
         if a.probe is not None:
             np.savez(a.probe, **d)
     res = analyse(d)
@@ -183,6 +185,10 @@ def main() -> None:
            "identities": list(ids), "samples_per_identity": a.samples, "max_active": a.max_active,
            "jaw_max_rad": a.jaw_max, "found": float(d["found"].mean()), "saturated_at": SATURATED,
            "gain_range": list(GAIN_RANGE), **res, "gains_in_use": EXPRESSION_GAINS["calibrated"],
+           "probe": {"cached": str(a.probe) if a.probe is not None else None,
+                     "seconds": round(float(d["probe_seconds"]), 1),
+                     "loadavg_before": d["probe_loadavg_before"].tolist(),
+                     "loadavg_after": d["probe_loadavg_after"].tolist()},
            "seconds": round(time.time() - t0, 1)}
     rec["machine"]["loadavg_before"], rec["machine"]["loadavg_after"] = load0, os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +209,9 @@ def main() -> None:
     print(f"pitch vs jaw ({c['n']} renders): {c['pitch_deg_per_applied_jawopen']:+.2f} deg per unit applied jawOpen, "
           f"{c['pitch_deg_per_mediapipe_jawopen']:+.2f} deg per unit MediaPipe jawOpen; pitch residual std "
           f"{c['pitch_resid_std_deg_without_jaw']:.2f} -> {c['pitch_resid_std_deg_with_applied_jaw']:.2f} deg")
-    print(f"{rec['seconds']} s, load average {load0} -> {os.getloadavg()}; wrote {a.out}")
+    pr = rec["probe"]
+    print(f"probe: {pr['seconds']} s, load average {pr['loadavg_before']} -> {pr['loadavg_after']}; "
+          f"wrote {a.out}")
 
 
 if __name__ == "__main__":

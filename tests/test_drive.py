@@ -57,11 +57,16 @@ def test_mapping_is_json_and_routes_jaw_and_gaze_to_joints():
         assert m["expressions"][n] == {"terms": [[n, 1.0]]}
 
 
-def test_expression_gains_are_applied_by_default_and_can_be_switched_off(monkeypatch):
-    """The default mapping multiplies jawOpen's jaw angle and the calibrated expressions by the gains
-    that undo MediaPipe's measured under-reading of the head model (benchmarks/expression_gain.py)."""
-    g = EXPRESSION_GAINS[DEFAULT_EXPRESSION_GAIN]
-    assert DEFAULT_EXPRESSION_GAIN == "calibrated" and g["jawOpen"] > 1.3  # MediaPipe reads our jaw compressed
+def test_expression_gains_scale_the_jaw_and_can_be_switched_off(monkeypatch):
+    """``expression_gain="calibrated"`` multiplies jawOpen's jaw angle (and any calibrated expression) by
+    the gains that undo MediaPipe's measured under-reading of the head model (benchmarks/expression_gain.py);
+    ``none`` keeps unit gains; the default mapping applies the default's table."""
+    g = EXPRESSION_GAINS["calibrated"]
+    assert g["jawOpen"] > 1.3  # MediaPipe reads the head model's jaw at about half
+    d = driver_mapping(jaw_rad_per_unit=0.33, correspondence="names")
+    assert d["expression_gain"] == DEFAULT_EXPRESSION_GAIN
+    assert d == driver_mapping(jaw_rad_per_unit=0.33, correspondence="names", expression_gain=DEFAULT_EXPRESSION_GAIN)
+    assert d["jaw"]["rad_per_unit"] == pytest.approx(0.33 * EXPRESSION_GAINS[DEFAULT_EXPRESSION_GAIN].get("jawOpen", 1))
     scaled = [n for n in g if n != "jawOpen"]
     T = 4
     tracks = {"jawOpen": np.array([0.1, 0.3, 0.6, 0.1])}
@@ -91,7 +96,7 @@ def test_expression_gains_are_applied_by_default_and_can_be_switched_off(monkeyp
     monkeypatch.setattr(corr, "calibrated_rows", lambda names: {"rows": {n: [[n, 0.7], ["cheekPuff", 0.1]]
                                                                          for n in names}})
     for name in ("calibrated", "calibrated-all"):
-        mc = driver_mapping(correspondence=name)
+        mc = driver_mapping(correspondence=name, expression_gain="calibrated")
         mn = driver_mapping(correspondence=name, expression_gain="none")
         assert mc["jaw"]["rad_per_unit"] > mn["jaw"]["rad_per_unit"]
         for n in scaled:
