@@ -28,10 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reenact as bench  # noqa: E402
 
 
-def probe(identities: tuple[int, ...], samples: int, size: int = 256, seed: int = 7) -> dict[str, np.ndarray]:
-    """Renders at known head rotations -> ``{"true": [N,3], "measured": [N,3]}`` (degrees, axis-angle of
-    the change from each identity's frontal neutral render, OpenCV camera frame), ``expressive [N]``
-    bool, ``identity [N]``, ``found [N]``."""
+def probe(identities: tuple[int, ...], samples: int, size: int = 256, seed: int = 7, max_active: int = 3,
+          jaw_max: float = 0.35) -> dict[str, np.ndarray]:
+    """Renders at known head rotations, expressions and jaw angles, read back by MediaPipe.
+
+    Per identity: a frontal neutral render, then ``samples`` renders with a random head rotation (half
+    small, half large), a random sparse expression vector over :func:`~hravatar.avatar.drive.mapped_expressions`
+    (1..``max_active`` active in [0.3, 1]; 40% of renders neutral) and, half of the time, a jaw
+    rotation uniform in [0, ``jaw_max``] radians. Also the source of ``benchmarks/expression_gain.py``.
+
+    Returns ``{"true": [N,3], "measured": [N,3]}`` (degrees, axis-angle of the change from each
+    identity's frontal neutral render, OpenCV camera frame), ``expressive [N]`` bool, ``identity [N]``,
+    ``found [N]``, ``coeffs [N,K]`` (the applied expression coefficients, ``names`` order), ``names``
+    ``[K]``, ``jaw [N]`` (the applied jaw angle, radians about +x), ``scores [N,52]`` (MediaPipe's
+    blendshape scores, ``ARKIT_NAMES`` order; zeros where no face was found)."""
     from scipy.spatial.transform import Rotation
 
     from hravatar.avatar import Camera, FrameParams
@@ -53,17 +63,18 @@ def probe(identities: tuple[int, ...], samples: int, size: int = 256, seed: int 
     _, light = make_lighting(train_env_name("neutral"), 64)
     lmk = FaceLandmarker(require_task=True)
     rng = np.random.default_rng(seed)
-    true, meas, expressive, ident, found = [], [], [], [], []
+    true, meas, expressive, ident, found, coeffs, jaws, scores = [], [], [], [], [], [], [], []
     try:
         for idn in identities:
             shape = random_identity(head, idn)
             avatar, _ = build_gt_avatar(head, shape, seed=idn, points_per_face=8, readable=True)
-            cs = np.concatenate([np.zeros((1, len(targets))), random_expressions(samples, len(targets), 200 + idn)])
+            draws = random_expressions(samples, len(targets), 200 + idn, max_active)
+            cs = np.concatenate([np.zeros((1, len(targets))), draws])
             R0 = None
             for i in progress(range(len(cs)), desc=f"head gain: identity {idn}"):
                 if i > 0 and rng.random() < 0.4:
                     cs[i] = 0
-                jaw = 0.0 if i == 0 or rng.random() < 0.5 else rng.uniform(0, 0.35)
+                jaw = 0.0 if i == 0 or rng.random() < 0.5 else rng.uniform(0, jaw_max)
                 big = rng.random() < 0.5
                 lim = np.array([25.0, 35.0, 10.0]) if big else np.array([5.0, 5.0, 3.0])
                 rot = np.zeros(3) if i == 0 else np.radians(rng.uniform(-1, 1, 3) * lim)
@@ -76,7 +87,10 @@ def probe(identities: tuple[int, ...], samples: int, size: int = 256, seed: int 
                 with torch.no_grad():
                     img = shade_maps(surface_maps(avatar, fp, cam), cam, light)["color"][0].clamp(0, 1)
                 r = lmk.detect((img.numpy() * 255 + 0.5).astype(np.uint8))
-                ok = r is not None and r.matrix is not None
+                ok = r is not None and r.matrix is not None and r.blendshapes is not None
+                s = np.zeros(52)
+                if ok:
+                    s[: len(r.blendshapes)] = r.blendshapes
                 Rm = mediapipe_head(r.matrix[None])[0][0] if ok else np.eye(3)
                 if i == 0:
                     if not ok:
@@ -88,10 +102,14 @@ def probe(identities: tuple[int, ...], samples: int, size: int = 256, seed: int 
                 expressive.append(bool(cs[i].any() or jaw > 0))
                 ident.append(idn)
                 found.append(ok)
+                coeffs.append(cs[i].copy())
+                jaws.append(jaw)
+                scores.append(s)
     finally:
         lmk.close()
     return {"true": np.array(true), "measured": np.array(meas), "expressive": np.array(expressive),
-            "identity": np.array(ident), "found": np.array(found)}
+            "identity": np.array(ident), "found": np.array(found), "coeffs": np.array(coeffs),
+            "names": np.array(targets), "jaw": np.array(jaws), "scores": np.array(scores)}
 
 
 def slopes(d: dict[str, np.ndarray], sel: np.ndarray) -> dict:

@@ -119,14 +119,16 @@ def _render_all(la, drv, size: int = 0) -> list[np.ndarray]:
 
 
 def _driver(signal: str, driver: Path, la, work: Path, max_frames: int = 0):
-    """``signal``: tracked, encoder, or mediapipe-<correspondence>[:<head gain>] (names / calibrated /
-    calibrated-all; head gain calibrated / none, default: the command's default)."""
+    """``signal``: tracked, encoder, or mediapipe-<correspondence>[:<head gain>[:<expression gain>]]
+    (names / calibrated / calibrated-all; head gain and expression gain calibrated / none, empty or
+    absent: the command's default)."""
     from hravatar.apps.reenact import ReenactConfig, load_driver
 
-    signal, _, gain = signal.partition(":")
+    signal, _, gains = signal.partition(":")
+    gain, _, egain = gains.partition(":")
     expr, _, corr = signal.partition("-")
     cfg = ReenactConfig(avatar=la.path, driver=driver, expressions=expr, correspondence=corr or "default",
-                        head_gain=gain or "default", max_frames=max_frames)
+                        head_gain=gain or "default", expression_gain=egain or "default", max_frames=max_frames)
     return load_driver(cfg, la, work / "unused.mp4")
 
 

@@ -10,6 +10,8 @@ import torch
 
 from helpers.tiny_subject import train_tiny_avatar
 from hravatar.avatar.drive import (
+    DEFAULT_EXPRESSION_GAIN,
+    EXPRESSION_GAINS,
     AvatarBase,
     calibrate_neutral,
     drive_mediapipe,
@@ -46,8 +48,8 @@ def _rot(axis: int, a: float) -> np.ndarray:
 
 
 def test_mapping_is_json_and_routes_jaw_and_gaze_to_joints():
-    m = json.loads(driver_mapping_json(jaw_rad_per_unit=0.4, correspondence="names"))
-    assert m == driver_mapping(jaw_rad_per_unit=0.4, correspondence="names")
+    m = json.loads(driver_mapping_json(jaw_rad_per_unit=0.4, correspondence="names", expression_gain="none"))
+    assert m == driver_mapping(jaw_rad_per_unit=0.4, correspondence="names", expression_gain="none")
     assert m["jaw"] == {"source": "jawOpen", "rad_per_unit": 0.4, "axis": [1.0, 0.0, 0.0]}
     for n in ("jawOpen", "jawLeft", "eyeLookOutLeft", "eyeLookUpRight"):
         assert n in m["zeroed"] and n not in m["expressions"]
@@ -55,8 +57,68 @@ def test_mapping_is_json_and_routes_jaw_and_gaze_to_joints():
         assert m["expressions"][n] == {"terms": [[n, 1.0]]}
 
 
+def test_expression_gains_scale_the_jaw_and_can_be_switched_off(monkeypatch):
+    """``expression_gain="calibrated"`` multiplies jawOpen's jaw angle (and any calibrated expression) by
+    the gains that undo MediaPipe's measured under-reading of the head model (benchmarks/expression_gain.py);
+    ``none`` keeps unit gains; the default mapping applies the default's table."""
+    g = EXPRESSION_GAINS["calibrated"]
+    assert g["jawOpen"] > 1.3  # MediaPipe reads the head model's jaw at about half
+    d = driver_mapping(jaw_rad_per_unit=0.33, correspondence="names")
+    assert d["expression_gain"] == DEFAULT_EXPRESSION_GAIN
+    assert d == driver_mapping(jaw_rad_per_unit=0.33, correspondence="names", expression_gain=DEFAULT_EXPRESSION_GAIN)
+    assert d["jaw"]["rad_per_unit"] == pytest.approx(0.33 * EXPRESSION_GAINS[DEFAULT_EXPRESSION_GAIN].get("jawOpen", 1))
+    scaled = [n for n in g if n != "jawOpen"]
+    T = 4
+    tracks = {"jawOpen": np.array([0.1, 0.3, 0.6, 0.1])}
+    tracks.update({n: np.array([0.0, 0.1, 0.2, 0.05]) for n in scaled})
+    s = _scores(T, **tracks)
+    outs = {}
+    for name in ("calibrated", "none"):
+        m = driver_mapping(jaw_rad_per_unit=0.33, correspondence="names", expression_gain=name)
+        assert m["expression_gain"] == name
+        outs[name] = map_scores(s, calibrate_neutral(s, m), NAMES, m)
+        # the gains are folded into the table the browser reads (web/drive.js needs no rule of its own)
+        assert m["jaw"]["rad_per_unit"] == pytest.approx(0.33 * (g["jawOpen"] if name == "calibrated" else 1.0))
+    jaw_on, jaw_off = outs["calibrated"][1][:, 0], outs["none"][1][:, 0]
+    neutral_jaw = np.percentile(tracks["jawOpen"], 10)
+    np.testing.assert_allclose(jaw_off, 0.33 * (tracks["jawOpen"] - neutral_jaw), atol=1e-9)
+    np.testing.assert_allclose(jaw_on, 0.33 * g["jawOpen"] * (tracks["jawOpen"] - neutral_jaw), atol=1e-9)
+    for n in scaled:
+        d = tracks[n] - np.percentile(tracks[n], 10)
+        np.testing.assert_allclose(outs["none"][0][:, COL[n]], np.clip(d, 0, 1), atol=1e-9)
+        np.testing.assert_allclose(outs["calibrated"][0][:, COL[n]], np.clip(g[n] * d, 0, 1), atol=1e-9)
+    # the calibrated correspondence's rows already invert MediaPipe's reading: no gain on top of them;
+    # the rows it leaves name to name get the gains (fake rows: the real fit needs MediaPipe, ~1 min)
+    import hravatar.assets
+    import hravatar.avatar.correspondence as corr
+
+    monkeypatch.setattr(hravatar.assets, "asset_path", lambda *a, **k: "face_landmarker.task")
+    monkeypatch.setattr(corr, "calibrated_rows", lambda names: {"rows": {n: [[n, 0.7], ["cheekPuff", 0.1]]
+                                                                         for n in names}})
+    for name in ("calibrated", "calibrated-all"):
+        mc = driver_mapping(correspondence=name, expression_gain="calibrated")
+        mn = driver_mapping(correspondence=name, expression_gain="none")
+        assert mc["jaw"]["rad_per_unit"] > mn["jaw"]["rad_per_unit"]
+        for n in scaled:
+            terms = mc["expressions"][n]["terms"]
+            if name == "calibrated" and not corr.calibrated_region(n):
+                assert len(terms) == 1 and terms[0][0] == n and terms[0][1] == pytest.approx(g[n])
+            else:
+                assert terms == [[n, 0.7], ["cheekPuff", 0.1]]
+    with pytest.raises(ValueError, match="expression gain"):
+        driver_mapping(expression_gain="wrong")
+
+
+def test_bad_expression_gain_is_one_error(tmp_path):
+    from hravatar.apps.reenact import ReenactConfig, reenact_cmd
+    from hravatar.errors import HRAvatarError
+
+    with pytest.raises(HRAvatarError, match="--expression-gain 'big': use one of default, calibrated, none"):
+        reenact_cmd(ReenactConfig(avatar=tmp_path, driver=tmp_path / "x.mp4", expression_gain="big"))
+
+
 def test_neutral_calibration_relative_transfer():
-    m = driver_mapping(jaw_rad_per_unit=0.5, correspondence="names")
+    m = driver_mapping(jaw_rad_per_unit=0.5, correspondence="names", expression_gain="none")
     T = 50
     blink = np.full(T, 0.2)  # this driver's resting blink score is 0.2
     blink[10:13] = 0.9
@@ -144,7 +206,7 @@ def test_mediapipe_matrix_to_opencv_and_drive():
     V[:3, :3] = np.diag([1.0, -1.0, -1.0])
     base = AvatarBase(NAMES, np.zeros((5, 3)), np.zeros(3), V, np.zeros(len(NAMES)), 0.0, 0.33)
     s = _scores(2, jawOpen=np.array([0.0, 0.5]))
-    e, p, tr = drive_mediapipe(base, s, M, driver_mapping(head_gain="none"))
+    e, p, tr = drive_mediapipe(base, s, M, driver_mapping(head_gain="none", expression_gain="none"))
     assert e.shape == (2, len(NAMES)) and p.shape == (2, 5, 3) and tr.shape == (2, 3)
     assert p[1, 2, 0] == pytest.approx(0.33 * (0.5 - 0.05), rel=1e-5)  # neutral: 10th percentile of (0, 0.5)
     assert np.allclose(p[1, 0], [0, 0.25, 0], atol=1e-6)  # the head turns about the world's up axis

@@ -15,7 +15,7 @@ import tyro
 
 from hravatar.apps.common import check_output, frame_indices, hstack, to_uint8, write_frames
 from hravatar.avatar import Avatar, FrameParams, load_avatar, subject_fps
-from hravatar.avatar.drive import CORRESPONDENCES, HEAD_GAINS
+from hravatar.avatar.drive import CORRESPONDENCES, EXPRESSION_GAINS, HEAD_GAINS
 from hravatar.errors import HRAvatarError
 from hravatar.progress import log, progress
 
@@ -47,6 +47,10 @@ class ReenactConfig:
     axis by the inverse of MediaPipe's measured compression, pitch x1.37, yaw x1.16, roll x1.04; see README),
     none (the rotation as measured; our tracker fits MediaPipe's landmarks and shares their compression) or
     default (calibrated)"""
+    expression_gain: str = "default"
+    """mediapipe signal: calibrated (the driver's jawOpen, and any name-to-name expression whose reading is
+    well determined, scaled by the inverse of MediaPipe's measured reading of the head model: jawOpen x1.97,
+    a wider jaw; see README), none (unit gains) or default (none, see README)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
@@ -96,6 +100,7 @@ class Driver:
 def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
     from hravatar.avatar.drive import (
         DEFAULT_CORRESPONDENCE,
+        DEFAULT_EXPRESSION_GAIN,
         DEFAULT_HEAD_GAIN,
         avatar_base,
         drive_mediapipe,
@@ -132,7 +137,8 @@ def _mediapipe_driver(cfg: ReenactConfig, la: Avatar) -> Driver:
     base = avatar_base(la)
     corr = DEFAULT_CORRESPONDENCE if cfg.correspondence == "default" else cfg.correspondence
     gain = DEFAULT_HEAD_GAIN if cfg.head_gain == "default" else cfg.head_gain
-    mapping = driver_mapping(base.jaw_rad_per_unit, correspondence=corr, head_gain=gain)
+    egain = DEFAULT_EXPRESSION_GAIN if cfg.expression_gain == "default" else cfg.expression_gain
+    mapping = driver_mapping(base.jaw_rad_per_unit, correspondence=corr, head_gain=gain, expression_gain=egain)
     e, p, t = drive_mediapipe(base, scores, mats, mapping, relative=cfg.relative, head=cfg.head_motion,
                               absolute_pose=cfg.absolute_pose)
     return Driver(frames, e, p, t, fps)
@@ -196,6 +202,9 @@ def reenact_cmd(cfg: ReenactConfig) -> int:
                             f"{', '.join(CORRESPONDENCES)}")
     if cfg.head_gain not in ("default", *HEAD_GAINS):
         raise HRAvatarError(f"--head-gain {cfg.head_gain!r}: use one of default, {', '.join(HEAD_GAINS)}")
+    if cfg.expression_gain not in ("default", *EXPRESSION_GAINS):
+        raise HRAvatarError(f"--expression-gain {cfg.expression_gain!r}: use one of default, "
+                            f"{', '.join(EXPRESSION_GAINS)}")
     out = check_output(cfg.output or Path(cfg.avatar) / f"reenact_{Path(cfg.driver).stem}.mp4")
     la = load_avatar(cfg.avatar, cfg.device, cfg.subject)
     if cfg.expressions == "encoder" and la.encoder is None:

@@ -41,6 +41,11 @@ displace the jaw like the jaw joint does; tracking freezes them at zero and open
 joint (``jaw_gain_rad`` per unit ``jawOpen``). The mapping does the same: those expressions stay at
 the avatar's neutral and ``jawOpen`` drives the joint, so the avatar sees what it was trained on.
 
+Expression gain (:data:`EXPRESSION_GAINS`, ``--expression-gain``): MediaPipe reads the head model's
+jaw at about half of the ``jawOpen`` the mapping applies; ``calibrated`` multiplies the jaw's
+``rad_per_unit`` (and any name-to-name row with a well-determined reading) by the inverse, in the
+table itself, so ``web/drive.js`` applies it unchanged. The default is ``none`` (README).
+
 Head motion: the driver's rotation and translation relative to its first frame, expressed in the
 driver's camera frame, are applied around the avatar's reference pose in the avatar's camera frame
 (the avatar stays framed by its own camera). The rotation's change is first scaled per axis by the
@@ -94,6 +99,20 @@ MAPPING_VERSION = 4
 HEAD_GAINS = {"calibrated": (1.37, 1.16, 1.04), "none": (1.0, 1.0, 1.0)}
 DEFAULT_HEAD_GAIN = "calibrated"
 
+#: MediaPipe reads the open head model's expressions compressed. Rendering it (readable face, identities
+#: seeds 2-4, 1803 renders, one expression at a time, jaw up to 0.6 rad, random head rotations;
+#: ``benchmarks/expression_gain.py``), MediaPipe's ``jawOpen`` rises 0.51 per unit ``jawOpen`` applied as the
+#: mapping applies it (jaw angle / :data:`DEFAULT_JAW_RAD`; slope through the origin over the renders it
+#: reads, up to 1.1 units; per identity 0.43-0.57): the jaw's ``rad_per_unit`` is multiplied by the inverse.
+#: No other expression's slope is well determined at a gain of at most 2.5 (most are read at 0-0.3 of
+#: their coefficient, largely as other scores: the calibrated correspondence's business), so they keep 1.
+#: ``none``: unit gains. Keys: ARKit names (``jawOpen`` scales the jaw joint; others their name-to-name row).
+#: The default stays ``none``: on the reenactment benchmark ``calibrated`` cut the synthetic driver's jaw
+#: error (1.95 -> 1.51 degrees, PSNR unchanged) and raised the real clip's head-pitch correlation (0.86 ->
+#: 0.92) but lowered its mean blendshape correlation (0.82 -> 0.77; README, "Expression gain").
+EXPRESSION_GAINS: dict[str, dict[str, float]] = {"calibrated": {"jawOpen": 1.97}, "none": {}}
+DEFAULT_EXPRESSION_GAIN = "none"
+
 #: Score -> expression correspondences (see the module docstring); the default is what measured best.
 CORRESPONDENCES = ("names", "calibrated", "calibrated-all")
 DEFAULT_CORRESPONDENCE = "names"
@@ -113,8 +132,13 @@ def driver_mapping(
     calibration_frames: int = LIVE_CALIBRATION_FRAMES,
     correspondence: str = DEFAULT_CORRESPONDENCE,
     head_gain: str = DEFAULT_HEAD_GAIN,
+    expression_gain: str = DEFAULT_EXPRESSION_GAIN,
 ) -> dict:
     """The driver -> avatar mapping as a JSON-serialisable table.
+
+    ``expression_gain`` (a key of :data:`EXPRESSION_GAINS`) multiplies the name-to-name rows (every
+    row of ``names``; the rows ``calibrated`` leaves name to name) and the jaw's ``rad_per_unit``
+    (``jawOpen``'s gain): the gains are folded into the table, so ``web/drive.js`` applies them too.
 
     Keys: ``version``; ``names`` (the 52 ARKit names, the order of score vectors); ``correspondence``
     (``names``, ``calibrated`` or ``calibrated-all``); ``expressions`` (ARKit name -> ``{"terms": [[score name, gain],
@@ -135,10 +159,13 @@ def driver_mapping(
     gains = gains or {}
     if head_gain not in HEAD_GAINS:
         raise ValueError(f"unknown head gain {head_gain!r}; choose one of {', '.join(HEAD_GAINS)}")
+    if expression_gain not in EXPRESSION_GAINS:
+        raise ValueError(f"unknown expression gain {expression_gain!r}; choose one of {', '.join(EXPRESSION_GAINS)}")
+    eg = EXPRESSION_GAINS[expression_gain]
     mapped = mapped_expressions()
     zeroed = [n for n in ARKIT_NAMES if n not in mapped]
     if correspondence == "names":
-        expressions = {n: {"terms": [[n, float(gains.get(n, 1.0))]]} for n in mapped}
+        expressions = {n: {"terms": [[n, float(gains.get(n, 1.0)) * eg.get(n, 1.0)]]} for n in mapped}
     elif correspondence in ("calibrated", "calibrated-all"):
         from hravatar.assets import asset_path
         from hravatar.avatar.correspondence import calibrated_region, calibrated_rows
@@ -149,11 +176,11 @@ def driver_mapping(
             log.warning("the calibrated correspondence needs face_landmarker.task (scripts/fetch_assets.py); "
                         "using name to name")
             return driver_mapping(jaw_rad_per_unit, gaze_rad_per_unit, neutral_percentile, gains,
-                                  calibration_frames, "names", head_gain)
+                                  calibration_frames, "names", head_gain, expression_gain)
         rows = calibrated_rows(mapped)["rows"]
         use = {n: correspondence == "calibrated-all" or calibrated_region(n) for n in mapped}
         expressions = {n: {"terms": [[src, float(g) * float(gains.get(n, 1.0))]
-                                     for src, g in (rows[n] if use[n] else [[n, 1.0]])]} for n in mapped}
+                                     for src, g in (rows[n] if use[n] else [[n, eg.get(n, 1.0)]])]} for n in mapped}
     else:
         raise ValueError(f"unknown correspondence {correspondence!r}; choose one of {', '.join(CORRESPONDENCES)}")
     eyes = {
@@ -170,7 +197,9 @@ def driver_mapping(
         "correspondence": correspondence,
         "expressions": expressions,
         "zeroed": zeroed,
-        "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit), "axis": [1.0, 0.0, 0.0]},
+        "jaw": {"source": "jawOpen", "rad_per_unit": float(jaw_rad_per_unit) * eg.get("jawOpen", 1.0),
+                "axis": [1.0, 0.0, 0.0]},
+        "expression_gain": expression_gain,
         "eyes": eyes,
         "neutral": {"percentile": float(neutral_percentile), "gaze": "median"},
         "head": {"gl_to_cv": GL_TO_CV.tolist(), "translation_scale_m": 0.01, "lever": "fit_lever",
