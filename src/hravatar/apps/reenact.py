@@ -50,7 +50,7 @@ class ReenactConfig:
     expression_gain: str = "default"
     """mediapipe signal: calibrated (the driver's jawOpen, and any name-to-name expression whose reading is
     well determined, scaled by the inverse of MediaPipe's measured reading of the head model: jawOpen x1.97,
-    a wider jaw; see README), none (unit gains) or default (none, see README)"""
+    a wider jaw; see README), none (unit gains) or default (calibrated, see README)"""
     relative: bool = True
     """relative transfer: the driver's changes from its own neutral (a low percentile of each score over
     the clip) are added to the avatar's neutral; --no-relative uses the driver's values as they are"""
