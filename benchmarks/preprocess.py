@@ -2,9 +2,10 @@
 
 Runs decode, detection, crop, matting, landmarks + blendshapes, head tracking, overlay video and
 the subject write on the shared real clip (or, when it is absent, on a synthetic clip rendered from
-the open head model), without the photometric stage, and prints a JSON record and a table.
+the open head model), with the photometric stage (the command's default; ``--no-photometric`` skips
+it), and prints a JSON record and a table.
 
-    python benchmarks/preprocess.py [--video PATH] [--size 512] [--max-frames N] [--json out.json]
+    python benchmarks/preprocess.py [--video PATH] [--size 512] [--max-frames N] [--no-photometric] [--json out.json]
 
 ``--photometric-eval`` instead measures what the photometric refinement stage brings: on a synthetic
 clip with known parameters, landmark error (against MediaPipe and against the true landmarks) and
@@ -32,7 +33,8 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--iterations", type=int, default=None, help="tracking steps (default: the command's)")
     ap.add_argument("--no-overlay", action="store_true")
-    ap.add_argument("--photometric", action="store_true", help="include the photometric refinement stage")
+    ap.add_argument("--photometric", action=argparse.BooleanOptionalAction, default=True,
+                    help="include the photometric refinement stage (default: yes, as the command)")
     ap.add_argument("--json", type=Path, default=None, help="also write the record here")
     ap.add_argument("--photometric-eval", action="store_true", help="evaluate the photometric stage instead")
     ap.add_argument("--synthetic-frames", type=int, default=10)

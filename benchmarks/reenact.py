@@ -95,9 +95,9 @@ def prepare(work: Path, real: Path | None, iterations: int, readable: bool = Tru
         ds = load_subject(p["B"], "all")
         write_frames(p["B_video"], (to_uint8(ds[i].image) for i in range(len(ds))), fps=25.0, total=len(ds))
     if not (p["B_tracked"] / "tracked_params.json").is_file():
-        preprocess_video(p["B_video"], p["B_tracked"], PipelineSettings(min_frames=2))
+        preprocess_video(p["B_video"], p["B_tracked"], PipelineSettings(min_frames=2, photometric=False))
     if real is not None and not (p["real_tracked"] / "tracked_params.json").is_file():
-        preprocess_video(real, p["real_tracked"], PipelineSettings(min_frames=2))
+        preprocess_video(real, p["real_tracked"], PipelineSettings(min_frames=2, photometric=False))
     return p
 
 

@@ -56,7 +56,7 @@ def _fresh_log_handler():
     yield
 
 
-FAST = ["--size", "128", "--min-frames", "4", "--iterations", "60"]
+FAST = ["--size", "128", "--min-frames", "4", "--iterations", "60", "--photometric-resolution", "48"]
 
 
 def _err(capsys) -> str:
@@ -68,6 +68,8 @@ def test_end_to_end_and_rerun_skips(clip_video, tmp_path, capsys):
     assert run(["preprocess", str(clip_video), "-o", str(out), *FAST]) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["complete"] and man["num_frames"] == 8
+    # the photometric refinement runs by default, its automatic step count (8 frames: the minimum, 80)
+    assert man["settings"]["photometric"] and man["tracking"]["photometric"]["steps"] == 80
     assert len(list((out / "image").glob("*.png"))) == 8
     assert (out / "overlay.mp4").stat().st_size > 0
     assert not (out / ".work").exists()
@@ -196,7 +198,7 @@ def test_output_folder_not_ours(clip_video, tmp_path, capsys):
 def test_real_clip_every_frame_tracked(tmp_path):
     out = tmp_path / "real"
     assert run(["preprocess", str(REAL_CLIP), "-o", str(out), "--size", "256", "--max-frames", "60",
-                "--iterations", "200", "--no-overlay"]) == 0
+                "--iterations", "200", "--no-overlay", "--no-photometric"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     q = man["quality"]
     assert len(q) == 60 and all(f["landmarks"] for f in q)

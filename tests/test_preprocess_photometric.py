@@ -76,3 +76,15 @@ def test_photometric_stage_runs_resumes_and_keeps_landmarks(clip_video, tmp_path
     assert np.isclose(np.mean(errs), after, atol=1e-3)  # the manifest reports the refined track
     # a complete subject: nothing runs again
     assert run(["preprocess", str(clip_video), "-o", str(out), *FAST, *PHOTO]) == 0
+
+
+def test_automatic_step_count_scales_with_the_clip():
+    from hravatar.preprocess.photometric import PhotometricConfig, auto_steps
+
+    cfg = PhotometricConfig()
+    assert cfg.steps == 0  # automatic by default
+    assert auto_steps(cfg, 216) == 810  # 15 draws of each of 216 frames, 4 per step
+    assert auto_steps(cfg, 8) == cfg.min_steps == 80
+    assert auto_steps(cfg, 5000) == cfg.max_steps == 1500
+    assert auto_steps(PhotometricConfig(steps=12), 216) == 12  # an explicit count wins
+    assert auto_steps(PhotometricConfig(updates_per_frame=30), 100) == 750 > auto_steps(cfg, 100) == 375

@@ -44,10 +44,13 @@ class PreprocessConfig:
     keep_torso: bool = False
     """Keep the whole person in the matte (shoulders, clothes). Default: a head-only matte (hair, face,
     ears, neck) cut at the tracked head mesh's neck and refined by colour, as the paper's data."""
-    photometric: bool = False
-    """Refine the landmark tracking photometrically (renders the tracked head and compares it with the frames)."""
-    photometric_steps: int = 80
-    """Joint refinement steps of --photometric (after 40 appearance-only steps), 4 frames per step."""
+    photometric: bool = True
+    """Refine the landmark tracking photometrically (renders the tracked head and compares it with the
+    frames; on by default: +0.36 dB held-out PSNR of the trained avatar on a real clip, about 2.5 min for
+    216 frames; --no-photometric skips it)."""
+    photometric_steps: int = 0
+    """Joint refinement steps of --photometric (after 40 appearance-only steps), 4 frames per step;
+    0: about 15 draws of every frame (15 x frames / 4, between 80 and 1500)."""
     photometric_resolution: int = 160
     """Render side in pixels of --photometric."""
 

@@ -83,7 +83,8 @@ def _driver_subject(cfg: ReenactConfig, out: Path) -> Path:
 
     dest = out.parent / f"{drv.stem}_subject"
     log.info("preprocessing the driver video into %s (reused on the next run)", dest)
-    return preprocess_video(drv, dest, PipelineSettings(max_frames=cfg.max_frames or None, min_frames=2))
+    return preprocess_video(drv, dest, PipelineSettings(max_frames=cfg.max_frames or None, min_frames=2,
+                                                         photometric=False))
 
 
 @dataclass

@@ -27,6 +27,7 @@ track; the photometric error at its end is the "before" number), then ``steps`` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -56,8 +57,13 @@ class PhotometricConfig:
     Attributes:
         resolution: render side in pixels (the crops are area-downsampled to it).
         appearance_steps: Adam steps fitting albedo and light with the geometry frozen.
-        steps: Adam steps of the joint refinement (geometry + appearance).
+        steps: Adam steps of the joint refinement (geometry + appearance); 0 = automatic
+            (:func:`auto_steps`: about ``updates_per_frame`` updates of every frame's parameters).
         batch_frames: frames rendered per step (chosen at random, without replacement per epoch).
+        updates_per_frame: with ``steps = 0``, the number of steps that draw each frame (every frame's
+            pose and expression move only when it is drawn).
+        min_steps, max_steps: bounds of the automatic step count (the cost of a step does not depend
+            on the clip's length, so long clips get fewer updates per frame).
         w_photo: weight of the photometric term (its per-pixel Charbonnier in [0,1] colour units).
         charbonnier_eps: robust scale of the colour difference.
         lr_pose: Adam learning rate of rotations (radians); translation uses ``lr_pose * 0.02``
@@ -73,8 +79,11 @@ class PhotometricConfig:
 
     resolution: int = 160
     appearance_steps: int = 40
-    steps: int = 80
+    steps: int = 0
     batch_frames: int = 4
+    updates_per_frame: float = 15.0
+    min_steps: int = 80
+    max_steps: int = 1500
     w_photo: float = 500.0
     charbonnier_eps: float = 0.02
     lr_pose: float = 0.006
@@ -84,6 +93,17 @@ class PhotometricConfig:
     refine_geometry: bool = True
     threads: int = 0
     seed: int = 0
+
+
+def auto_steps(cfg: PhotometricConfig, num_frames: int) -> int:
+    """The joint refinement's step count: ``cfg.steps`` when set, else about ``cfg.updates_per_frame``
+    draws of each of ``num_frames`` frames (``batch_frames`` per step), within
+    ``[cfg.min_steps, cfg.max_steps]``. Measured on the shared real clip (216 frames, 810 steps against
+    80; README, "Photometric refinement"): +0.36 dB held-out PSNR of the trained avatar."""
+    if cfg.steps > 0:
+        return int(cfg.steps)
+    n = math.ceil(cfg.updates_per_frame * max(int(num_frames), 1) / max(cfg.batch_frames, 1))
+    return int(min(max(n, cfg.min_steps), cfg.max_steps))
 
 
 @dataclass
@@ -195,6 +215,7 @@ def refine_photometric(
     from hravatar.render import rasterize
 
     cfg = cfg or PhotometricConfig()
+    cfg = dataclasses.replace(cfg, steps=auto_steps(cfg, len(images)))
     tcfg = track_cfg or TrackingConfig()
     tr = track_result
     dev = model.v_template.device  # type: ignore[attr-defined]

@@ -47,7 +47,7 @@ class PipelineSettings:
     iterations: int = 400
     overlay: bool = True
     overwrite: bool = False
-    photometric: bool = False
+    photometric: bool = True
     keep_torso: bool = False
     extra: dict = field(default_factory=dict)
 
