@@ -43,6 +43,7 @@ import torch
 import tyro
 from torch import Tensor
 
+from hravatar import light_priors as lp
 from hravatar.avatar import Camera, frame_params, pad_expression, render
 from hravatar.avatar.posefit import POSE_OFFSETS_FILE, PoseOffsets, apply_pose_offset, offset_stats
 from hravatar.config import from_dict, save_config, to_dict
@@ -343,6 +344,9 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.bad_steps = 0
+        # the training frames hold linear values (the synthetic subject) rather than a video's sRGB ones
+        self._linear_frames = (Path(cfg.subject) / "gt" / "synth.json").is_file()
+        self._face_grid: tuple[Tensor, Tensor, Tensor] | None = None  # face_region_grid, built on first use
         self.elapsed = 0.0
         self.order: Tensor | None = None
         self.order_pos = 0
@@ -642,23 +646,8 @@ class Trainer:
                     o.step(fi)
             else:
                 o.step()
-        if mode == "pbr" and w.light_cast_transfer and fr.albedo is None:
-            from hravatar import light_priors as lp
-
-            ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
-            lp.transfer_light_cast(self.avatar.params["albedo"].data, self.lighting, w.light_cast_transfer,
-                                   reference=ref)
-        if mode == "pbr" and w.skin_locus and fr.albedo is None:
-            from hravatar import light_priors as lp
-
-            lp.transfer_skin_cast(self.avatar.params["albedo"].data, self.lighting, self._face_weights(),
-                                  w.skin_locus, srgb_frames=not self._linear_frames)
-        if mode == "pbr" and (w.light_level or w.light_level_specular) and fr.albedo is None:
-            from hravatar import light_priors as lp
-
-            spec = w.light_level_specular
-            level = lp.specular_light_level(self.lighting) if spec else w.light_level
-            lp.set_light_level(self.avatar.params["albedo"].data, self.lighting, level, spec or 1.0)
+        if mode == "pbr" and fr.albedo is None:
+            self._apply_light_gauges(w)
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
@@ -668,11 +657,22 @@ class Trainer:
         rec.update(loss=float(loss.detach()), psnr=p, points=self.avatar.num_points, mode=mode)
         return rec
 
-    @property
-    def _linear_frames(self) -> bool:
-        """Whether the training frames hold linear values (the synthetic subject, ``gt/synth.json``)
-        rather than a video's sRGB-encoded ones."""
-        return (Path(self.cfg.subject) / "gt" / "synth.json").is_file()
+    @torch.no_grad()
+    def _apply_light_gauges(self, w: LossWeights) -> None:
+        """The albedo / light gauges that leave the image unchanged, after a shaded step of a subject
+        without pseudo albedos, in this order: the light's colour cast into the albedo, the face
+        albedo towards the skin locus, the light's level (:mod:`hravatar.light_priors`)."""
+        albedo = self.avatar.params["albedo"].data
+        if w.light_cast_transfer:
+            ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
+            lp.transfer_light_cast(albedo, self.lighting, w.light_cast_transfer, reference=ref)
+        if w.skin_locus:
+            lp.transfer_skin_cast(albedo, self.lighting, self._face_weights(), w.skin_locus,
+                                  srgb_frames=not self._linear_frames)
+        if w.light_level or w.light_level_specular:
+            spec = w.light_level_specular
+            level = lp.specular_light_level(self.lighting) if spec else w.light_level
+            lp.set_light_level(albedo, self.lighting, level, spec or 1.0)
 
     @torch.no_grad()
     def _face_weights(self) -> Tensor:
@@ -681,7 +681,7 @@ class Trainer:
 
         A function of the current parameters only (a lookup in a grid built once from the head
         model), so a resumed run computes exactly what an uninterrupted one does."""
-        if getattr(self, "_face_grid", None) is None:
+        if self._face_grid is None:
             self._face_grid = face_region_grid(self.head, self.device)
         grid, lo, hi = self._face_grid
         mu = self.avatar.params["means"].detach()
@@ -855,8 +855,6 @@ def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mo
     Light priors act in the ``pbr`` mode only (the warm-up does not use the light); the skin prior
     on the albedo also during the warm-up. ``out``: the render; ``mask [H,W,1]``: the foreground.
     """
-    from hravatar import light_priors as lp
-
     terms: dict[str, Tensor] = {}
     if mode == "pbr" and (w.light_exposure or w.light_neutral or w.light_specular_wb):
         e = lp.mean_front_irradiance(lighting)
