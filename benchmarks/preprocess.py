@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import calibration, machine  # noqa: E402
 
 
 def main() -> None:
@@ -92,7 +95,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_avg_before": load_before,
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine(tuple(load_before), os.getloadavg()),
+        "calibration": calibration(),
     }
     print(json.dumps(rec, indent=1))
     st = rec["stage_s"]
