@@ -48,7 +48,8 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": model, "flags": flags, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
+            "python": platform.python_version(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def calibration(seconds: float = 1.0) -> float:
@@ -86,7 +87,8 @@ def run(a: argparse.Namespace) -> dict:
                  "budget": {"size": a.size, "downscale": a.downscale, "series": a.series,
                             "train_resolution": a.size // a.downscale,
                             "matte": "person" if a.keep_torso else "head-only",
-                            "encoder": a.encoder, "threads": a.threads, "test_frames": a.test_frames,
+                            "encoder": a.encoder, "threads": a.threads, "device": a.device,
+                            "test_frames": a.test_frames,
                             "densify_reset_every": a.reset_every},
                  "paper": PAPER}
     t0 = time.time()
@@ -111,11 +113,13 @@ def run(a: argparse.Namespace) -> dict:
         load_before = [round(x, 2) for x in os.getloadavg()]
         train(TrainConfig(subject=subject, output=out, iterations=n, downscale=a.downscale, encoder=a.encoder,
                           threads=a.threads, test_frames=a.test_frames, overwrite=True, quiet=True,
+                          device=a.device,
                           **({} if a.reset_every is None else {"densify": DensifyConfig(reset_every=a.reset_every)})))
         t_train = time.time() - t
         info = json.loads((out / "training.json").read_text())
         t = time.time()
-        m = evaluate_avatar(EvaluateConfig(avatar=out, output=out / "eval", images=4, test_frames=a.test_frames))
+        m = evaluate_avatar(EvaluateConfig(avatar=out, output=out / "eval", images=a.eval_images,
+                                                test_frames=a.test_frames, device=a.device))
         runs.append({
             "iterations": n, "train_s": round(t_train, 1), "eval_s": round(time.time() - t, 1),
             "points": info.get("points"), "train_psnr_last": info.get("final_psnr"),
@@ -181,6 +185,8 @@ def main() -> None:
     ap.add_argument("--subject", type=Path, default=None, help="reuse a preprocessed subject (skip preprocessing)")
     ap.add_argument("--encoder", default="mobilenet_v2")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="cpu, cuda (gsplat) or auto")
+    ap.add_argument("--eval-images", type=int, default=4, help="side-by-side test images to write (-1: all)")
     ap.add_argument("--reset-every", type=int, default=None,
                     help="opacity reset interval (0: none; default: the paper's schedule scaled to the run)")
     ap.add_argument("--test-frames", type=int, default=None, help="held-out last frames (default: last 15%%)")

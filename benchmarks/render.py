@@ -134,9 +134,9 @@ def time_reference(avatar, lighting, size: int, iters: int, device: torch.device
     from hravatar.render import rasterize
 
     shade_fg = _shade_foreground()
+    vm, K = camera(avatar.to("cpu"), size)  # before moving: ``to`` moves the avatar in place
     av = avatar.to(device)
     light = lighting.to(device)
-    vm, K = camera(avatar.to("cpu"), size)
     vm, K = vm.to(device), K.to(device)
     p = {k: v.to(device) for k, v in params(avatar).items()}
     centre = -(vm[:3, :3].T @ vm[:3, 3])
@@ -184,7 +184,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=75_000, help="target Gaussian count of the initialised avatar")
     ap.add_argument("--avatar", type=Path, default=None, help="a trained avatar folder instead of the initialised one")
     ap.add_argument("--threads", type=int, default=0, help="torch/kernel threads (0: torch's default)")
-    ap.add_argument("--no-reference", action="store_true", help="skip the reference path")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference path on the CPU")
+    ap.add_argument("--no-fast", action="store_true", help="skip the fast CPU path (e.g. to time CUDA alone)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "render.json")
     args = ap.parse_args()
     if args.threads:
@@ -196,9 +197,10 @@ def main() -> None:
     rows = []
     cuda_error = None
     for size in args.sizes:
-        r = {"size": size, "path": "fast", "device": "cpu"} | time_fast(avatar, lighting, size, args.iters)
-        rows.append(r)
-        print(_row(r), flush=True)
+        if not args.no_fast:
+            r = {"size": size, "path": "fast", "device": "cpu"} | time_fast(avatar, lighting, size, args.iters)
+            rows.append(r)
+            print(_row(r), flush=True)
         if not args.no_reference:
             r = {"size": size, "path": "reference", "device": "cpu"} | time_reference(
                 avatar, lighting, size, args.reference_iters, torch.device("cpu"))

@@ -49,17 +49,21 @@ def synthetic_subject(root: Path, size: int, frames: int) -> Path:
 
 
 class _Timer:
-    """Accumulates wall time of wrapped calls per stage during one step."""
+    """Accumulates wall time of wrapped calls per stage during one step (on CUDA the device is
+    synchronised around each wrapped call, so that a stage's GPU work is counted in it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cuda: bool = False) -> None:
         self.acc = dict.fromkeys(STAGES, 0.0)
+        self.sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def wrap(self, stage: str, fn):
         def inner(*a, **kw):
+            self.sync()
             t = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
+                self.sync()
                 self.acc[stage] += time.perf_counter() - t
 
         return inner
@@ -72,12 +76,13 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     subject = args.subject or synthetic_subject(work, args.size, args.frames)
     cfg = TrainConfig(subject=Path(subject), output=work / "avatar", head_model=args.head_model,
                       points_per_face=args.points_per_face, iterations=100_000, max_iterations=0,
-                      encoder_warmup_steps=0, quiet=True, device="cpu", threads=args.threads,
+                      encoder_warmup_steps=0, quiet=True, device=args.device, threads=args.threads,
                       downscale=args.downscale)
     t0 = time.perf_counter()
     tr = Trainer.create(cfg)
     setup_s = time.perf_counter() - t0
-    timer = _Timer()
+    cuda = tr.device.type == "cuda"
+    timer = _Timer(cuda)
     # timing wrappers around the trainer's own calls (behaviour unchanged)
     ds_cls = type(tr.ds)
     orig_getitem = ds_cls.__getitem__
@@ -99,8 +104,10 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         for k in range(args.iters + 1):
             timer.acc = dict.fromkeys(STAGES, 0.0)
             n0 = tr.avatar.num_points
+            timer.sync()
             t, c = time.perf_counter(), time.process_time()
             rec = tr.step(start + k)
+            timer.sync()
             total = time.perf_counter() - t
             cpu_total = time.process_time() - c
             if k == 0:
@@ -120,7 +127,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
             "setup_s": round(setup_s, 1), "modes": sorted({str(r["mode"]) for r in rows}),
             **med, "samples_s": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
             "subject": str(args.subject) if args.subject else f"synthetic, {args.size}px, {args.frames} frames",
-            "encoder": cfg.encoder, "encoder_input": cfg.encoder_input_size, "head_model": args.head_model}
+            "encoder": cfg.encoder, "encoder_input": cfg.encoder_input_size, "head_model": args.head_model,
+            "device": str(tr.device) + (f" ({torch.cuda.get_device_name()})" if cuda else "")}
 
 
 def main() -> None:
@@ -133,6 +141,7 @@ def main() -> None:
     ap.add_argument("--points-per-face", type=int, default=8)
     ap.add_argument("--iters", type=int, default=5, help="timed steps (after one warm-up step)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (gsplat)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_step.json")
     args = ap.parse_args()
     load_before = os.getloadavg()

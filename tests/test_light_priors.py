@@ -285,3 +285,10 @@ def test_colour_move_past_the_sigmoid_ceiling_raises_the_gain_instead_of_flatten
     assert light.diffuse_gain > 1.0  # through the gain ...
     assert bool(torch.isfinite(light.diffuse_map).all()) and float(light.diffuse_map.abs().max()) < 20
     assert float(light.irradiance(n).detach().std(0)[1]) > 0.3 * float(spread0[1])  # ... not a flat light
+
+
+def test_skin_locus_colour_follows_the_device():
+    """The published patches are created on the query's device (a CUDA run once failed here)."""
+    from hravatar.light_priors import skin_locus_colour
+
+    assert skin_locus_colour(torch.tensor(0.2, device="meta")).device.type == "meta"

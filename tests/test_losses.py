@@ -76,8 +76,9 @@ def test_gradients_finite():
     assert torch.isfinite(depth.grad).all() and torch.isfinite(r.grad).all()
 
 
+@pytest.mark.parametrize("multiple", [1, 16])  # 16: the box grown to a multiple (CUDA's shape buckets)
 @pytest.mark.parametrize("where", ["middle", "corner", "empty", "full"])
-def test_ssim_black_background_matches_full_ssim(where):
+def test_ssim_black_background_matches_full_ssim(where, multiple):
     from hravatar.losses import ssim_black_background
     from hravatar.metrics import ssim
 
@@ -95,9 +96,18 @@ def test_ssim_black_background_matches_full_ssim(where):
     target = torch.rand(B, H, W, 3, generator=g) * m
     target[1, 14, 8] = 0.5  # a target pixel outside the predicted foreground
     full = ssim(pred, target)
-    fast = ssim_black_background(pred, target)
+    fast = ssim_black_background(pred, target, box_multiple=multiple)
     torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
     w = torch.tensor([0.3, 0.7])
     (g_full,) = torch.autograd.grad((full * w).sum(), pred)
     (g_fast,) = torch.autograd.grad((fast * w).sum(), pred)
     torch.testing.assert_close(g_fast, g_full, rtol=1e-5, atol=1e-8)
+
+
+def test_grow_to_multiple():
+    from hravatar.losses import _grow_to_multiple
+
+    assert _grow_to_multiple(10, 20, 100, 16) == (10, 26)
+    assert _grow_to_multiple(90, 100, 100, 16) == (84, 100)  # no room above: grows downwards
+    assert _grow_to_multiple(3, 50, 40, 16) == (0, 40)  # never beyond the image
+    assert _grow_to_multiple(5, 37, 100, 16) == (5, 37)  # already a multiple

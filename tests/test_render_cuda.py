@@ -51,3 +51,24 @@ def test_cuda_matches_reference():
     for k in gr:
         err = ((gc[k] - gr[k]).norm() / gr[k].norm()).item()
         assert err < 1e-2, (k, err)
+
+
+def test_training_and_evaluation_on_cuda(tmp_path):
+    """A few trainer steps and an evaluation on CUDA (the light gauges, losses and shading included)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers.tiny_subject import make_tiny_subject
+    from hravatar.evaluate import EvaluateConfig, evaluate_avatar
+    from hravatar.train import TrainConfig, train
+
+    subject = make_tiny_subject(tmp_path / "tiny", size=64, frames=8)
+    out = tmp_path / "av"
+    cfg = TrainConfig(subject=subject, output=out, points_per_face=1, encoder_width=0.25, encoder_input_size=32,
+                      encoder_warmup_steps=3, iterations=40, quiet=True, device="cuda")
+    assert train(cfg) == 0
+    assert json.loads((out / "training.json").read_text())["iterations"] == 40
+    m = evaluate_avatar(EvaluateConfig(avatar=out, images=0, lpips=False, device="cuda"))
+    assert m["psnr"] is not None and m["psnr"] > 10

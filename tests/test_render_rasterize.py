@@ -213,3 +213,13 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
     env = {"HRAVATAR_CXX": "none", "HRAVATAR_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_mixed_devices_are_refused():
+    """Tensors on two devices get a ValueError (the C++ kernel would read device memory as host memory)."""
+    n = 4
+    kw = dict(means=torch.zeros(n, 3, device="meta"), quats=torch.zeros(n, 4), scales=torch.zeros(n, 3),
+              opacities=torch.zeros(n), colors=torch.zeros(n, 3), viewmats=torch.eye(4)[None],
+              Ks=intrinsics(45.0, 8, 8)[None], width=8, height=8)
+    with pytest.raises(ValueError, match="one device"):
+        rasterize(**kw)

@@ -257,12 +257,12 @@ def skin_locus_colour(lum: Tensor | float) -> Tensor:
     ``log(luminance)`` between the light and the dark patch (extrapolated at most one patch
     distance beyond either end): darker skin is redder (more melanin absorbs more blue and green)."""
     lum_t = torch.as_tensor(lum, dtype=torch.float32).clamp_min(1e-4)
-    p = srgb_decode(torch.tensor(SKIN_PATCHES_SRGB8) / 255.0)  # [2,3] linear
+    p = srgb_decode(torch.tensor(SKIN_PATCHES_SRGB8, device=lum_t.device) / 255.0)  # [2,3] linear
     lc = log_chroma(p)  # [2,2] (log r/g, log b/g)
     ll = torch.log(luminance(p))
     t = ((torch.log(lum_t) - ll[0]) / (ll[1] - ll[0])).clamp(-1.0, 2.0)
     lc_t = lc[0] * (1 - t) + lc[1] * t
-    rgb = torch.exp(torch.stack([lc_t[0], torch.zeros(()), lc_t[1]]))  # g = 1
+    rgb = torch.exp(torch.stack([lc_t[0], torch.zeros((), device=lum_t.device), lc_t[1]]))  # g = 1
     return rgb * lum_t / luminance(rgb)
 
 

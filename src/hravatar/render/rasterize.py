@@ -118,6 +118,12 @@ def rasterize(
         if backgrounds.dim() == 1:
             backgrounds = backgrounds.expand(C, backgrounds.shape[0])
         _check("backgrounds", backgrounds, (C, colors.shape[-1]))
+    named = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors,
+             "viewmats": viewmats, "Ks": Ks, "backgrounds": backgrounds}
+    devices = {k: t.device for k, t in named.items() if t is not None}
+    if len(set(devices.values())) > 1:  # the C++ kernel would read a CUDA pointer as host memory
+        raise ValueError("rasterize: all tensors must be on one device, got "
+                         + ", ".join(f"{k} on {d}" for k, d in devices.items()))
     width, height = int(width), int(height)
     if backend == "auto":
         backend = select_backend(means.device)
