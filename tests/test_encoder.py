@@ -125,3 +125,40 @@ def test_warm_start_regresses():
     enc = ExpressionEncoder(4, width_mult=0.25, pretrained=False, input_size=32)
     losses = warm_start(enc, sample, N, steps=60, batch_size=8, lr=3e-3)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_warm_start_default_keeps_the_pretrained_features(tmp_path):
+    """The ImageNet backbone warm-started with the trainer's defaults must regress the tracked
+    values, not collapse to the constant that minimises the loss without looking at the image (at a
+    learning rate of 1e-3 every feature of the last layer saturated and the encoder gave the same
+    expression and jaw for every frame of the real clip; this test fails at 1e-3)."""
+    if asset_path("mobilenet_v2_imagenet.pth", required=False) is None:
+        pytest.skip("ImageNet MobileNetV2 weights not fetched")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers.tiny_subject import make_tiny_subject
+
+    from hravatar.avatar.params import pad_expression
+    from hravatar.data import load_subject
+    from hravatar.train import TrainConfig
+
+    cfg = TrainConfig(subject=tmp_path, output=tmp_path)
+    ds = load_subject(make_tiny_subject(tmp_path / "tiny", size=64, frames=16), "all", 0)
+    E = ds.expression.shape[1]
+    crops = torch.stack([ds.face_crop(i) for i in range(len(ds))])
+    expr, jaw = ds.expression, ds.pose[:, 2]
+    torch.manual_seed(0)
+    enc = ExpressionEncoder(E, pretrained=True)
+    warm_start(enc, lambda idx: (crops[idx], pad_expression(expr[idx], E), jaw[idx]), len(ds),
+               steps=100, batch_size=cfg.encoder_warmup_batch, lr=cfg.encoder_warmup_lr)
+    enc.eval()
+    with torch.no_grad():
+        pe, pj = enc(crops)
+    target = torch.cat([expr, jaw], 1)
+    pred = torch.cat([pe, pj], 1)
+    mse = float(((pred - target) ** 2).mean())
+    mse_const = float(((target - target.mean(0)) ** 2).mean())
+    assert float(pj[:, 0].std()) > 0.3 * float(jaw[:, 0].std())
+    assert mse < 0.3 * mse_const, (mse, mse_const)

@@ -173,3 +173,13 @@ def test_scaled_schedule():
     assert (d.start_iter, d.every, d.stop_before_end, d.reset_every, warm) == (100, 50, 50, 0, 150)
     d, warm = scaled_schedule(c, 60000)
     assert d.every == 500 and warm == 1500
+
+
+def test_warm_start_that_learns_nothing_is_reported(subject, tmp_path, caplog):
+    """An encoder whose warm start does not beat one constant prediction gets a warning naming the fix."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="hravatar")
+    assert train(_cfg(subject, tmp_path / "av", iterations=2, encoder_warmup_lr=1e-12)) == 0
+    assert any("does not read the face" in r.getMessage() and "--encoder-warmup-lr" in r.getMessage()
+               for r in caplog.records)

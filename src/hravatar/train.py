@@ -160,8 +160,8 @@ class TrainConfig:
     """steps of regressing the tracked expression and jaw before joint training"""
     encoder_warmup_batch: int = 4
     """batch size of the warm start"""
-    encoder_warmup_lr: float = 1e-3
-    """learning rate of the warm start"""
+    encoder_warmup_lr: float = 1e-4
+    """learning rate of the warm start (1e-3 collapsed the ImageNet backbone to a constant output)"""
     # ---- ablations (the paper's Table 2) ----
     no_learnable_deformation: bool = False
     """freeze the per-point blendshape bases and skinning weights at their initial values"""
@@ -416,8 +416,16 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.encoder.parameters()):
             raise HRAvatarError(f"--encoder-warmup-lr {c.encoder_warmup_lr:g}: the encoder warm start diverged "
                                 "(NaN/Inf weights); lower it or --encoder-warmup-steps")
+        final = sum(losses[-5:]) / len(losses[-5:]) if losses else float("nan")
         log.info("expression encoder warm start: %d steps, loss %.4g -> %.4g (%.0f s)", len(losses),
-                 losses[0], sum(losses[-5:]) / len(losses[-5:]), time.perf_counter() - t0)
+                 losses[0] if losses else float("nan"), final, time.perf_counter() - t0)
+        # the loss of predicting every frame's mean: an encoder that does not beat it ignores the image
+        te, tj = pad_expression(self.ds.expression, E), self.ds.pose[:, 2]
+        const = float(((te - te.mean(0)) ** 2).mean() + ((tj - tj.mean(0)) ** 2).mean())
+        if losses and final > 0.5 * const:
+            log.warning("the expression encoder's warm start ended at loss %.3g, no better than one constant "
+                        "prediction for every frame (%.3g): it does not read the face; lower "
+                        "--encoder-warmup-lr (now %g)", final, const, c.encoder_warmup_lr)
 
     @classmethod
     def create(cls, cfg: TrainConfig) -> Trainer:
