@@ -139,7 +139,6 @@ def test_warm_start_default_keeps_the_pretrained_features(tmp_path):
 
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers.tiny_subject import make_tiny_subject
-
     from hravatar.avatar.params import pad_expression
     from hravatar.data import load_subject
     from hravatar.train import TrainConfig
