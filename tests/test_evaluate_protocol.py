@@ -92,3 +92,18 @@ def test_full_resolution_render_keeps_the_training_footprint(trained_half):
     assert not torch.equal(auto.image, av.render_frame(fr, use_encoder=False, eps2d=0.3).image)
     av.info.pop("train_focal_px")  # avatars trained before it was recorded: from the subject's camera
     assert av.train_focal == pytest.approx(float(fr.K[0, 0]) / 2)
+
+
+def test_report_page(trained_half, tmp_path):
+    """``report.html``: the metrics beside the paper's, the frames' panels embedded, the per-frame table."""
+    import re
+
+    _, out = trained_half
+    m = evaluate_avatar(EvaluateConfig(avatar=out, output=tmp_path / "r", images=-1, lpips=False))
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert f"{m['psnr']:.4f}" in page and "31.2600" in page and "0.0570" in page  # ours and the paper's
+    n_shown = min(8, m["num_frames"])
+    # one row of panels per shown frame: ground truth, render, error, albedo, normal
+    assert page.count('alt="render"') == n_shown and page.count('alt="albedo"') == n_shown
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5 * n_shown
+    assert "Per frame" in page and "http" not in page.split("<body>")[1].replace("https://", "")  # self-contained

@@ -29,6 +29,8 @@ Outputs:
 * ``metrics.json``: the means above and ``protocol`` (what was measured, how);
 * ``per_frame.csv``: the same per frame;
 * ``images/NNNNN.png``: ground truth | render | error (| albedo | normal for shaded avatars).
+* ``report.html``: one self-contained page: the metrics beside the paper's, a few frames' panels,
+  the per-frame numbers (:mod:`hravatar.report.eval_report`).
 
 If the LPIPS weights are not installed the LPIPS entries are ``null`` and ``metrics.json`` says
 why; everything else is still reported.
@@ -63,7 +65,7 @@ class EvaluateConfig:
     subject: Path | None = None
     """subject folder (default: the one the avatar was trained on)"""
     output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
-    """where to write metrics.json, per_frame.csv and images/ (default: AVATAR/eval)"""
+    """where to write metrics.json, per_frame.csv, images/ and report.html (default: AVATAR/eval)"""
     split: Literal["test", "train", "all"] = "test"
     """frames to evaluate (test = the held-out last frames)"""
     test_frames: int | None = None
@@ -177,6 +179,7 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     from hravatar.data.format import write_png
     from hravatar.device import resolve_device
     from hravatar.metrics import lmse, load_lpips, lpips_available, mae100, normal_cosine, psnr, ssim
+    from hravatar.report.eval_report import report_frames, shrink_panel, write_eval_report
     from hravatar.report.plots import error_map, hstack, normal_to_rgb
 
     if cfg.fit_pose < 0:
@@ -216,6 +219,8 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
         log.warning("%d of the evaluated frames were training frames (training held out fewer); "
                     "the numbers are not held-out numbers", overlap)
     rows: list[dict[str, Any]] = []
+    shown: list[tuple[str, list[tuple[str, Any]]]] = []  # small panels of a few imaged frames, for report.html
+    shown_set = report_frames(img_set)
     t0 = time.perf_counter()
     render_s = 0.0
     for i in progress(idx, desc="evaluate"):
@@ -256,6 +261,9 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
                 panels += [r.albedo[0].clamp(0, 1), normal_to_rgb(r.normal[0], r.alpha[0])]
             write_png(out / "images" / f"{fr.name}.png",
                       (np.clip(hstack(panels), 0, 1) * 255 + 0.5).astype(np.uint8))
+            if i in shown_set:
+                caps = ("ground truth", "render", "error", "albedo", "normal")
+                shown.append((fr.name, [(c, shrink_panel(x)) for c, x in zip(caps, panels, strict=False)]))
     keys = ["psnr", "ssim", "lpips_vgg", "lpips_alex", "mae100", "albedo_lmse", "normal_cosine"]
     metrics: dict[str, Any] = {k: _mean([r.get(k) for r in rows]) for k in keys}
     metrics.update(
@@ -290,6 +298,7 @@ def evaluate_avatar(cfg: EvaluateConfig) -> dict[str, Any]:
     wr.writeheader()
     wr.writerows(rows)
     atomic_write_text(out / "per_frame.csv", buf.getvalue())
+    write_eval_report(out / "report.html", metrics, rows, shown)
     lv, la = metrics["lpips_vgg"], metrics["lpips_alex"]
     log.info("%d %s frames at %s, %s background: PSNR %.2f  SSIM %.4f  LPIPS(VGG) %s  (AlexNet %s)  MAE* %.3f "
              "-> %s", len(rows), cfg.split, "x".join(map(str, metrics["image_size"] or [])), cfg.background,
