@@ -58,7 +58,8 @@ def write_eval_report(path: Path, metrics: dict[str, Any], rows: Sequence[dict[s
     p = metrics.get("protocol") or {}
     rep = Report(f"Evaluation of {Path(str(metrics.get('avatar', ''))).name}",
                  f"subject {metrics.get('subject')}; {metrics.get('num_frames')} {metrics.get('split')} frames")
-    rep.section("Metrics", f"Frames at {p.get('resolution')} resolution ({'x'.join(map(str, p.get('image_size') or []))}),"
+    size = "x".join(map(str, p.get("image_size") or []))
+    rep.section("Metrics", f"Frames at {p.get('resolution')} resolution ({size}),"
                 f" {p.get('background')} background, pose: {p.get('pose')}. LPIPS with VGG is the headline, as in "
                 "the paper's evaluation. The paper's rows are for orientation only: another clip, 350 test "
                 "frames, 30k iterations on a GPU.")
