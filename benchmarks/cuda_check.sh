@@ -41,14 +41,16 @@ PY
 run)
     n=${2:-1000}
     export PYTHONUNBUFFERED=1 HRAVATAR_CACHE=$PWD/.gpu/cache TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
-    [ -d /tmp/site/gsplat ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --target /tmp/site .gpu/whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD/src
-    python3 - <<'PY' || exit 1
+    site=$PWD/.gpu/site subject=$PWD/.gpu/subject_png work=$PWD/.gpu/work   # all inside the carried, ignored .gpu/
+    [ -d "$site/gsplat" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --target "$site" .gpu/whl/*.whl || exit 1
+    export PYTHONPATH=$site:$PWD/src
+    python3 - "$subject" <<'PY' || exit 1
 import shutil
+import sys
 from pathlib import Path
 from PIL import Image
-out = Path("/tmp/subject/image")
+out = Path(sys.argv[1], "image")
 out.mkdir(parents=True, exist_ok=True)
 for f in ("manifest.json", "tracked_params.json"):
     shutil.copy(Path(".gpu/subject", f), out.parent / f)
@@ -60,12 +62,12 @@ PY
     timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_render_cuda.py 2>&1 | tail -3 | tee "$OUT/tests.txt"
     timeout 90 python3 benchmarks/render.py --sizes 256 512 --iters 50 --no-fast --no-reference \
         --json "$OUT/render_cuda.json" 2>&1 | tail -4
-    timeout 120 python3 benchmarks/train_step.py --device cuda --subject /tmp/subject --iters 20 \
+    timeout 120 python3 benchmarks/train_step.py --device cuda --subject "$subject" --iters 20 \
         --json "$OUT/train_step_cuda_real.json" 2>&1 | tail -3
-    timeout 540 python3 benchmarks/real_clip.py --subject /tmp/subject --downscale 1 --series "$n" --device cuda \
-        --eval-images -1 --work /tmp/rc --keep-work --tag cuda 2>&1 | grep -v "it/s\]" | tail -8
+    timeout 540 python3 benchmarks/real_clip.py --subject "$subject" --downscale 1 --series "$n" --device cuda \
+        --eval-images -1 --work "$work" --keep-work --tag cuda 2>&1 | grep -v "it/s\]" | tail -8
     cp benchmarks/results/real_clip-cuda.json benchmarks/results/real_clip-cuda.md "$OUT/" 2>/dev/null
-    python3 benchmarks/score_renders.py pack "/tmp/rc/avatar-$n/eval/images" "$OUT/renders.npz"
+    python3 benchmarks/score_renders.py pack "$work/avatar-$n/eval/images" "$OUT/renders.npz"
     ;;
 *)
     echo "usage: cuda_check.sh prepare SUBJECT | run [ITERATIONS]" >&2

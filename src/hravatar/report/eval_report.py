@@ -23,6 +23,8 @@ PAPER = {
 }
 #: frames shown in the report at most (evenly spread over the frames that have images)
 MAX_FRAMES = 8
+#: panels are shown (and embedded) at most this tall, in pixels
+PANEL_HEIGHT = 256
 
 
 def report_frames(imaged: Sequence[int]) -> set[int]:
@@ -31,8 +33,6 @@ def report_frames(imaged: Sequence[int]) -> set[int]:
     if not ids:
         return set()
     return {ids[int(round(x))] for x in np.linspace(0, len(ids) - 1, min(MAX_FRAMES, len(ids)))}
-#: panels are shown (and embedded) at most this tall, in pixels
-PANEL_HEIGHT = 256
 
 
 def shrink_panel(img: ImageLike) -> np.ndarray:

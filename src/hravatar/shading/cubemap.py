@@ -188,6 +188,18 @@ def pad_cube(cube: Tensor) -> Tensor:
     return out.reshape(6, res + 2, res + 2, ch)
 
 
+def _blend_texels(flat: Tensor, b: Tensor, dx: Tensor | int, dy: Tensor | int, wx: Tensor, wy: Tensor,
+                  shape: tuple[int, ...]) -> Tensor:
+    """Bilinear blend of the texels ``b``, ``b + dx``, ``b + dy``, ``b + dx + dy`` of ``flat [T,C]``
+    (``b`` flat indices ``[n]``; weights ``wx, wy [..., 1]``) -> ``shape``. The gathers are
+    ``index_select`` (see :func:`_bilinear_padded`)."""
+    def tex(i: Tensor) -> Tensor:
+        return flat.index_select(0, i).reshape(shape)
+
+    t00, t01, t10, t11 = tex(b), tex(b + dx), tex(b + dy), tex(b + dy + dx)
+    return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+
+
 def _bilinear_padded(padded: Tensor, face: Tensor, u: Tensor, v: Tensor) -> Tensor:
     """Bilinear lookup in a padded cube ``[6, R+2, R+2, C]`` at face coordinates -> ``[..., C]``.
 
@@ -205,12 +217,7 @@ def _bilinear_padded(padded: Tensor, face: Tensor, u: Tensor, v: Tensor) -> Tens
     base = face.long() * rp * rp + y0l * rp + x0l
     flat = padded.reshape(-1, ch)
     shape = (*u.shape, ch)
-    b = base.reshape(-1)
-    t00 = flat.index_select(0, b).reshape(shape)
-    t01 = flat.index_select(0, b + 1).reshape(shape)
-    t10 = flat.index_select(0, b + rp).reshape(shape)
-    t11 = flat.index_select(0, b + rp + 1).reshape(shape)
-    return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+    return _blend_texels(flat, base.reshape(-1), 1, rp, wx, wy, shape)
 
 
 def sample_cube(cube: Tensor, dirs: Tensor) -> Tensor:
@@ -261,10 +268,7 @@ def sample_cube_mips(levels: list[Tensor] | tuple[Tensor, ...], dirs: Tensor, le
         y0 = torch.minimum(y.detach().floor(), rf)
         wx, wy = (x - x0).unsqueeze(-1), (y - y0).unsqueeze(-1)
         b = (offs[k] + fl * rp * rp + y0.long() * rp + x0.long()).reshape(-1)
-        rpf = rp.reshape(-1)
-        t00, t01 = flat.index_select(0, b).reshape(shape), flat.index_select(0, b + 1).reshape(shape)
-        t10, t11 = flat.index_select(0, b + rpf).reshape(shape), flat.index_select(0, b + rpf + 1).reshape(shape)
-        return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+        return _blend_texels(flat, b, 1, rp.reshape(-1), wx, wy, shape)
 
     return tap(l0) * (1 - t) + tap(l0 + 1) * t
 
@@ -342,11 +346,7 @@ def _bilinear_equirect(img: Tensor, u: Tensor, v: Tensor) -> Tensor:
     wp = w + 2
     flat = padded.reshape(-1, ch)
     b = (y0.long() * wp + x0.long()).reshape(-1)
-    dy = wp if h > 1 else 0
-    shape = (*u.shape, ch)
-    t00, t01 = flat.index_select(0, b).reshape(shape), flat.index_select(0, b + 1).reshape(shape)
-    t10, t11 = flat.index_select(0, b + dy).reshape(shape), flat.index_select(0, b + dy + 1).reshape(shape)
-    return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+    return _blend_texels(flat, b, 1, wp if h > 1 else 0, wx, wy, (*u.shape, ch))
 
 
 def sample_equirect(img: Tensor, dirs: Tensor) -> Tensor:
@@ -387,9 +387,7 @@ def sample_equirect_mips(mips: list[Tensor], dirs: Tensor, level: Tensor) -> Ten
         wp = w + 2
         b = (offs[k] + y0.long() * wp + x0.long()).reshape(-1)
         dy = torch.where(h > 1, wp, torch.zeros_like(wp)).reshape(-1)
-        t00, t01 = flat.index_select(0, b).reshape(shape), flat.index_select(0, b + 1).reshape(shape)
-        t10, t11 = flat.index_select(0, b + dy).reshape(shape), flat.index_select(0, b + dy + 1).reshape(shape)
-        return (t00 * (1 - wx) + t01 * wx) * (1 - wy) + (t10 * (1 - wx) + t11 * wx) * wy
+        return _blend_texels(flat, b, 1, dy, wx, wy, shape)
 
     return tap(l0) * (1 - t) + tap(l0 + 1) * t
 
