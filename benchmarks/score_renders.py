@@ -17,10 +17,17 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def fail(msg: str) -> None:
+    """One ``error:`` line on stderr, exit 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def pack(images: Path, out: Path) -> None:
@@ -37,7 +44,7 @@ def pack(images: Path, out: Path) -> None:
         crops.append(a[:, h + gap:2 * h + gap])
         names.append(f.stem)
     if not names:
-        raise SystemExit(f"error: no images in {images}; run hravatar evaluate with --images -1")
+        fail(f"no images in {images}; run hravatar evaluate with --images -1")
     np.savez_compressed(out, names=np.array(names), renders=np.stack(crops))
     print(f"packed {len(names)} renders into {out}")
 
@@ -55,7 +62,7 @@ def score(a: argparse.Namespace) -> None:
     for i in range(len(ds)):
         fr = ds[i]
         if fr.name not in renders:
-            raise SystemExit(f"error: no render for test frame {fr.name} in {a.renders}")
+            fail(f"no render for test frame {fr.name} in {a.renders}; pack every test frame (--images -1)")
         img = torch.from_numpy(renders[fr.name]).float() / 255.0
         gt = over_background(fr.image, fr.mask, "black").clamp(0, 1)
         row = {"name": fr.name, "psnr": float(psnr(img, gt)[0]), "ssim": float(ssim(img, gt)[0])}
