@@ -54,6 +54,10 @@ SETTINGS: dict[str, dict[str, float]] = {
     "level+skin_locus": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 1.0},
     "level+skin_locus0.5": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5},
     "level+skin_locus_only": {"light_level": 0.85, "skin_locus": 1.0},
+    # the photometric loss with and without the saturation-aware comparison (a camera's clipping)
+    "default": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5},
+    "default-saturation": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5, "saturation": 0.0},
+    "none-saturation": {"saturation": 0.0},
 }
 #: Every prior off (the base of each setting, whatever LossWeights' defaults are).
 ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,

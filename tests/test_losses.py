@@ -7,6 +7,7 @@ import torch
 
 from hravatar.losses import (
     albedo_prior_loss,
+    clip_to_saturation,
     jaw_loss,
     normal_consistency_loss,
     photometric_loss,
@@ -25,6 +26,41 @@ def test_photometric():
     c1 = 0.01**2
     want = 0.8 * 0.5 + 0.2 * (1 - c1 / (0.25 + c1))
     assert float(photometric_loss(a, b)) == pytest.approx(want, rel=1e-3)
+
+
+def test_clip_to_saturation_is_one_sided_where_the_frame_is_saturated():
+    target = torch.tensor([0.5, 1.0, 1.0, 1.0])
+    pred = torch.tensor([0.7, 1.3, 0.8, 1.0], requires_grad=True)
+    got = clip_to_saturation(pred, target, 254 / 255)
+    assert got.tolist() == pytest.approx([0.7, 1.0, 0.8, 1.0])
+    (got - target).abs().sum().backward()
+    # unsaturated: as before; saturated and brighter: free; saturated and darker: pulled up
+    assert pred.grad.tolist() == pytest.approx([1.0, 0.0, -1.0, 0.0])
+    assert clip_to_saturation(pred, target, 0.0) is pred  # 0 = off
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_saturation_aware_fit_recovers_a_clipped_reflectance(aware):
+    """A reflectance under varying shading, seen by a camera that clips at 1: only the
+    saturation-aware comparison recovers it; the plain L1 drags it toward the clipped values."""
+    shading = torch.linspace(0.4, 2.5, 64)[None, :, None, None].expand(1, 64, 4, 3)
+    truth = 0.7
+    frame = (truth * shading).clamp(max=1.0)
+    assert float((frame >= 1).float().mean()) > 0.4  # a badly clipped channel
+    a = torch.tensor(0.3, requires_grad=True)
+    opt = torch.optim.Adam([a], lr=0.02)
+    for _ in range(400):
+        pred = a * shading
+        if aware:
+            pred = clip_to_saturation(pred, frame, 254 / 255)
+        loss = photometric_loss(pred, frame, 1.0, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if aware:
+        assert float(a) == pytest.approx(truth, abs=0.01)
+    else:
+        assert float(a) < truth - 0.05
 
 
 def test_jaw_and_albedo():

@@ -41,6 +41,11 @@ class LossWeights:
     """weight of the L1 photometric term"""
     dssim: float = 0.2
     """weight of D-SSIM = 1 - SSIM (11x11 Gaussian window, sigma 1.5)"""
+    saturation: float = 254.0 / 255.0
+    """frame values at or above this are saturated (the camera clipped them; the truth is this or
+    brighter): there the render only has to reach the frame's value, brighter costs nothing
+    (hravatar.losses.clip_to_saturation; not in the paper; 0 = off). Without it a clipped channel, e.g.
+    the red of light skin under a warm light, drags the albedo and the light's colour down"""
     jaw: float = 0.1
     """jaw regulariser: squared distance between predicted and tracked jaw axis-angle"""
     normal: float = 1e-2
@@ -159,6 +164,19 @@ def ssim_black_background(pred: Tensor, target: Tensor, window: int = 11, sigma:
     inner = ssim_map(pred[:, y0:y1, x0:x1], target[:, y0:y1, x0:x1], window, sigma).flatten(1).sum(1)
     n_out = (H * W - (y1 - y0) * (x1 - x0)) * C
     return (inner + n_out) / (H * W * C)
+
+
+def clip_to_saturation(pred: Tensor, target: Tensor, threshold: float) -> Tensor:
+    """``pred`` where it is compared with unclipped frame values; ``min(pred, target)`` where the
+    frame is saturated (``target >= threshold``, per channel). Any ``[..., C]`` shape.
+
+    A camera clips: a saturated pixel says only "at least this bright". Comparing the render with
+    it through this makes the photometric loss one-sided there (a brighter render costs nothing,
+    a darker one costs as before). ``threshold <= 0`` returns ``pred`` unchanged.
+    """
+    if threshold <= 0:
+        return pred
+    return torch.where(target >= threshold, torch.minimum(pred, target), pred)
 
 
 def photometric_loss(

@@ -63,6 +63,7 @@ from hravatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_tex
 from hravatar.losses import (
     LossWeights,
     albedo_prior_loss,
+    clip_to_saturation,
     jaw_loss,
     normal_consistency_loss,
     perceptual_loss,
@@ -610,7 +611,7 @@ class Trainer:
         out = render(self.avatar, self.lighting, p, Camera(fr.viewmat, fr.K, self.width, self.height), mode,
                      background=bg, backend=c.backend)
         self.strategy.step_pre_backward(out.meta)
-        img = out.image[0]
+        img = clip_to_saturation(out.image[0], target, w.saturation)
         terms: dict[str, Tensor] = {"photo": photometric_loss(img, target, w.l1, w.dssim)}
         if w.silhouette and bool((fr.mask < 1).any()):
             terms["silhouette"] = silhouette_loss(out.alpha[0], fr.mask, w.silhouette)
