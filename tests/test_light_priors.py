@@ -84,6 +84,24 @@ def test_specular_white_balance_follows_the_highlights():
     assert lp.chromaticity_angle_deg(lp.mean_front_irradiance(light).detach(), s) < 1.0
 
 
+def test_specular_colour_prior_gives_the_highlights_the_light_colour():
+    light = _tinted_light((0.6, 0.0, -0.6))  # a warm diffuse light
+    with torch.no_grad():
+        light.specular_map.copy_(torch.tensor([-0.4, 0.0, 0.5]).expand_as(light.specular_map))  # bluish highlights
+    e = lp.mean_front_irradiance(light).detach()
+    assert lp.chromaticity_angle_deg(lp.mean_front_specular(light).detach(), e) > 5
+
+    def loss():
+        return lp.specular_colour_loss(lp.mean_front_specular(light), lp.mean_front_irradiance(light))
+
+    loss().backward()
+    assert light.diffuse_map.grad is None or light.diffuse_map.grad.abs().max() == 0  # the diffuse light is fixed
+    light.zero_grad()
+    _descend([light.specular_map], loss)
+    assert lp.chromaticity_angle_deg(lp.mean_front_specular(light).detach(), e) < 1.0
+    assert float(loss()) < 1e-3
+
+
 def test_skin_prior_hinge():
     inside = torch.tensor([0.5, 0.28, 0.18])  # g/r 0.56, b/r 0.36, luminance 0.32
     assert float(lp.skin_albedo_loss(inside)) == 0.0
@@ -114,9 +132,10 @@ def test_train_terms_are_switchable():
     mask = torch.ones(8, 8, 1)
     assert colour_prior_terms(LossWeights(), light, out, mask, "pbr") == {}  # default: only the cast transfer
     assert LossWeights().light_cast_transfer == 1.0
-    w = LossWeights(light_exposure=1.0, light_neutral=1.0, light_specular_wb=1.0, skin_albedo=1.0)
+    w = LossWeights(light_exposure=1.0, light_neutral=1.0, light_specular_wb=1.0, skin_albedo=1.0,
+                    light_specular_colour=1.0)
     terms = colour_prior_terms(w, light, out, mask, "pbr")
-    assert set(terms) == {"exposure", "neutral", "spec_wb", "skin"}
+    assert set(terms) == {"exposure", "neutral", "spec_wb", "spec_colour", "skin"}
     assert all(bool(torch.isfinite(v)) for v in terms.values())
     assert set(colour_prior_terms(w, light, out, mask, "albedo")) == {"skin"}  # no light in the warm-up
 

@@ -110,6 +110,17 @@ def specular_white_balance_loss(irradiance_mean: Tensor, specular_mean: Tensor, 
     return weight * ((log_chroma(irradiance_mean) - log_chroma(specular_mean.detach())) ** 2).sum()
 
 
+def specular_colour_loss(specular_mean: Tensor, irradiance_mean: Tensor, weight: float = 1.0) -> Tensor:
+    """``weight * |log_chroma(S) - log_chroma(E)|^2`` with the diffuse light's colour ``E [3]``
+    detached: the learned specular light ``S [3]`` is pulled to the colour of the diffuse light.
+
+    Physics: F0 is achromatic, so highlights have the colour of the light that also lights the
+    diffuse term. Left free, the specular light takes on the skin's hue and the diffuse term
+    explains the (whitish) highlights instead, which leaves the albedo too pale.
+    """
+    return weight * ((log_chroma(specular_mean) - log_chroma(irradiance_mean.detach())) ** 2).sum()
+
+
 def _hinge(x: Tensor, lo: float, hi: float) -> Tensor:
     return torch.relu(lo - x) ** 2 + torch.relu(x - hi) ** 2
 

@@ -75,6 +75,9 @@ class LossWeights:
     """mean front irradiance of the learned light is grey (grey world, as a loss)"""
     light_specular_wb: float = 0.0
     """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
+    light_specular_colour: float = 0.0
+    """the learned specular light's mean colour is pulled to the diffuse light's (detached): F0 is
+    achromatic, so highlights have the light's colour (hravatar.light_priors.specular_colour_loss)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
     light_cast_transfer: float = 1.0

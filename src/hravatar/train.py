@@ -865,7 +865,7 @@ def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mo
     on the albedo also during the warm-up. ``out``: the render; ``mask [H,W,1]``: the foreground.
     """
     terms: dict[str, Tensor] = {}
-    if mode == "pbr" and (w.light_exposure or w.light_neutral or w.light_specular_wb):
+    if mode == "pbr" and (w.light_exposure or w.light_neutral or w.light_specular_wb or w.light_specular_colour):
         e = lp.mean_front_irradiance(lighting)
         if w.light_exposure:
             terms["exposure"] = lp.exposure_loss(e, weight=w.light_exposure)
@@ -873,6 +873,8 @@ def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mo
             terms["neutral"] = lp.neutral_light_loss(e, w.light_neutral)
         if w.light_specular_wb:
             terms["spec_wb"] = lp.specular_white_balance_loss(e, lp.mean_front_specular(lighting), w.light_specular_wb)
+        if w.light_specular_colour:
+            terms["spec_colour"] = lp.specular_colour_loss(lp.mean_front_specular(lighting), e, w.light_specular_colour)
     if w.skin_albedo:
         a = lp.mean_albedo(out.albedo[0], mask * (out.alpha[0] > 0.5), out.alpha[0])
         terms["skin"] = lp.skin_albedo_loss(a, w.skin_albedo)
