@@ -130,9 +130,8 @@ def test_train_terms_are_switchable():
     light = _tinted_light((0.5, 0.0, -0.5))
     out = SimpleNamespace(albedo=torch.rand(1, 8, 8, 3) * 0.5, alpha=torch.ones(1, 8, 8, 1))
     mask = torch.ones(8, 8, 1)
-    assert set(colour_prior_terms(LossWeights(), light, out, mask, "pbr")) == {"spec_colour"}  # default
-    assert LossWeights().light_cast_transfer == 1.0 and LossWeights().light_cast_specular == 1.0
-    assert colour_prior_terms(LossWeights(light_specular_colour=0.0), light, out, mask, "pbr") == {}
+    assert colour_prior_terms(LossWeights(), light, out, mask, "pbr") == {}  # default: only the cast transfer
+    assert LossWeights().light_cast_transfer == 1.0
     w = LossWeights(light_exposure=1.0, light_neutral=1.0, light_specular_wb=1.0, skin_albedo=1.0,
                     light_specular_colour=1.0)
     terms = colour_prior_terms(w, light, out, mask, "pbr")

@@ -19,11 +19,10 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
   shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
 * :func:`transfer_light_cast` with ``reference=`` :func:`specular_cast` (``light_cast_specular``,
-  on by default): the cast transfer leaves the light the colour of the learned specular light
-  instead of grey;
-* :func:`specular_colour_loss` (``light_specular_colour``, on by default at 10): the learned
-  specular light is pulled to the diffuse light's colour. With the previous item, diffuse and
-  specular share one light colour, which the highlights (F0 is achromatic) read from the video;
+  off): the cast transfer leaves the light the colour of the learned specular light instead of grey;
+* :func:`specular_colour_loss` (``light_specular_colour``, off): the learned specular light is
+  pulled to the diffuse light's colour. With the previous item (``spec_light`` in the benchmark),
+  diffuse and specular share one light colour (as F0 is achromatic); the skin-locus gauge anchors it;
 * :func:`transfer_skin_cast` (``skin_locus``, not a loss, on by default at 0.5): after the cast
   transfer the face's mean albedo moves toward published skin reflectance of its luminance
   (:func:`skin_locus_colour`, the ColorChecker skin patches), the light by the inverse;

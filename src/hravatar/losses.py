@@ -75,23 +75,23 @@ class LossWeights:
     """mean front irradiance of the learned light is grey (grey world, as a loss)"""
     light_specular_wb: float = 0.0
     """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
-    light_specular_colour: float = 10.0
+    light_specular_colour: float = 0.0
     """the learned specular light's mean colour is pulled to the diffuse light's (detached): F0 is
     achromatic, so highlights have the light's colour (hravatar.light_priors.specular_colour_loss).
-    On by default with light_cast_specular = 1 (the two together: one light colour for diffuse and
-    specular, read from the video through the highlights); chosen by
-    benchmarks/relight_priors.py (README, issue 18); 0 = off"""
+    With light_cast_specular = 1 and 10 here, diffuse and specular share one light colour,
+    anchored by the skin-locus gauge: better relighting under a coloured light, worse under a
+    white-balanced one and on the real clip, so off by default (README, issue 18); 0 = off"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
     light_cast_transfer: float = 1.0
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
-    light_cast_specular: float = 1.0
+    light_cast_specular: float = 0.0
     """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
-    specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1, the
-    default, = the highlights' colour, a white balance read from the specular reflection; with
-    light_specular_colour, which keeps the specular light the diffuse light's colour)"""
+    specular light (at roughness 1) raised to this power instead of grey (0, the default = grey
+    world; 1 = the specular light's colour; with light_specular_colour, which keeps the specular
+    light the diffuse light's colour, diffuse and specular then share one light colour)"""
     skin_locus: float = 0.5
     """not a loss: after every shaded step (after the cast transfer), move the face region's mean
     albedo this fraction (in log) of the way to the chromaticity of published skin reflectance of
