@@ -88,3 +88,15 @@ def test_doctor_fails_in_one_line_on_missing_configured_flame(tmp_path):
     assert res.returncode == 2
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "generic_model.pkl" in errors[0]
+
+
+def test_a_full_disk_while_saving_is_a_user_error_not_an_internal_one():
+    from hravatar.cli import user_error
+
+    # torch.save's messages when its zip writer cannot write (seen with a full disk)
+    status, line = user_error(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 17 vs 16"))
+    assert status == 2 and "disk full" in line and "\n" not in line
+    status, _ = user_error(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"))
+    assert status == 2
+    status, line = user_error(RuntimeError("something else"))
+    assert status == 1 and line.startswith("internal error")

@@ -153,6 +153,10 @@ def usage_error_line(panel: str) -> str:
     return line or "invalid command line"
 
 
+#: Messages of torch.save's RuntimeError when its zip writer could not write (a full disk).
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos")
+
+
 def user_error(e: BaseException) -> tuple[int, str]:
     """``(exit status, message)`` for an exception that reached the CLI: exit 2 and
     ``<file or option>: <problem>; <what to do>`` for everything a user can cause (bad paths,
@@ -180,6 +184,9 @@ def user_error(e: BaseException) -> tuple[int, str]:
         return 2, f"a text file is not valid UTF-8 ({e.reason}); the file is damaged, re-create it"
     if isinstance(e, MemoryError):
         return 2, "out of memory; use smaller inputs (e.g. --downscale) or a machine with more memory"
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _WRITE_FAILURES):
+        return 2, ("writing a file failed (is the disk full?); free some space and rerun: finished "
+                   "outputs are kept, a training run resumes from its last checkpoint")
     try:
         import yaml
 
