@@ -100,6 +100,15 @@ def test_specular_colour_prior_gives_the_highlights_the_light_colour():
     _descend([light.specular_map], loss)
     assert lp.chromaticity_angle_deg(lp.mean_front_specular(light).detach(), e) < 1.0
     assert float(loss()) < 1e-3
+    # with a tolerance: nothing inside it, pulled back to its edge from outside
+    close = lp.mean_front_irradiance(light).detach() * torch.tensor([1.03, 1.0, 0.98])
+    assert float(lp.specular_colour_loss(close, lp.mean_front_irradiance(light), tolerance=0.1)) == 0.0
+    with torch.no_grad():
+        light.specular_map.copy_(torch.tensor([-0.4, 0.0, 0.5]).expand_as(light.specular_map))
+    _descend([light.specular_map], lambda: lp.specular_colour_loss(lp.mean_front_specular(light),
+                                                                    lp.mean_front_irradiance(light), 10.0, 0.1))
+    d = (lp.log_chroma(lp.mean_front_specular(light).detach()) - lp.log_chroma(e)).norm()
+    assert 0.08 < float(d) < 0.115
 
 
 def test_skin_prior_hinge():

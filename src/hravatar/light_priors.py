@@ -113,15 +113,22 @@ def specular_white_balance_loss(irradiance_mean: Tensor, specular_mean: Tensor, 
     return weight * ((log_chroma(irradiance_mean) - log_chroma(specular_mean.detach())) ** 2).sum()
 
 
-def specular_colour_loss(specular_mean: Tensor, irradiance_mean: Tensor, weight: float = 1.0) -> Tensor:
-    """``weight * |log_chroma(S) - log_chroma(E)|^2`` with the diffuse light's colour ``E [3]``
-    detached: the learned specular light ``S [3]`` is pulled to the colour of the diffuse light.
+def specular_colour_loss(specular_mean: Tensor, irradiance_mean: Tensor, weight: float = 1.0,
+                         tolerance: float = 0.0) -> Tensor:
+    """``weight * max(0, |log_chroma(S) - log_chroma(E)| - tolerance)^2`` with the diffuse light's
+    colour ``E [3]`` detached: the learned specular light ``S [3]`` is pulled to the colour of the
+    diffuse light, up to ``tolerance`` (log-chromaticity distance; 0.1 is about 5 degrees).
 
     Physics: F0 is achromatic, so highlights have the colour of the light that also lights the
     diffuse term. Left free, the specular light takes on the skin's hue and the diffuse term
-    explains the (whitish) highlights instead, which leaves the albedo too pale.
+    explains the (whitish) highlights instead, which leaves the albedo too pale. The tolerance
+    lets the highlights differ a little from the light's mean colour (an environment is not one
+    colour; the mean diffuse colour is itself an estimate).
     """
-    return weight * ((log_chroma(specular_mean) - log_chroma(irradiance_mean.detach())) ** 2).sum()
+    d2 = ((log_chroma(specular_mean) - log_chroma(irradiance_mean.detach())) ** 2).sum()
+    if tolerance <= 0:
+        return weight * d2
+    return weight * torch.relu(d2.add(1e-12).sqrt() - float(tolerance)) ** 2
 
 
 def _hinge(x: Tensor, lo: float, hi: float) -> Tensor:

@@ -81,6 +81,9 @@ class LossWeights:
     With light_cast_specular = 1 and 10 here, diffuse and specular share one light colour,
     anchored by the skin-locus gauge: better relighting under a coloured light, worse under a
     white-balanced one and on the real clip, so off by default (README, issue 18); 0 = off"""
+    light_specular_colour_tolerance: float = 0.0
+    """light_specular_colour costs nothing while the two colours are within this log-chromaticity
+    distance (0.1 is about 5 degrees)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
     light_cast_transfer: float = 1.0

@@ -874,7 +874,8 @@ def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mo
         if w.light_specular_wb:
             terms["spec_wb"] = lp.specular_white_balance_loss(e, lp.mean_front_specular(lighting), w.light_specular_wb)
         if w.light_specular_colour:
-            terms["spec_colour"] = lp.specular_colour_loss(lp.mean_front_specular(lighting), e, w.light_specular_colour)
+            terms["spec_colour"] = lp.specular_colour_loss(lp.mean_front_specular(lighting), e, w.light_specular_colour,
+                                                           w.light_specular_colour_tolerance)
     if w.skin_albedo:
         a = lp.mean_albedo(out.albedo[0], mask * (out.alpha[0] > 0.5), out.alpha[0])
         terms["skin"] = lp.skin_albedo_loss(a, w.skin_albedo)
