@@ -66,6 +66,8 @@ SETTINGS: dict[str, dict[str, float]] = {
     # one light colour for diffuse and specular, read from the highlights (the default since session 7)
     "spec_light": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
                    "light_cast_specular": 1.0, "light_specular_colour": 10.0},
+    "spec_light_half": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
+                        "light_cast_specular": 1.0, "light_specular_colour": 10.0, "light_specular_until": 0.5},
     "spec_light+skin_locus0.25": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.25,
                                   "light_cast_specular": 1.0, "light_specular_colour": 10.0},
     "spec_light+skin_locus0.1": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.1,
@@ -76,7 +78,8 @@ SETTINGS: dict[str, dict[str, float]] = {
 #: Every prior off (the base of each setting, whatever LossWeights' defaults are).
 ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,
            "light_cast_transfer": 0.0, "light_level": 0.0, "light_level_specular": 0.0, "light_cast_specular": 0.0,
-           "skin_locus": 0.0, "light_specular_colour": 0.0, "light_specular_colour_tolerance": 0.0}
+           "skin_locus": 0.0, "light_specular_colour": 0.0, "light_specular_colour_tolerance": 0.0,
+           "light_specular_until": 1.0}
 TINY = {"size": 64, "frames": 40, "iterations": 200, "points_per_face": 1, "gt_points_per_face": 4,
         "env_height": 32, "eval_frames": 4}
 FULL = {"size": 256, "frames": 300, "iterations": 1500, "points_per_face": 8, "gt_points_per_face": 16,

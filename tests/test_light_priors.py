@@ -320,3 +320,15 @@ def test_skin_locus_colour_follows_the_device():
     from hravatar.light_priors import skin_locus_colour
 
     assert skin_locus_colour(torch.tensor(0.2, device="meta")).device.type == "meta"
+
+
+def test_shared_light_colour_switches_off_at_its_fraction_of_the_run():
+    from hravatar.train import colour_weights_at
+
+    w = LossWeights(light_cast_specular=1.0, light_specular_colour=10.0, light_specular_until=0.5)
+    assert colour_weights_at(w, 499, 1000) is w
+    late = colour_weights_at(w, 500, 1000)
+    assert late.light_cast_specular == 0.0 and late.light_specular_colour == 0.0
+    assert late.light_cast_transfer == w.light_cast_transfer and late.skin_locus == w.skin_locus  # the rest stays
+    never = LossWeights(light_cast_specular=1.0, light_specular_colour=10.0)  # until 1: never switches
+    assert colour_weights_at(never, 999, 1000) is never

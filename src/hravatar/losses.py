@@ -84,6 +84,9 @@ class LossWeights:
     light_specular_colour_tolerance: float = 0.0
     """light_specular_colour costs nothing while the two colours are within this log-chromaticity
     distance (0.1 is about 5 degrees)"""
+    light_specular_until: float = 1.0
+    """fraction of the run after which light_cast_specular and light_specular_colour switch off
+    (grey world and a free specular light from then on; 1 = never)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
     light_cast_transfer: float = 1.0

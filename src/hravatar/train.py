@@ -630,7 +630,7 @@ class Trainer:
         if mode == "pbr" and w.roughness_tv:
             terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
         if mode != "color" and fr.albedo is None:
-            terms.update(colour_prior_terms(w, self.lighting, out, fr.mask, mode))
+            terms.update(colour_prior_terms(colour_weights_at(w, it, self.total), self.lighting, out, fr.mask, mode))
         if refine and c.pose_refine_prior:
             terms["pose_prior"] = pose_prior_loss(off, c.pose_refine_prior)
         loss = sum(terms.values())
@@ -656,7 +656,7 @@ class Trainer:
             else:
                 o.step()
         if mode == "pbr" and fr.albedo is None:
-            self._apply_light_gauges(w)
+            self._apply_light_gauges(colour_weights_at(w, it, self.total))
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
@@ -856,6 +856,15 @@ def face_region_grid(head: Any, device: Any, n: int = 48) -> tuple[Tensor, Tenso
     centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     nearest = torch.cat([torch.cdist(centres[i:i + 8192], vt).argmin(1) for i in range(0, len(centres), 8192)])
     return face[nearest].reshape(n, n, n), lo, hi
+
+
+def colour_weights_at(w: LossWeights, it: int, total: int) -> LossWeights:
+    """``w`` with the shared light colour (``light_cast_specular``, ``light_specular_colour``)
+    switched off from iteration ``light_specular_until * total`` on (grey world and a free
+    specular light for the rest of the run); ``w`` itself before that or when it never ends."""
+    if w.light_specular_until >= 1 or it < w.light_specular_until * total:
+        return w
+    return dataclasses.replace(w, light_cast_specular=0.0, light_specular_colour=0.0)
 
 
 def colour_prior_terms(w: LossWeights, lighting: Any, out: Any, mask: Tensor, mode: str) -> dict[str, Tensor]:
