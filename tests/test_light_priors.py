@@ -139,8 +139,9 @@ def test_train_terms_are_switchable():
     light = _tinted_light((0.5, 0.0, -0.5))
     out = SimpleNamespace(albedo=torch.rand(1, 8, 8, 3) * 0.5, alpha=torch.ones(1, 8, 8, 1))
     mask = torch.ones(8, 8, 1)
-    assert colour_prior_terms(LossWeights(), light, out, mask, "pbr") == {}  # default: only the cast transfer
-    assert LossWeights().light_cast_transfer == 1.0
+    assert set(colour_prior_terms(LossWeights(), light, out, mask, "pbr")) == {"spec_colour"}  # default
+    assert LossWeights().light_cast_transfer == 1.0 and LossWeights().light_specular_until == 0.5
+    assert colour_prior_terms(LossWeights(light_specular_colour=0.0), light, out, mask, "pbr") == {}
     w = LossWeights(light_exposure=1.0, light_neutral=1.0, light_specular_wb=1.0, skin_albedo=1.0,
                     light_specular_colour=1.0)
     terms = colour_prior_terms(w, light, out, mask, "pbr")
@@ -330,5 +331,5 @@ def test_shared_light_colour_switches_off_at_its_fraction_of_the_run():
     late = colour_weights_at(w, 500, 1000)
     assert late.light_cast_specular == 0.0 and late.light_specular_colour == 0.0
     assert late.light_cast_transfer == w.light_cast_transfer and late.skin_locus == w.skin_locus  # the rest stays
-    never = LossWeights(light_cast_specular=1.0, light_specular_colour=10.0)  # until 1: never switches
+    never = LossWeights(light_cast_specular=1.0, light_specular_colour=10.0, light_specular_until=1.0)  # never switches
     assert colour_weights_at(never, 999, 1000) is never

@@ -18,11 +18,13 @@ its own weight in :class:`hravatar.losses.LossWeights` (0 switches it off):
   plausible band of skin reflectance chromaticity and brightness (hinge: no force inside it);
 * :func:`transfer_light_cast` (``light_cast_transfer``, not a loss, on by default): after every
   shaded step the learned light's colour cast moves into the albedo (grey world as a projection);
-* :func:`transfer_light_cast` with ``reference=`` :func:`specular_cast` (``light_cast_specular``,
-  off): the cast transfer leaves the light the colour of the learned specular light instead of grey;
-* :func:`specular_colour_loss` (``light_specular_colour``, off): the learned specular light is
-  pulled to the diffuse light's colour. With the previous item (``spec_light`` in the benchmark),
-  diffuse and specular share one light colour (as F0 is achromatic); the skin-locus gauge anchors it;
+* :func:`transfer_light_cast` with ``reference=`` :func:`specular_cast` (``light_cast_specular``):
+  the cast transfer leaves the light the colour of the learned specular light instead of grey;
+* :func:`specular_colour_loss` (``light_specular_colour``): the learned specular light is pulled
+  to the diffuse light's colour. With the previous item diffuse and specular share one light
+  colour (as F0 is achromatic), anchored by the skin-locus gauge; by default both act during the
+  first half of the run only (``light_specular_until``), then grey world and a free specular
+  light take over;
 * :func:`transfer_skin_cast` (``skin_locus``, not a loss, on by default at 0.5): after the cast
   transfer the face's mean albedo moves toward published skin reflectance of its luminance
   (:func:`skin_locus_colour`, the ColorChecker skin patches), the light by the inverse;

@@ -75,29 +75,32 @@ class LossWeights:
     """mean front irradiance of the learned light is grey (grey world, as a loss)"""
     light_specular_wb: float = 0.0
     """mean irradiance has the colour of the learned specular light (white balance from highlights)"""
-    light_specular_colour: float = 0.0
+    light_specular_colour: float = 10.0
     """the learned specular light's mean colour is pulled to the diffuse light's (detached): F0 is
     achromatic, so highlights have the light's colour (hravatar.light_priors.specular_colour_loss).
-    With light_cast_specular = 1 and 10 here, diffuse and specular share one light colour,
-    anchored by the skin-locus gauge: better relighting under a coloured light, worse under a
-    white-balanced one and on the real clip, so off by default (README, issue 18); 0 = off"""
+    With light_cast_specular = 1, diffuse and specular share one light colour, anchored by the
+    skin-locus gauge; by default only for the first half of the run (light_specular_until), which
+    fixes the diffuse / specular split; chosen by benchmarks/relight_priors.py, the demo and the
+    real clip (README, issue 18); 0 = off"""
     light_specular_colour_tolerance: float = 0.0
     """light_specular_colour costs nothing while the two colours are within this log-chromaticity
     distance (0.1 is about 5 degrees)"""
-    light_specular_until: float = 1.0
+    light_specular_until: float = 0.5
     """fraction of the run after which light_cast_specular and light_specular_colour switch off
-    (grey world and a free specular light from then on; 1 = never)"""
+    (grey world and a free specular light from then on; 1 = never). 0.5 by default: the shared
+    colour sets the diffuse / specular split, grey world then sets the colour (README, issue 18)"""
     skin_albedo: float = 0.0
     """mean foreground albedo within a plausible band of skin chromaticity and brightness"""
     light_cast_transfer: float = 1.0
     """not a loss: after every shaded step, move this fraction of the learned light's colour cast
     into the albedo (grey world as a hard gauge fix; 0 = off). On by default for subjects without
     pseudo albedos: chosen by benchmarks/relight_priors.py (README, issue 18)"""
-    light_cast_specular: float = 0.0
+    light_cast_specular: float = 1.0
     """with light_cast_transfer: the cast transfer leaves the learned light the colour of its
-    specular light (at roughness 1) raised to this power instead of grey (0, the default = grey
-    world; 1 = the specular light's colour; with light_specular_colour, which keeps the specular
-    light the diffuse light's colour, diffuse and specular then share one light colour)"""
+    specular light (at roughness 1) raised to this power instead of grey (0 = grey world; 1, the
+    default while light_specular_until lasts, = the specular light's colour; with
+    light_specular_colour, which keeps the specular light the diffuse light's colour, diffuse and
+    specular then share one light colour)"""
     skin_locus: float = 0.5
     """not a loss: after every shaded step (after the cast transfer), move the face region's mean
     albedo this fraction (in log) of the way to the chromaticity of published skin reflectance of
