@@ -63,7 +63,8 @@ SETTINGS: dict[str, dict[str, float]] = {
                                           "light_specular_colour": 10.0},
     "level+skin_locus0.5+spec_colour10tol": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
                                              "light_specular_colour": 10.0, "light_specular_colour_tolerance": 0.1},
-    # one light colour for diffuse and specular, read from the highlights (the default since session 7)
+    # one light colour for diffuse and specular, anchored by the skin locus (whole run; spec_light_half, the
+    # default since session 7: the first half of the run only)
     "spec_light": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
                    "light_cast_specular": 1.0, "light_specular_colour": 10.0},
     "spec_light_half": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
