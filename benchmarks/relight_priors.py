@@ -33,6 +33,10 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_flags, cpu_name  # noqa: E402
 
+#: The session-5 default (cast transfer, level gauge, skin locus at 0.5) and the shared diffuse /
+#: specular light colour on top of it, for the whole run (bases of the session-7 settings below).
+_LOCUS = {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5}
+_SPEC_LIGHT = {**_LOCUS, "light_cast_specular": 1.0, "light_specular_colour": 10.0}
 #: Prior settings: name -> LossWeights overrides (hravatar.losses.LossWeights fields).
 SETTINGS: dict[str, dict[str, float]] = {
     "none": {},
@@ -55,30 +59,20 @@ SETTINGS: dict[str, dict[str, float]] = {
     "level+skin_locus0.5": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5},
     "level+skin_locus_only": {"light_level": 0.85, "skin_locus": 1.0},
     # the photometric loss with and without the saturation-aware comparison (a camera's clipping)
-    "level+skin_locus0.5-saturation": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                                       "saturation": 0.0},
-    "level+skin_locus0.5+spec_colour": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                                        "light_specular_colour": 1.0},
-    "level+skin_locus0.5+spec_colour10": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                                          "light_specular_colour": 10.0},
-    "level+skin_locus0.5+spec_colour10tol": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                                             "light_specular_colour": 10.0, "light_specular_colour_tolerance": 0.1},
+    "level+skin_locus0.5-saturation": {**_LOCUS, "saturation": 0.0},
+    "level+skin_locus0.5+spec_colour": {**_LOCUS, "light_specular_colour": 1.0},
+    "level+skin_locus0.5+spec_colour10": {**_LOCUS, "light_specular_colour": 10.0},
+    "level+skin_locus0.5+spec_colour10tol": {**_LOCUS, "light_specular_colour": 10.0,
+                                             "light_specular_colour_tolerance": 0.1},
     # one light colour for diffuse and specular, anchored by the skin locus (whole run; spec_light_half, the
     # default since session 7: the first half of the run only)
-    "spec_light": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                   "light_cast_specular": 1.0, "light_specular_colour": 10.0},
-    "spec_light_half": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                        "light_cast_specular": 1.0, "light_specular_colour": 10.0, "light_specular_until": 0.5},
-    "spec_light_quarter": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                           "light_cast_specular": 1.0, "light_specular_colour": 10.0, "light_specular_until": 0.25},
-    "spec_light_3quarters": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.5,
-                             "light_cast_specular": 1.0, "light_specular_colour": 10.0, "light_specular_until": 0.75},
-    "spec_light+skin_locus0.25": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.25,
-                                  "light_cast_specular": 1.0, "light_specular_colour": 10.0},
-    "spec_light+skin_locus0.1": {"light_cast_transfer": 1.0, "light_level": 0.85, "skin_locus": 0.1,
-                                 "light_cast_specular": 1.0, "light_specular_colour": 10.0},
-    "spec_light-skin_locus": {"light_cast_transfer": 1.0, "light_level": 0.85,
-                              "light_cast_specular": 1.0, "light_specular_colour": 10.0},
+    "spec_light": _SPEC_LIGHT,
+    "spec_light_half": {**_SPEC_LIGHT, "light_specular_until": 0.5},
+    "spec_light_quarter": {**_SPEC_LIGHT, "light_specular_until": 0.25},
+    "spec_light_3quarters": {**_SPEC_LIGHT, "light_specular_until": 0.75},
+    "spec_light+skin_locus0.25": {**_SPEC_LIGHT, "skin_locus": 0.25},
+    "spec_light+skin_locus0.1": {**_SPEC_LIGHT, "skin_locus": 0.1},
+    "spec_light-skin_locus": {k: v for k, v in _SPEC_LIGHT.items() if k != "skin_locus"},
 }
 #: Every prior off (the base of each setting, whatever LossWeights' defaults are).
 ALL_OFF = {"light_exposure": 0.0, "light_neutral": 0.0, "light_specular_wb": 0.0, "skin_albedo": 0.0,

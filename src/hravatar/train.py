@@ -599,6 +599,7 @@ class Trainer:
 
             freeze_batchnorm(self.encoder)
         mode = self._mode(it)
+        wc = colour_weights_at(w, it, self.total)  # the colour priors' weights at this iteration
         p, jaw = frame_params(fr, self.avatar.num_expr, self.encoder)
         refine = self.pose_offsets is not None and it >= self.pose_start
         if refine:
@@ -630,7 +631,7 @@ class Trainer:
         if mode == "pbr" and w.roughness_tv:
             terms["tv"] = tv_loss(out.roughness[0], fr.mask, w.roughness_tv)
         if mode != "color" and fr.albedo is None:
-            terms.update(colour_prior_terms(colour_weights_at(w, it, self.total), self.lighting, out, fr.mask, mode))
+            terms.update(colour_prior_terms(wc, self.lighting, out, fr.mask, mode))
         if refine and c.pose_refine_prior:
             terms["pose_prior"] = pose_prior_loss(off, c.pose_refine_prior)
         loss = sum(terms.values())
@@ -656,7 +657,7 @@ class Trainer:
             else:
                 o.step()
         if mode == "pbr" and fr.albedo is None:
-            self._apply_light_gauges(colour_weights_at(w, it, self.total))
+            self._apply_light_gauges(wc)
         self.strategy.step_post_backward(self.avatar, self.opt, it, out.meta, self.width, self.height)
         for o in opts:
             o.zero_grad(set_to_none=True) if isinstance(o, torch.optim.Optimizer) else o.zero_grad()
