@@ -221,3 +221,64 @@ def test_matched_exposure_gives_an_environment_the_learned_front_level() -> None
     # the stops follow the reference's level: a light twice as bright needs one stop more
     lp.set_light_level(_albedo_logits(), light, 1.2)
     assert lp.matched_exposure(env, light) == pytest.approx(stops + 1.0, abs=1e-4)
+
+
+
+def test_the_gauge_cycle_keeps_the_image_and_a_finite_light_over_a_long_run() -> None:
+    """The training's gauge cycle (grey-world cast, skin locus halfway, level, tail renormalisation)
+    under a warm light, repeated as 3000 training steps repeat it. Each cycle dims the light a
+    little and the level gauge restores it through the gain, so the light sinks into the sigmoid's
+    tail (session 7's full-budget runs: pre-activation -15 to -25 after 1500 steps, where the colour
+    moves stalled and changed the image; 3000 steps would underflow). The image must be kept, the
+    light stay finite and the pre-activation stop at the tail ceiling."""
+    light = _light(seed=3, spread=0.5)
+    with torch.no_grad():
+        light.diffuse_map.add_(torch.tensor([0.6, 0.0, -0.8]))  # a warm light
+    logits = torch.logit(torch.tensor([[0.45, 0.30, 0.20]]).repeat(50, 1))  # skin seen under it
+    face = torch.ones(50)
+    lp.set_light_level(logits, light, 0.85)
+    prod0 = torch.sigmoid(logits) * lp.mean_front_irradiance(light).detach()
+    shifted = 0.0
+    for _ in range(3000):
+        lp.transfer_light_cast(logits, light, 1.0)
+        lp.transfer_skin_cast(logits, light, face, 0.5)
+        lp.set_light_level(logits, light, 0.85)
+        shifted += lp.renormalise_light_tail(light)
+    assert shifted > 0  # it did sink and was renormalised
+    assert float(light.diffuse_map.max()) >= lp.TAIL_CEILING - 1e-4
+    assert torch.isfinite(torch.exp(light.diffuse_log_gain)) and float(light.diffuse_log_gain) < 20
+    prod = torch.sigmoid(logits) * lp.mean_front_irradiance(light).detach()
+    assert torch.allclose(prod, prod0, rtol=0.02)
+    assert _level(light) == pytest.approx(0.85, rel=1e-3)
+
+
+def test_renormalising_the_tail_keeps_the_irradiance() -> None:
+    light = _light(seed=5, spread=0.5)
+    with torch.no_grad():
+        light.diffuse_map.sub_(30.0)
+        light.diffuse_log_gain.fill_(30.0)
+    n = _normals()
+    e0 = light.irradiance(n).detach()
+    d = lp.renormalise_light_tail(light)
+    assert d > 15 and float(light.diffuse_map.max()) == pytest.approx(lp.TAIL_CEILING, abs=1e-4)
+    assert torch.allclose(light.irradiance(n).detach(), e0, rtol=1e-4)
+    assert lp.renormalise_light_tail(light) == 0.0  # nothing more to do
+    mid = _light(seed=5)
+    assert lp.renormalise_light_tail(mid) == 0.0  # a light in the sigmoid's middle is left alone
+
+
+def test_a_colour_move_deep_in_the_sigmoid_tail_still_keeps_the_image() -> None:
+    """A light already deep in the tail is moved exactly, not left where it is while the albedo
+    changes (Newton on the mean itself stalled there)."""
+    light = _light(seed=4, spread=0.5)
+    with torch.no_grad():
+        light.diffuse_map.sub_(18.0)  # sigmoid ~1e-8
+        light.diffuse_log_gain.fill_(18.0)
+    logits = _albedo_logits()
+    e0 = lp.mean_front_irradiance(light).detach()
+    prod0 = torch.sigmoid(logits) * e0
+    c = torch.tensor([1.2, 1.0, 0.7])
+    lp.move_colour_to_albedo(logits, light, c)
+    e1 = lp.mean_front_irradiance(light).detach()
+    assert torch.allclose(e1 * c, e0, rtol=2e-3)
+    assert torch.allclose(torch.sigmoid(logits) * e1, prod0, rtol=2e-3)

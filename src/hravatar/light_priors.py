@@ -185,25 +185,31 @@ _SIGMOID_MEAN_MAX = 0.8
 
 
 @torch.no_grad()
-def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int = 6) -> None:  # noqa: ANN001
+def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int = 6) -> Tensor:  # noqa: ANN001
     """Multiply the albedo by the per-channel factor ``c [3]`` and divide the learned irradiance by it.
 
     The product albedo x irradiance is unchanged for the diffuse term (up to the sigmoid's clamp):
     the irradiance's mean over front-facing normals becomes ``E / c`` by a per-channel shift of
     the irradiance parameter (the cosine kernel's rows sum to 1, so a constant shift passes
-    through the convolution) found by a few Newton steps on the mean. Where a channel would need a
-    sigmoid mean above 0.8 (unreachable at 1, a flat saturated light near it), the shared gain
-    ``diffuse_log_gain`` is raised first and the sigmoid asked for correspondingly less.
+    through the convolution) found by a few Newton steps on the log of the mean: exact in the
+    sigmoid's exponential tail too, where the light of a long run under a coloured light sits
+    (Newton on the mean itself stalled there and left the light in place while the albedo moved,
+    so the image changed). Where a channel would need a sigmoid mean above 0.8 (unreachable at 1,
+    a flat saturated light near it), the shared gain ``diffuse_log_gain`` is raised first and the
+    sigmoid asked for correspondingly less.
 
     Args:
         albedo_logits: ``[N,3]`` pre-sigmoid albedo parameter (modified in place).
         lighting: a :class:`~hravatar.shading.lighting.LearnableLighting` (its ``diffuse_map``
             and ``diffuse_log_gain`` are modified in place).
         c: ``[3]`` positive factors.
+    Returns:
+        ``[3]`` the factor applied to the albedo (``c``).
     """
     from hravatar.shading.cubemap import sample_cube
 
     e = mean_front_irradiance(lighting)
+    c = c.to(e)
     target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
     hi = float(target.max())
     if hi > _SIGMOID_MEAN_MAX:  # a sigmoid's mean cannot reach it: the shared gain takes the excess
@@ -212,14 +218,47 @@ def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int
     dirs = front_directions(256, lighting.diffuse_map.device)
     yd = sample_cube(lighting.diffuse_cube(), dirs)  # [n,3] pre-activation at the directions
     delta = torch.zeros(3, device=yd.device, dtype=yd.dtype)
-    for _ in range(iters):  # Newton on mean(sigmoid(yd + delta)) = target, per channel
+    log_t = torch.log(target.clamp_min(1e-30))
+    for _ in range(iters):  # Newton on log(mean(sigmoid(yd + delta))) = log(target), per channel
         sg = torch.sigmoid(yd + delta)
-        f = sg.mean(0) - target
-        df = (sg * (1 - sg)).mean(0).clamp_min(1e-6)
+        m = sg.mean(0).clamp_min(1e-30)
+        f = torch.log(m) - log_t
+        df = ((sg * (1 - sg)).mean(0) / m).clamp_min(1e-6)  # in (0, 1]: ~1 in the tail, small near 1
         delta = (delta - f / df).clamp(-8.0, 8.0)
     lighting.diffuse_map.add_(delta)
     a = (torch.sigmoid(albedo_logits) * c).clamp(1e-4, 1 - 1e-4)
     albedo_logits.copy_(torch.log(a / (1 - a)))
+    return c
+
+
+#: Largest pre-activation of the learned irradiance that :func:`renormalise_light_tail` leaves deep
+#: in the sigmoid's tail: below it ``sigmoid(x) = exp(x) (1 + O(4.5e-5))``.
+TAIL_CEILING = -10.0
+
+
+@torch.no_grad()
+def renormalise_light_tail(lighting) -> float:  # noqa: ANN001 - a LearnableLighting
+    """Keep a learned irradiance that has sunk into the sigmoid's exponential tail from underflowing.
+
+    Under a coloured light the gauges' colour moves dim the light a little each step and the level
+    gauge restores it through the gain, so over a run the irradiance's pre-activation sinks (about
+    -6 after 200 iterations, -15 to -25 after 1500) and the gain grows; in the tail
+    the sigmoid is an exponential, which gives the light a high dynamic range (measured: better
+    fits than a light held in the sigmoid's middle), but float32 underflows below about -87.
+    When every texel lies below :data:`TAIL_CEILING` the map is shifted up until its largest texel
+    is there and the gain lowered by the same amount: ``sigmoid(x + d) exp(-d) = sigmoid(x)`` to
+    within 4.5e-5 relative, so the irradiance (and the image) is kept.
+
+    Returns:
+        the shift ``d`` (0 when nothing moved).
+    """
+    top = float(lighting.diffuse_map.max())
+    if top >= TAIL_CEILING:
+        return 0.0
+    d = TAIL_CEILING - top
+    lighting.diffuse_map.add_(d)
+    lighting.diffuse_log_gain.sub_(d)
+    return d
 
 
 @torch.no_grad()
@@ -249,9 +288,7 @@ def transfer_light_cast(albedo_logits: Tensor, lighting, fraction: float = 1.0, 
     if reference is not None:
         r = reference.detach().to(c).clamp_min(1e-6)
         c = c / (r / luminance(r).clamp_min(1e-6))
-    c = c.clamp(0.2, 5.0) ** float(fraction)
-    move_colour_to_albedo(albedo_logits, lighting, c, iters)
-    return c
+    return move_colour_to_albedo(albedo_logits, lighting, c.clamp(0.2, 5.0) ** float(fraction), iters)
 
 
 #: Published skin reflectance used by the skin-locus gauge: the ColorChecker Classic's "light
@@ -297,9 +334,10 @@ def transfer_skin_cast(albedo_logits: Tensor, lighting, face_weights: Tensor, fr
 
     With ``A`` the (weighted) mean albedo of the face points and ``T`` the locus colour of
     ``A``'s luminance, the albedo is multiplied by ``c = (T / lum T) / (A / lum A)`` (to the power
-    ``fraction``) and the irradiance divided by it (:func:`move_colour_to_albedo`: the image is
-    unchanged). The video's light colour along the skin locus (warm / cool) is then read from the
-    face's brightness, which the level gauge ties to the exposure convention.
+    ``fraction``) and the irradiance divided by it
+    (:func:`move_colour_to_albedo`: the image is unchanged). The video's light colour along the
+    skin locus (warm / cool) is then read from the face's brightness, which the level gauge ties to
+    the exposure convention.
 
     Args:
         albedo_logits: ``[N,3]`` pre-sigmoid albedo (modified in place).
@@ -321,9 +359,7 @@ def transfer_skin_cast(albedo_logits: Tensor, lighting, face_weights: Tensor, fr
     t = skin_locus_colour(luminance(lin)).to(a)
     t = srgb_encode(t) if srgb_frames else t
     c = (t / luminance(t).clamp_min(1e-6)) / (a / luminance(a).clamp_min(1e-6))
-    c = c.clamp(0.2, 5.0) ** float(fraction)
-    move_colour_to_albedo(albedo_logits, lighting, c)
-    return c
+    return move_colour_to_albedo(albedo_logits, lighting, c.clamp(0.2, 5.0) ** float(fraction))
 
 
 def specular_light_level(lighting, n: int = 256) -> Tensor:  # noqa: ANN001 - any Lighting

@@ -671,7 +671,8 @@ class Trainer:
     def _apply_light_gauges(self, w: LossWeights) -> None:
         """The albedo / light gauges that leave the image unchanged, after a shaded step of a subject
         without pseudo albedos, in this order: the light's colour cast into the albedo, the face
-        albedo towards the skin locus, the light's level (:mod:`hravatar.light_priors`)."""
+        albedo towards the skin locus, the light's level (:mod:`hravatar.light_priors`); then a light
+        sunk deep into the sigmoid's tail is renormalised (:func:`~hravatar.light_priors.renormalise_light_tail`)."""
         albedo = self.avatar.params["albedo"].data
         if w.light_cast_transfer:
             ref = lp.specular_cast(self.lighting) ** w.light_cast_specular if w.light_cast_specular else None
@@ -683,6 +684,7 @@ class Trainer:
             spec = w.light_level_specular
             level = lp.specular_light_level(self.lighting) if spec else w.light_level
             lp.set_light_level(albedo, self.lighting, level, spec or 1.0)
+        lp.renormalise_light_tail(self.lighting)
 
     @torch.no_grad()
     def _face_weights(self) -> Tensor:
