@@ -223,7 +223,6 @@ def test_matched_exposure_gives_an_environment_the_learned_front_level() -> None
     assert lp.matched_exposure(env, light) == pytest.approx(stops + 1.0, abs=1e-4)
 
 
-
 def test_the_gauge_cycle_keeps_the_image_and_a_finite_light_over_a_long_run() -> None:
     """The training's gauge cycle (grey-world cast, skin locus halfway, level, tail renormalisation)
     under a warm light, repeated as 3000 training steps repeat it. Each cycle dims the light a

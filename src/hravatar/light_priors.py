@@ -209,7 +209,6 @@ def move_colour_to_albedo(albedo_logits: Tensor, lighting, c: Tensor, iters: int
     from hravatar.shading.cubemap import sample_cube
 
     e = mean_front_irradiance(lighting)
-    c = c.to(e)
     target = e / c / torch.exp(lighting.diffuse_log_gain)  # in units of the sigmoid (before the gain)
     hi = float(target.max())
     if hi > _SIGMOID_MEAN_MAX:  # a sigmoid's mean cannot reach it: the shared gain takes the excess
@@ -334,10 +333,9 @@ def transfer_skin_cast(albedo_logits: Tensor, lighting, face_weights: Tensor, fr
 
     With ``A`` the (weighted) mean albedo of the face points and ``T`` the locus colour of
     ``A``'s luminance, the albedo is multiplied by ``c = (T / lum T) / (A / lum A)`` (to the power
-    ``fraction``) and the irradiance divided by it
-    (:func:`move_colour_to_albedo`: the image is unchanged). The video's light colour along the
-    skin locus (warm / cool) is then read from the face's brightness, which the level gauge ties to
-    the exposure convention.
+    ``fraction``) and the irradiance divided by it (:func:`move_colour_to_albedo`: the image is
+    unchanged). The video's light colour along the skin locus (warm / cool) is then read from the
+    face's brightness, which the level gauge ties to the exposure convention.
 
     Args:
         albedo_logits: ``[N,3]`` pre-sigmoid albedo (modified in place).
