@@ -47,7 +47,7 @@ def diagnose(avatar_dir: Path, frame_step: int = 5) -> dict:
     from hravatar import light_priors as lp
     from hravatar.avatar.load import load_avatar
     from hravatar.synth.envmaps import make_lighting
-    from hravatar.train import face_region_grid
+    from hravatar.train import face_point_weights, face_region_grid
 
     av = load_avatar(avatar_dir, device="cpu")
     syn = json.loads((Path(av.subject_path) / "gt" / "synth.json").read_text())
@@ -58,10 +58,7 @@ def diagnose(avatar_dir: Path, frame_step: int = 5) -> dict:
     spec_act = torch.sigmoid(learned.specular_levels()[0])
 
     p = av.gaussians.params
-    grid, lo, hi = face_region_grid(av.head_model(), "cpu")
-    n = grid.shape[0]
-    ijk = ((p["means"] - lo) / (hi - lo) * n).long().clamp(0, n - 1)
-    w = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]].float() * torch.sigmoid(p["opacities"].reshape(-1))
+    w = face_point_weights(face_region_grid(av.head_model(), "cpu"), p["means"], p["opacities"])
     face = (torch.sigmoid(p["albedo"]) * w[:, None]).sum(0) / w.sum().clamp_min(1e-9)
 
     ds = av.subject("train")

@@ -695,12 +695,8 @@ class Trainer:
         model), so a resumed run computes exactly what an uninterrupted one does."""
         if self._face_grid is None:
             self._face_grid = face_region_grid(self.head, self.device)
-        grid, lo, hi = self._face_grid
-        mu = self.avatar.params["means"].detach()
-        n = grid.shape[0]
-        ijk = ((mu - lo) / (hi - lo) * n).long().clamp(0, n - 1)
-        sel = grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
-        return torch.sigmoid(self.avatar.params["opacities"].detach().reshape(-1)) * sel
+        return face_point_weights(self._face_grid, self.avatar.params["means"].detach(),
+                                  self.avatar.params["opacities"].detach())
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -859,6 +855,15 @@ def face_region_grid(head: Any, device: Any, n: int = 48) -> tuple[Tensor, Tenso
     centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     nearest = torch.cat([torch.cdist(centres[i:i + 8192], vt).argmin(1) for i in range(0, len(centres), 8192)])
     return face[nearest].reshape(n, n, n), lo, hi
+
+
+def face_point_weights(face_grid: tuple[Tensor, Tensor, Tensor], means: Tensor, opacities: Tensor) -> Tensor:
+    """``[N]`` opacity of the points whose position (``means [N,3]``, canonical) falls in a face cell
+    of ``face_grid`` (:func:`face_region_grid`), 0 elsewhere; ``opacities`` are pre-sigmoid."""
+    grid, lo, hi = face_grid
+    n = grid.shape[0]
+    ijk = ((means - lo) / (hi - lo) * n).long().clamp(0, n - 1)
+    return torch.sigmoid(opacities.reshape(-1)) * grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
 
 
 def colour_weights_at(w: LossWeights, it: int, total: int) -> LossWeights:
