@@ -65,7 +65,7 @@ def test_perceptual_loss_gradient_and_sharpening():
     x = start.clone().requires_grad_(True)
     loss = perceptual_loss(x, target, net, weight=1.0)
     loss.backward()
-    assert float(loss) > 0 and float(x.grad.abs().sum()) > 0
+    assert float(loss.detach()) > 0 and float(x.grad.abs().sum()) > 0
 
     def fit(weight: float) -> float:
         x = start.clone().requires_grad_(True)
