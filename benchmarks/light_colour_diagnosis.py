@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
+from machine import machine, write_record  # noqa: E402
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,11 +120,7 @@ def main() -> int:
     before = os.getloadavg()
     rows = [diagnose(d) for d in a.avatars]
     rec = {"what": __doc__.splitlines()[0], "note": a.note, "rows": rows, "machine": machine(before, os.getloadavg())}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(rec, indent=1) + "\n")
-    md = table(rows)
-    a.out.with_suffix(".md").write_text(f"# {rec['what']}\n\n{a.note}\n\n{md}")
-    print(md)
+    write_record(a.out, rec, table(rows))
     return 0
 
 

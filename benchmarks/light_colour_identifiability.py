@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
+from machine import machine, write_record  # noqa: E402
 
 
 def mask_coverage(subject: Path, step: int = 10) -> float:
@@ -94,13 +94,7 @@ def main() -> int:
         print(f"{s.name}: done", file=sys.stderr, flush=True)
     rec = {"what": __doc__.splitlines()[0], "note": a.note, "frame_step": a.frame_step, "rows": rows,
            "machine": machine(before, os.getloadavg())}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n")
-    tmp.replace(a.out)
-    md = table(rows)
-    a.out.with_suffix(".md").write_text(f"# {rec['what']}\n\n{a.note}\n\n{md}")
-    print(md)
+    write_record(a.out, rec, table(rows))
     return 0
 
 

@@ -90,3 +90,16 @@ def machine(load_before: tuple[float, float, float], load_after: tuple[float, fl
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
+
+
+def write_record(out: Path, rec: dict, table_md: str) -> None:
+    """Write a diagnosis's JSON record to ``out`` and its Markdown table (headed by ``rec["what"]``
+    and ``rec["note"]``) beside it as ``.md``, each atomically; print the table."""
+    import json
+
+    from hravatar.io.atomic import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(rec, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), f"# {rec['what']}\n\n{rec['note']}\n\n{table_md}")
+    print(table_md)
